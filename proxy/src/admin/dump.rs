@@ -1,0 +1,228 @@
+//! Admin renderings: /server_info, /config_dump, /clusters, /listeners, /memory.
+
+use crate::config::support::decode_any;
+use crate::snapshot::Server;
+use prost_reflect::{DynamicMessage, SerializeOptions, Value};
+use serde_json::{json, Value as Json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn to_json(msg: &DynamicMessage) -> Json {
+    let opts = SerializeOptions::new().use_proto_field_name(true).skip_default_fields(true);
+    msg.serialize_with_options(serde_json::value::Serializer, &opts).unwrap_or(Json::Null)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+fn started_at(server: &Server) -> SystemTime {
+    SystemTime::now() - server.started.elapsed()
+}
+
+pub fn server_info(server: &Server) -> String {
+    let b = &server.bootstrap;
+    let up = server.started.elapsed().as_secs();
+    let cli = &server.cli;
+    let info = json!({
+        "version": format!("ferry/{}/Clean/RELEASE/rustls", crate::VERSION),
+        "state": server.state().name(),
+        "hot_restart_version": "disabled",
+        "command_line_options": {
+            "base_id": cli.base_id.to_string(),
+            "concurrency": server.concurrency,
+            "config_path": cli.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "config_yaml": cli.config_yaml.clone().unwrap_or_default(),
+            "log_level": cli.log_level,
+            "service_cluster": b.node.cluster,
+            "service_node": b.node.id,
+            "service_zone": b.node.zone,
+            "mode": format!("{:?}", cli.mode),
+            "drain_time": format!("{}s", cli.drain_time_s),
+            "parent_shutdown_time": format!("{}s", cli.parent_shutdown_time_s),
+            "restart_epoch": cli.restart_epoch,
+            "disable_hot_restart": true,
+        },
+        "node": to_json_field(&b.raw, "node"),
+        "uptime_current_epoch": format!("{up}s"),
+        "uptime_all_epochs": format!("{up}s"),
+    });
+    serde_json::to_string_pretty(&info).unwrap_or_default()
+}
+
+fn to_json_field(msg: &DynamicMessage, field: &str) -> Json {
+    match msg.get_field_by_name(field).as_deref() {
+        Some(Value::Message(m)) => to_json(m),
+        _ => json!({}),
+    }
+}
+
+fn list_field(msg: &DynamicMessage, field: &str) -> Vec<DynamicMessage> {
+    match msg.get_field_by_name(field).as_deref() {
+        Some(Value::List(items)) => items.iter().filter_map(|v| v.as_message().cloned()).collect(),
+        _ => vec![],
+    }
+}
+
+fn static_resources(server: &Server) -> Option<DynamicMessage> {
+    match server.bootstrap.raw.get_field_by_name("static_resources").as_deref() {
+        Some(Value::Message(m)) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+/// Inline route configurations of the static listeners' HTTP connection managers.
+fn static_routes(listeners: &[DynamicMessage]) -> Vec<Json> {
+    let mut out = Vec::new();
+    for l in listeners {
+        let chains = list_field(l, "filter_chains");
+        for chain in chains.iter().chain(match l.get_field_by_name("default_filter_chain").as_deref() {
+            Some(Value::Message(m)) => vec![m.clone()],
+            _ => vec![],
+        }.iter()) {
+            for f in list_field(chain, "filters") {
+                let Some(Value::Message(any)) = f.get_field_by_name("typed_config").as_deref().cloned() else { continue };
+                let url = any.get_field_by_name("type_url").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let bytes = any.get_field_by_name("value").and_then(|v| v.as_bytes().cloned()).unwrap_or_default();
+                if !url.ends_with("HttpConnectionManager") {
+                    continue;
+                }
+                if let Ok(hcm) = decode_any(&url, &bytes, "") {
+                    if let Some(Value::Message(rc)) = hcm.get_field_by_name("route_config").as_deref() {
+                        out.push(to_json(rc));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn config_dump(server: &Server, resource: Option<&str>) -> String {
+    let ts = rfc3339(started_at(server));
+    let sr = static_resources(server);
+    let listeners = sr.as_ref().map(|s| list_field(s, "listeners")).unwrap_or_default();
+    let clusters = sr.as_ref().map(|s| list_field(s, "clusters")).unwrap_or_default();
+    let t = "type.googleapis.com/envoy.admin.v3.";
+    let configs = vec![
+        json!({"@type": format!("{t}BootstrapConfigDump"), "bootstrap": to_json(&server.bootstrap.raw), "last_updated": ts}),
+        json!({"@type": format!("{t}ClustersConfigDump"), "static_clusters": clusters.iter().map(|c| json!({"cluster": with_type(to_json(c), "envoy.config.cluster.v3.Cluster"), "last_updated": ts})).collect::<Vec<_>>()}),
+        json!({"@type": format!("{t}ListenersConfigDump"), "static_listeners": listeners.iter().map(|l| json!({"listener": with_type(to_json(l), "envoy.config.listener.v3.Listener"), "last_updated": ts})).collect::<Vec<_>>()}),
+        json!({"@type": format!("{t}ScopedRoutesConfigDump")}),
+        json!({"@type": format!("{t}RoutesConfigDump"), "static_route_configs": static_routes(&listeners).into_iter().map(|r| json!({"route_config": with_type(r, "envoy.config.route.v3.RouteConfiguration"), "last_updated": ts})).collect::<Vec<_>>()}),
+        json!({"@type": format!("{t}SecretsConfigDump")}),
+    ];
+    let body = match resource {
+        Some(r) => {
+            let mut items = Vec::new();
+            for c in &configs {
+                if let Some(Json::Array(a)) = c.get(r) {
+                    items.extend(a.iter().cloned());
+                }
+            }
+            json!({ "configs": items })
+        }
+        None => json!({ "configs": configs }),
+    };
+    serde_json::to_string_pretty(&body).unwrap_or_default()
+}
+
+fn with_type(mut v: Json, name: &str) -> Json {
+    if let Json::Object(m) = &mut v {
+        let mut out = serde_json::Map::new();
+        out.insert("@type".into(), Json::String(format!("type.googleapis.com/{name}")));
+        out.extend(std::mem::take(m));
+        return Json::Object(out);
+    }
+    v
+}
+
+/// Envoy's `/clusters` text: cluster settings, then `cluster::host::stat::value` lines.
+pub fn clusters(server: &Server) -> String {
+    let snap = server.snapshot.load_full();
+    let mut names: Vec<&String> = snap.clusters.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let c = &snap.clusters[name];
+        out.push_str(&format!("{name}::observability_name::{name}\n"));
+        for (k, v) in [("max_connections", 1024), ("max_pending_requests", 1024), ("max_requests", 1024), ("max_retries", 3)] {
+            out.push_str(&format!("{name}::default_priority::{k}::{v}\n"));
+        }
+        for (k, v) in [("max_connections", 1024), ("max_pending_requests", 1024), ("max_requests", 1024), ("max_retries", 3)] {
+            out.push_str(&format!("{name}::high_priority::{k}::{v}\n"));
+        }
+        out.push_str(&format!("{name}::added_via_api::false\n"));
+        for h in c.hosts().iter() {
+            let s = &h.stats;
+            let a = h.addr;
+            let l = |k: &str, v: String| format!("{name}::{a}::{k}::{v}\n");
+            use std::sync::atomic::Ordering::Relaxed;
+            out.push_str(&l("cx_active", s.cx_active.load(Relaxed).to_string()));
+            out.push_str(&l("cx_connect_fail", s.cx_connect_fail.load(Relaxed).to_string()));
+            out.push_str(&l("cx_total", s.cx_total.load(Relaxed).to_string()));
+            out.push_str(&l("rq_active", s.rq_active.load(Relaxed).to_string()));
+            out.push_str(&l("rq_error", s.rq_error.load(Relaxed).to_string()));
+            out.push_str(&l("rq_success", s.rq_success.load(Relaxed).to_string()));
+            out.push_str(&l("rq_timeout", s.rq_timeout.load(Relaxed).to_string()));
+            out.push_str(&l("rq_total", s.rq_total.load(Relaxed).to_string()));
+            out.push_str(&l("hostname", h.hostname.clone()));
+            out.push_str(&l("health_flags", if h.healthy { "healthy".into() } else { "/failed_eds_health".into() }));
+            out.push_str(&l("weight", "1".into()));
+            out.push_str(&l("region", String::new()));
+            out.push_str(&l("zone", String::new()));
+            out.push_str(&l("sub_zone", String::new()));
+            out.push_str(&l("canary", "false".into()));
+            out.push_str(&l("priority", "0".into()));
+            out.push_str(&l("success_rate", "-1".into()));
+            out.push_str(&l("local_origin_success_rate", "-1".into()));
+        }
+    }
+    out
+}
+
+/// Envoy's `/listeners` text: `name::address`.
+pub fn listeners(server: &Server) -> String {
+    server.bootstrap.listeners.iter().map(|l| format!("{}::{}\n", l.name, l.address)).collect()
+}
+
+pub fn stats_json(filter: Option<&regex::Regex>, used_only: bool) -> String {
+    let stats: Vec<Json> = crate::stats::registry()
+        .all()
+        .iter()
+        .filter(|s| !(used_only && s.get() == 0) && filter.is_none_or(|f| f.is_match(&s.name)))
+        .map(|s| json!({"name": s.name, "value": s.get()}))
+        .collect();
+    serde_json::to_string_pretty(&json!({ "stats": stats })).unwrap_or_default()
+}
+
+/// Resident set size from /proc.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+pub fn memory() -> String {
+    let rss = rss_bytes();
+    serde_json::to_string_pretty(&json!({"allocated": rss.to_string(), "heap_size": rss.to_string(), "pageheap_unmapped": "0", "pageheap_free": "0", "total_thread_cache": "0", "total_physical_bytes": rss.to_string()})).unwrap_or_default()
+}

@@ -1,0 +1,275 @@
+//! Wiring: CLI → bootstrap → validated config → snapshot → listeners and admin; signals,
+//! drain and exit.
+
+use crate::cli::{Cli, Mode};
+use crate::cluster::ClusterRt;
+use crate::config::bootstrap::Bootstrap;
+use crate::config::load;
+use crate::snapshot::{Server, ServerState, Snapshot};
+use clap::Parser;
+use prost_reflect::{DynamicMessage, Value};
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::reload;
+
+type LogHandle = reload::Handle<LevelFilter, tracing_subscriber::Registry>;
+static LOG: OnceLock<LogHandle> = OnceLock::new();
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("ferry  version: {}/{}/Clean/RELEASE/rustls", env!("CARGO_PKG_NAME"), crate::VERSION);
+        return ExitCode::SUCCESS;
+    }
+    if cli.hot_restart_version {
+        println!("disabled");
+        return ExitCode::SUCCESS;
+    }
+    let level = match parse_level(&cli.log_level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(level);
+    let shown = cli.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let bootstrap = match build_bootstrap(&cli) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error initializing configuration '{shown}': {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.mode == Mode::Validate {
+        for i in &bootstrap.ignored {
+            println!("accepted, not acted on: {}", i.path);
+        }
+        println!("configuration '{shown}' OK");
+        return ExitCode::SUCCESS;
+    }
+    let concurrency = cli.concurrency.filter(|c| *c > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(concurrency).enable_all().thread_name("ferry-worker").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(serve(cli, bootstrap, concurrency));
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// File + `--config-yaml` → checked dynamic message (with the CLI's node overrides) → config.
+fn build_bootstrap(cli: &Cli) -> crate::config::Result<Bootstrap> {
+    if cli.config_path.is_none() && cli.config_yaml.is_none() {
+        return crate::config::err("", "at least one of --config-path or --config-yaml is required");
+    }
+    let mut raw = load::bootstrap(cli.config_path.as_deref(), cli.config_yaml.as_deref(), cli.allow_unknown_static_fields)?;
+    override_node(&mut raw, cli);
+    Bootstrap::from_dynamic(raw)
+}
+
+fn override_node(raw: &mut DynamicMessage, cli: &Cli) {
+    if cli.service_node.is_none() && cli.service_cluster.is_none() && cli.service_zone.is_none() {
+        return;
+    }
+    let mut node = match raw.get_field_by_name("node").as_deref() {
+        Some(Value::Message(m)) => m.clone(),
+        _ => DynamicMessage::new(load::descriptor("envoy.config.core.v3.Node")),
+    };
+    if let Some(id) = &cli.service_node {
+        node.set_field_by_name("id", Value::String(id.clone()));
+    }
+    if let Some(c) = &cli.service_cluster {
+        node.set_field_by_name("cluster", Value::String(c.clone()));
+    }
+    if let Some(z) = &cli.service_zone {
+        let mut loc = match node.get_field_by_name("locality").as_deref() {
+            Some(Value::Message(m)) => m.clone(),
+            _ => DynamicMessage::new(load::descriptor("envoy.config.core.v3.Locality")),
+        };
+        loc.set_field_by_name("zone", Value::String(z.clone()));
+        node.set_field_by_name("locality", Value::Message(loc));
+    }
+    raw.set_field_by_name("node", Value::Message(node));
+}
+
+async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
+    let bootstrap = Arc::new(bootstrap);
+    let mut snapshot = Snapshot::default();
+    for c in &bootstrap.clusters {
+        snapshot.clusters.insert(c.name.clone(), ClusterRt::new(c.clone()));
+    }
+    // DNS clusters warm before listeners serve, as Envoy's cluster manager initialises first.
+    let warm = futures_join(snapshot.clusters.values().cloned().collect());
+    let _ = tokio::time::timeout(Duration::from_secs(5), warm).await;
+    for c in snapshot.clusters.values() {
+        c.start_dns();
+    }
+    let server = Server::new(bootstrap.clone(), snapshot, concurrency, cli.clone());
+
+    if let Some(addr) = bootstrap.admin {
+        match crate::listener::bind(addr) {
+            Ok(l) => {
+                if let (Some(p), Ok(a)) = (&cli.admin_address_path, l.local_addr()) {
+                    let _ = std::fs::write(p, a.to_string());
+                }
+                crate::admin::spawn(server.clone(), l);
+            }
+            Err(e) => {
+                eprintln!("error: cannot bind the admin address {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    for l in &server.bootstrap.listeners {
+        match crate::listener::bind(l.address) {
+            Ok(sock) => crate::listener::spawn(server.clone(), Arc::new(clone_listener(l)), sock),
+            Err(e) => {
+                eprintln!("error: listener '{}' cannot bind to {}: {e}", l.name, l.address);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    server.set_state(ServerState::Live);
+    tracing::info!(listeners = server.bootstrap.listeners.len(), clusters = server.bootstrap.clusters.len(), "ferry is live");
+    if cli.mode == Mode::InitOnly {
+        return ExitCode::SUCCESS;
+    }
+    wait_for_exit(&server, Duration::from_secs(cli.drain_time_s)).await
+}
+
+async fn futures_join(clusters: Vec<Arc<ClusterRt>>) {
+    let mut set = tokio::task::JoinSet::new();
+    for c in clusters {
+        set.spawn(async move { c.resolve_once().await });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Listener configs are owned by the bootstrap; the accept loops get their own `Arc`.
+fn clone_listener(l: &crate::config::listener::Listener) -> crate::config::listener::Listener {
+    crate::config::listener::Listener {
+        name: l.name.clone(),
+        address: l.address,
+        chains: l.chains.iter().map(clone_chain).collect(),
+        default_chain: l.default_chain.as_ref().map(clone_chain),
+        inbound: l.inbound,
+    }
+}
+
+fn clone_chain(c: &crate::config::listener::FilterChain) -> crate::config::listener::FilterChain {
+    crate::config::listener::FilterChain {
+        name: c.name.clone(),
+        matcher: crate::config::listener::ChainMatch {
+            destination_port: c.matcher.destination_port,
+            prefix_ranges: c.matcher.prefix_ranges.clone(),
+            server_names: c.matcher.server_names.clone(),
+            transport_protocol: c.matcher.transport_protocol.clone(),
+            application_protocols: c.matcher.application_protocols.clone(),
+            direct_source_prefix_ranges: c.matcher.direct_source_prefix_ranges.clone(),
+            source_type: c.matcher.source_type,
+            source_prefix_ranges: c.matcher.source_prefix_ranges.clone(),
+            source_ports: c.matcher.source_ports.clone(),
+        },
+        filter: c.filter.clone(),
+    }
+}
+
+/// SIGINT and `/quitquitquit` exit at once; SIGTERM drains (listeners close, connections are
+/// asked to finish) for at most the drain time, then exits.
+async fn wait_for_exit(server: &Arc<Server>, drain_time: Duration) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        eprintln!("error: cannot install signal handlers");
+        return ExitCode::from(1);
+    };
+    let mut quit = server.quit.subscribe();
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: exiting"),
+        _ = quit.wait_for(|q| *q) => tracing::info!("quitquitquit: exiting"),
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: draining for at most {drain_time:?}");
+            server.set_state(ServerState::Draining);
+            let _ = server.stop_listeners.send(Some((false, false)));
+            let _ = server.drain.send(true);
+            let deadline = tokio::time::Instant::now() + drain_time;
+            let mut quit = server.quit.subscribe();
+            while server.stats.total_connections.get() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = int.recv() => break,
+                    _ = quit.wait_for(|q| *q) => break,
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `/drain_listeners`: stop accepting; with `graceful`, first ask connections to finish for
+/// the drain time.
+pub fn drain_listeners(server: &Arc<Server>, graceful: bool, inbound_only: bool) {
+    if graceful {
+        server.set_state(ServerState::Draining);
+        let _ = server.drain.send(true);
+        let s = server.clone();
+        let wait = Duration::from_secs(s.cli.drain_time_s);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = s.stop_listeners.send(Some((true, inbound_only)));
+        });
+    } else {
+        let _ = server.stop_listeners.send(Some((false, inbound_only)));
+    }
+}
+
+fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "trace" => LevelFilter::TRACE,
+        "debug" => LevelFilter::DEBUG,
+        "info" => LevelFilter::INFO,
+        "warning" | "warn" => LevelFilter::WARN,
+        "error" | "critical" => LevelFilter::ERROR,
+        "off" => LevelFilter::OFF,
+        other => return Err(format!("invalid log level '{other}'")),
+    })
+}
+
+fn init_logging(level: LevelFilter) {
+    let (filter, handle) = reload::Layer::new(level);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let _ = LOG.set(handle);
+}
+
+pub fn set_log_level(level: &str) -> Result<(), String> {
+    let l = parse_level(level)?;
+    LOG.get().ok_or("logging is not initialised")?.modify(|f| *f = l).map_err(|e| e.to_string())
+}
+
+fn current_level() -> String {
+    let l = LOG.get().and_then(|h| h.clone_current()).unwrap_or(LevelFilter::INFO);
+    match l {
+        LevelFilter::OFF => "off".into(),
+        LevelFilter::WARN => "warning".into(),
+        other => other.to_string().to_ascii_lowercase(),
+    }
+}
+
+const COMPONENTS: &[&str] = &["admin", "config", "connection", "conn_handler", "filter", "http", "http2", "main", "pool", "router", "runtime", "upstream"];
+
+pub fn loggers_text() -> String {
+    let level = current_level();
+    let mut out = String::from("active loggers:\n");
+    for c in COMPONENTS {
+        out.push_str(&format!("  {c}: {level}\n"));
+    }
+    out
+}

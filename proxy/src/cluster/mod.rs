@@ -1,0 +1,162 @@
+//! Cluster runtime: the hosts a cluster currently has (static or resolved by DNS), round-robin
+//! picking, per-host stats, and the upstream connection pools.
+
+mod dns;
+pub mod pool;
+
+use crate::config::cluster::{Cluster, Discovery, EndpointCfg};
+use crate::stats::{registry, Counter, Gauge, Scope};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+#[derive(Debug, Default)]
+pub struct HostStats {
+    pub cx_total: AtomicU64,
+    pub cx_active: AtomicU64,
+    pub cx_connect_fail: AtomicU64,
+    pub rq_total: AtomicU64,
+    pub rq_active: AtomicU64,
+    pub rq_success: AtomicU64,
+    pub rq_error: AtomicU64,
+    pub rq_timeout: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Host {
+    pub addr: SocketAddr,
+    pub hostname: String,
+    pub healthy: bool,
+    pub stats: HostStats,
+    pub pool: Arc<pool::HostPool>,
+}
+
+/// Envoy's per-cluster counters and gauges used on the data path.
+#[derive(Debug)]
+pub struct ClusterStats {
+    pub upstream_cx_total: Counter,
+    pub upstream_cx_active: Gauge,
+    pub upstream_cx_http1_total: Counter,
+    pub upstream_cx_http2_total: Counter,
+    pub upstream_cx_connect_fail: Counter,
+    pub upstream_cx_connect_timeout: Counter,
+    pub upstream_cx_destroy: Counter,
+    pub upstream_cx_none_healthy: Counter,
+    pub upstream_cx_rx_bytes_total: Counter,
+    pub upstream_cx_tx_bytes_total: Counter,
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_active: Gauge,
+    pub upstream_rq_completed: Counter,
+    pub upstream_rq_timeout: Counter,
+    pub upstream_rq_rx_reset: Counter,
+    pub upstream_rq_pending_total: Counter,
+    pub upstream_rq_xx: [Counter; 5],
+    pub membership_total: Gauge,
+    pub membership_healthy: Gauge,
+    pub update_success: Counter,
+}
+
+impl ClusterStats {
+    fn new(name: &str) -> Self {
+        let r = registry();
+        let c = |s: &str| r.counter(Scope::Cluster(name), s);
+        let g = |s: &str| r.gauge(Scope::Cluster(name), s);
+        ClusterStats {
+            upstream_cx_total: c("upstream_cx_total"),
+            upstream_cx_active: g("upstream_cx_active"),
+            upstream_cx_http1_total: c("upstream_cx_http1_total"),
+            upstream_cx_http2_total: c("upstream_cx_http2_total"),
+            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
+            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            upstream_cx_destroy: c("upstream_cx_destroy"),
+            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
+            upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
+            upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_active: g("upstream_rq_active"),
+            upstream_rq_completed: c("upstream_rq_completed"),
+            upstream_rq_timeout: c("upstream_rq_timeout"),
+            upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
+            upstream_rq_pending_total: c("upstream_rq_pending_total"),
+            upstream_rq_xx: [c("upstream_rq_1xx"), c("upstream_rq_2xx"), c("upstream_rq_3xx"), c("upstream_rq_4xx"), c("upstream_rq_5xx")],
+            membership_total: g("membership_total"),
+            membership_healthy: g("membership_healthy"),
+            update_success: c("update_success"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ClusterRt {
+    pub cfg: Cluster,
+    hosts: ArcSwap<Vec<Arc<Host>>>,
+    rr: AtomicUsize,
+    pub stats: Arc<ClusterStats>,
+}
+
+impl ClusterRt {
+    /// Builds the cluster; DNS clusters start empty until [`ClusterRt::start_dns`] resolves them.
+    pub fn new(cfg: Cluster) -> Arc<ClusterRt> {
+        let stats = Arc::new(ClusterStats::new(&cfg.name));
+        let hosts: Vec<Arc<Host>> = cfg
+            .endpoints
+            .iter()
+            .filter_map(|e| e.addr.map(|a| make_host(a, e, &cfg, &stats)))
+            .collect();
+        let rt = Arc::new(ClusterRt { cfg, hosts: ArcSwap::from_pointee(Vec::new()), rr: AtomicUsize::new(0), stats });
+        rt.set_hosts(hosts);
+        rt
+    }
+
+    pub fn hosts(&self) -> Arc<Vec<Arc<Host>>> {
+        self.hosts.load_full()
+    }
+
+    /// Replaces the host set, keeping existing hosts (and their pools) that are still present.
+    pub fn set_hosts(&self, new: Vec<Arc<Host>>) {
+        let old = self.hosts.load();
+        let merged: Vec<Arc<Host>> = new
+            .into_iter()
+            .map(|h| old.iter().find(|o| o.addr == h.addr && o.healthy == h.healthy).cloned().unwrap_or(h))
+            .collect();
+        self.stats.membership_total.set(merged.len() as u64);
+        self.stats.membership_healthy.set(merged.iter().filter(|h| h.healthy).count() as u64);
+        self.stats.update_success.inc();
+        self.hosts.store(Arc::new(merged));
+    }
+
+    /// Round robin over healthy hosts.
+    pub fn pick(&self) -> Option<Arc<Host>> {
+        let hosts = self.hosts.load();
+        let healthy = hosts.iter().filter(|h| h.healthy).count();
+        if healthy == 0 {
+            self.stats.upstream_cx_none_healthy.inc();
+            return None;
+        }
+        let n = self.rr.fetch_add(1, Relaxed) % healthy;
+        hosts.iter().filter(|h| h.healthy).nth(n).cloned()
+    }
+
+    pub fn start_dns(self: &Arc<Self>) {
+        if self.cfg.discovery != Discovery::Static {
+            dns::spawn(self.clone());
+        }
+    }
+
+    pub async fn resolve_once(self: &Arc<Self>) {
+        if self.cfg.discovery != Discovery::Static {
+            dns::resolve(self).await;
+        }
+    }
+}
+
+fn make_host(addr: SocketAddr, e: &EndpointCfg, cfg: &Cluster, stats: &Arc<ClusterStats>) -> Arc<Host> {
+    Arc::new(Host {
+        addr,
+        hostname: e.hostname.clone(),
+        healthy: e.healthy,
+        stats: HostStats::default(),
+        pool: Arc::new(pool::HostPool::new(addr, cfg, stats.clone())),
+    })
+}

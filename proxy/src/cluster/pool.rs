@@ -1,0 +1,173 @@
+//! Per-host upstream connection pools: HTTP/1.1 keep-alive connections (one request at a time
+//! each, reused LIFO) and one multiplexed HTTP/2 connection.
+
+use super::ClusterStats;
+use crate::config::cluster::Cluster;
+use crate::stats::ActiveGuard;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Why an upstream request failed before response headers arrived. Each maps to Envoy's
+/// response flag and reset reason.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("remote connection failure, transport failure reason: delayed connect error: {0}")]
+    ConnectFailed(std::io::Error),
+    #[error("connection timeout")]
+    ConnectTimeout,
+    #[error("connection termination")]
+    Reset(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::ConnectFailed(_) | UpstreamError::ConnectTimeout)
+    }
+}
+
+#[derive(Debug)]
+pub struct HostPool {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    stats: Arc<ClusterStats>,
+    idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
+    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+}
+
+impl HostPool {
+    pub fn new(addr: SocketAddr, cfg: &Cluster, stats: Arc<ClusterStats>) -> HostPool {
+        HostPool {
+            addr,
+            connect_timeout: cfg.connect_timeout,
+            idle_timeout: cfg.idle_timeout,
+            stats,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        }
+    }
+
+    async fn connect(&self, host: &super::HostStats) -> Result<TcpStream, UpstreamError> {
+        let s = &self.stats;
+        match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                s.upstream_cx_total.inc();
+                host.cx_total.fetch_add(1, Relaxed);
+                Ok(stream)
+            }
+            Ok(Err(e)) => {
+                s.upstream_cx_connect_fail.inc();
+                host.cx_connect_fail.fetch_add(1, Relaxed);
+                Err(UpstreamError::ConnectFailed(e))
+            }
+            Err(_) => {
+                s.upstream_cx_connect_fail.inc();
+                s.upstream_cx_connect_timeout.inc();
+                host.cx_connect_fail.fetch_add(1, Relaxed);
+                Err(UpstreamError::ConnectTimeout)
+            }
+        }
+    }
+
+    fn checkout_h1(&self) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            let expired = self.idle_timeout.is_some_and(|t| since.elapsed() >= t);
+            if !expired && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn checkin_h1(self: &Arc<Self>, mut sender: http1::SendRequest<Incoming>) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            // Ready again once the previous response has been read in full.
+            if sender.ready().await.is_ok() {
+                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.push((sender, Instant::now()));
+            }
+        });
+    }
+
+    async fn new_h1(&self, host: &Arc<super::Host>) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+        let stream = self.connect(&host.stats).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Reset)?;
+        self.stats.upstream_cx_http1_total.inc();
+        self.spawn_conn(host, async move { conn.with_upgrades().await.is_ok() });
+        Ok(sender)
+    }
+
+    fn spawn_conn(&self, host: &Arc<super::Host>, conn: impl std::future::Future<Output = bool> + Send + 'static) {
+        let active = ActiveGuard::new(&self.stats.upstream_cx_active);
+        let destroy = self.stats.upstream_cx_destroy.clone();
+        let host = host.clone();
+        host.stats.cx_active.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(active);
+            destroy.inc();
+            host.stats.cx_active.fetch_sub(1, Relaxed);
+        });
+    }
+
+    /// Sends a request over HTTP/1.1, reusing an idle connection when one is ready. A request
+    /// that a pooled connection could not take (closed meanwhile) is sent on a new one.
+    pub async fn send_h1(self: &Arc<Self>, host: &Arc<super::Host>, mut req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        while let Some(mut sender) = self.checkout_h1() {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.checkin_h1(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(UpstreamError::Reset(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.new_h1(host).await?;
+        let resp = sender.send_request(req).await.map_err(UpstreamError::Reset)?;
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            self.checkin_h1(sender);
+        }
+        Ok(resp)
+    }
+
+    /// Sends a request over the host's shared HTTP/2 connection, opening it if needed.
+    pub async fn send_h2(&self, host: &Arc<super::Host>, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let existing = {
+            let g = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            g.as_ref().filter(|s| !s.is_closed()).cloned()
+        };
+        let mut sender = match existing {
+            Some(s) => s,
+            None => {
+                let stream = self.connect(&host.stats).await?;
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(UpstreamError::Reset)?;
+                self.stats.upstream_cx_http2_total.inc();
+                self.spawn_conn(host, async move { conn.await.is_ok() });
+                *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                sender
+            }
+        };
+        sender.ready().await.map_err(UpstreamError::Reset)?;
+        sender.send_request(req).await.map_err(UpstreamError::Reset)
+    }
+}

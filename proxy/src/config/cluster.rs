@@ -1,0 +1,175 @@
+//! Clusters: STATIC, STRICT_DNS and LOGICAL_DNS with their load assignment and upstream HTTP
+//! protocol options.
+
+use super::listener::socket_address;
+use super::{any_to, err, opt_duration, type_name, ConfigError, Result};
+use envoy_types::pb::envoy::config::cluster::v3 as pb;
+use envoy_types::pb::envoy::config::core::v3::{address::Address as AddrKind, socket_address::PortSpecifier};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{http_protocol_options::UpstreamProtocolOptions, HttpProtocolOptions};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    Static,
+    StrictDns,
+    LogicalDns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// Use the downstream request's protocol.
+    Downstream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFamily {
+    Auto,
+    V4Only,
+    V6Only,
+    V4Preferred,
+    All,
+}
+
+/// One configured endpoint; DNS clusters resolve `host` at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointCfg {
+    pub host: String,
+    pub port: u16,
+    /// Set for STATIC endpoints.
+    pub addr: Option<SocketAddr>,
+    /// `Endpoint.hostname`, or for DNS clusters the name resolved.
+    pub hostname: String,
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub discovery: Discovery,
+    pub connect_timeout: Duration,
+    pub endpoints: Vec<EndpointCfg>,
+    pub protocol: UpstreamProtocol,
+    pub dns_family: DnsFamily,
+    pub dns_refresh: Duration,
+    pub idle_timeout: Option<Duration>,
+}
+
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+impl Cluster {
+    #[allow(deprecated)] // http2_protocol_options & co. are still what many bootstraps use
+    pub fn from_proto(c: &pb::Cluster, path: &str) -> Result<Cluster> {
+        if c.name.is_empty() {
+            return err(&format!("{path}.name"), "cluster name is required");
+        }
+        let discovery = match &c.cluster_discovery_type {
+            None => Discovery::Static,
+            Some(pb::cluster::ClusterDiscoveryType::Type(0)) => Discovery::Static,
+            Some(pb::cluster::ClusterDiscoveryType::Type(1)) => Discovery::StrictDns,
+            Some(pb::cluster::ClusterDiscoveryType::Type(2)) => Discovery::LogicalDns,
+            Some(pb::cluster::ClusterDiscoveryType::Type(t)) => {
+                let name = pb::cluster::DiscoveryType::try_from(*t).map(|d| d.as_str_name()).unwrap_or("unknown");
+                return err(&format!("{path}.type"), format!("cluster type {name} is not supported yet"));
+            }
+            Some(_) => return err(&format!("{path}.cluster_type"), "custom cluster types are not supported by Ferry"),
+        };
+        if c.lb_policy != 0 {
+            let name = pb::cluster::LbPolicy::try_from(c.lb_policy).map(|d| d.as_str_name()).unwrap_or("unknown");
+            return err(&format!("{path}.lb_policy"), format!("lb_policy {name} is not supported yet (ROUND_ROBIN is)"));
+        }
+        let connect_timeout = opt_duration(&c.connect_timeout, &format!("{path}.connect_timeout"))?.unwrap_or(Duration::from_secs(5));
+        if connect_timeout.is_zero() {
+            return err(&format!("{path}.connect_timeout"), "must be greater than 0");
+        }
+        let endpoints = endpoints(c, discovery, path)?;
+        let mut protocol = if c.http2_protocol_options.is_some() { UpstreamProtocol::Http2 } else { UpstreamProtocol::Http1 };
+        let mut idle_timeout = opt_duration(&c.common_http_protocol_options.as_ref().and_then(|o| o.idle_timeout), &format!("{path}.common_http_protocol_options.idle_timeout"))?;
+        for (key, any) in &c.typed_extension_protocol_options {
+            let kp = format!("{path}.typed_extension_protocol_options[{key}]");
+            if type_name(any) != HTTP_OPTIONS {
+                return err(&kp, format!("protocol options {} are not supported by Ferry", type_name(any)));
+            }
+            let o: HttpProtocolOptions = any_to(any, &kp)?;
+            if let Some(common) = &o.common_http_protocol_options {
+                idle_timeout = opt_duration(&common.idle_timeout, &format!("{kp}.common_http_protocol_options.idle_timeout"))?;
+            }
+            protocol = match &o.upstream_protocol_options {
+                Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match &e.protocol_config {
+                    Some(envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                    Some(envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(_)) => UpstreamProtocol::Http1,
+                    _ => return err(&format!("{kp}.explicit_http_config"), "only HTTP/1.1 and HTTP/2 are supported by Ferry"),
+                },
+                Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
+                Some(_) => return err(&kp, "auto_config needs upstream TLS (ALPN), which is not supported yet"),
+                None => protocol,
+            };
+        }
+        let dns_family = match c.dns_lookup_family {
+            1 => DnsFamily::V4Only,
+            2 => DnsFamily::V6Only,
+            3 => DnsFamily::V4Preferred,
+            4 => DnsFamily::All,
+            _ => DnsFamily::Auto,
+        };
+        let dns_refresh = opt_duration(&c.dns_refresh_rate, &format!("{path}.dns_refresh_rate"))?.unwrap_or(Duration::from_secs(5));
+        Ok(Cluster {
+            name: c.name.clone(),
+            discovery,
+            connect_timeout,
+            endpoints,
+            protocol,
+            dns_family,
+            dns_refresh: dns_refresh.max(Duration::from_millis(1)),
+            idle_timeout: idle_timeout.or(Some(Duration::from_secs(3600))).filter(|d| !d.is_zero()),
+        })
+    }
+}
+
+fn endpoints(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Vec<EndpointCfg>> {
+    let mut out = Vec::new();
+    let Some(la) = &c.load_assignment else { return Ok(out) };
+    let lp = format!("{path}.load_assignment");
+    let mut weight = None;
+    for (li, loc) in la.endpoints.iter().enumerate() {
+        let locp = format!("{lp}.endpoints[{li}]");
+        if loc.priority != 0 {
+            return err(&format!("{locp}.priority"), "priorities other than 0 are not supported yet");
+        }
+        for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
+            let ep = format!("{locp}.lb_endpoints[{ei}]");
+            let w = lbe.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+            if *weight.get_or_insert(w) != w {
+                return err(&format!("{ep}.load_balancing_weight"), "unequal endpoint weights are not supported yet");
+            }
+            let Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(e)) = &lbe.host_identifier else {
+                return err(&format!("{ep}.endpoint"), "endpoint is required");
+            };
+            let ap = format!("{ep}.endpoint.address");
+            let (host, port) = match &e.address {
+                Some(envoy_types::pb::envoy::config::core::v3::Address { address: Some(AddrKind::SocketAddress(s)) }) => {
+                    let port = match &s.port_specifier {
+                        Some(PortSpecifier::PortValue(p)) => u16::try_from(*p).map_err(|_| ConfigError { path: format!("{ap}.socket_address.port_value"), msg: format!("port {p} out of range") })?,
+                        _ => return err(&format!("{ap}.socket_address.port_value"), "port_value is required"),
+                    };
+                    (s.address.clone(), port)
+                }
+                _ => return err(&ap, "a socket_address is required"),
+            };
+            let addr = match discovery {
+                Discovery::Static => Some(socket_address(&e.address, &ap)?),
+                _ => None,
+            };
+            // UNHEALTHY (2), DRAINING (3) and TIMEOUT (4) endpoints take no traffic.
+            let healthy = !matches!(lbe.health_status, 2..=4);
+            let hostname = if e.hostname.is_empty() && discovery != Discovery::Static { host.clone() } else { e.hostname.clone() };
+            out.push(EndpointCfg { host, port, addr, hostname, healthy });
+        }
+    }
+    if discovery == Discovery::LogicalDns && out.len() != 1 {
+        return err(&lp, "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint");
+    }
+    Ok(out)
+}

@@ -1,0 +1,171 @@
+//! `envoy.filters.network.http_connection_manager` with its router.
+
+use super::route::RouteTable;
+use super::{any_to, err, opt_duration, type_name, Result};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as pb;
+use pb::http_connection_manager::{RouteSpecifier, StripPortMode};
+use pb::http_filter::ConfigType;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Auto,
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerHeader {
+    Overwrite,
+    AppendIfAbsent,
+    PassThrough,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    Allow,
+    Reject,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripPort {
+    None,
+    Matching,
+    Any,
+}
+
+#[derive(Debug)]
+pub struct HttpConnMgr {
+    pub stat_prefix: String,
+    pub codec: Codec,
+    pub routes: Arc<RouteTable>,
+    pub server_name: String,
+    pub server_header: ServerHeader,
+    pub use_remote_address: bool,
+    pub xff_num_trusted_hops: u32,
+    pub skip_xff_append: bool,
+    pub via: Option<http::HeaderValue>,
+    pub generate_request_id: bool,
+    pub preserve_external_request_id: bool,
+    pub always_set_request_id_in_response: bool,
+    pub upgrades: Vec<String>,
+    pub stream_idle_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
+    pub request_headers_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_request_headers_kb: u32,
+    pub max_headers_count: u32,
+    pub underscores: Underscores,
+    pub strip_port: StripPort,
+    pub suppress_envoy_headers: bool,
+}
+
+fn nonzero(d: Option<Duration>) -> Option<Duration> {
+    d.filter(|d| !d.is_zero())
+}
+
+impl HttpConnMgr {
+    pub fn from_proto(h: &pb::HttpConnectionManager, path: &str) -> Result<HttpConnMgr> {
+        if h.stat_prefix.is_empty() {
+            return err(&format!("{path}.stat_prefix"), "stat_prefix is required");
+        }
+        let codec = match h.codec_type {
+            0 => Codec::Auto,
+            1 => Codec::Http1,
+            2 => Codec::Http2,
+            _ => return err(&format!("{path}.codec_type"), "HTTP/3 is not supported by Ferry"),
+        };
+        let routes = match &h.route_specifier {
+            Some(RouteSpecifier::RouteConfig(rc)) => RouteTable::from_proto(rc, &format!("{path}.route_config"))?,
+            _ => return err(path, "route_config is required (rds and scoped routes are not supported yet)"),
+        };
+        let mut suppress_envoy_headers = false;
+        let n = h.http_filters.len();
+        if n == 0 {
+            return err(&format!("{path}.http_filters"), "the router filter is required");
+        }
+        for (i, f) in h.http_filters.iter().enumerate() {
+            let fp = format!("{path}.http_filters[{i}]");
+            let any = match &f.config_type {
+                Some(ConfigType::TypedConfig(a)) => a,
+                _ => return err(&fp, "typed_config is required"),
+            };
+            let tp = format!("{fp}.typed_config");
+            match type_name(any) {
+                "envoy.extensions.filters.http.router.v3.Router" => {
+                    if i + 1 != n {
+                        return err(&fp, "the router must be the last HTTP filter");
+                    }
+                    let r: Router = any_to(any, &tp)?;
+                    suppress_envoy_headers = r.suppress_envoy_headers;
+                }
+                other => return err(&tp, format!("HTTP filter {other} is not supported by Ferry")),
+            }
+            if f.is_optional || f.disabled {
+                return err(&fp, "optional/disabled HTTP filters are not supported by Ferry");
+            }
+        }
+        let common = h.common_http_protocol_options.clone().unwrap_or_default();
+        let idle_timeout = match opt_duration(&common.idle_timeout, &format!("{path}.common_http_protocol_options.idle_timeout"))? {
+            None => Some(Duration::from_secs(3600)),
+            d => nonzero(d),
+        };
+        let max_request_headers_kb = h.max_request_headers_kb.as_ref().map_or(60, |v| v.value);
+        if !(1..=8192).contains(&max_request_headers_kb) {
+            return err(&format!("{path}.max_request_headers_kb"), "must be in [1, 8192]");
+        }
+        let stream_idle_timeout = match opt_duration(&h.stream_idle_timeout, &format!("{path}.stream_idle_timeout"))? {
+            None => Some(Duration::from_secs(300)),
+            d => nonzero(d),
+        };
+        let via = if h.via.is_empty() {
+            None
+        } else {
+            Some(http::HeaderValue::from_str(&h.via).map_err(|_| super::ConfigError { path: format!("{path}.via"), msg: "invalid header value".into() })?)
+        };
+        Ok(HttpConnMgr {
+            stat_prefix: h.stat_prefix.clone(),
+            codec,
+            routes: Arc::new(routes),
+            server_name: if h.server_name.is_empty() { "envoy".into() } else { h.server_name.clone() },
+            server_header: match h.server_header_transformation {
+                1 => ServerHeader::AppendIfAbsent,
+                2 => ServerHeader::PassThrough,
+                _ => ServerHeader::Overwrite,
+            },
+            use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
+            xff_num_trusted_hops: h.xff_num_trusted_hops,
+            skip_xff_append: h.skip_xff_append,
+            via,
+            generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
+            preserve_external_request_id: h.preserve_external_request_id,
+            always_set_request_id_in_response: h.always_set_request_id_in_response,
+            upgrades: h
+                .upgrade_configs
+                .iter()
+                .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
+                .map(|u| u.upgrade_type.to_ascii_lowercase())
+                .collect(),
+            stream_idle_timeout,
+            request_timeout: nonzero(opt_duration(&h.request_timeout, &format!("{path}.request_timeout"))?),
+            request_headers_timeout: nonzero(opt_duration(&h.request_headers_timeout, &format!("{path}.request_headers_timeout"))?),
+            idle_timeout,
+            max_request_headers_kb,
+            max_headers_count: common.max_headers_count.as_ref().map_or(100, |v| v.value),
+            underscores: match common.headers_with_underscores_action {
+                1 => Underscores::Reject,
+                2 => Underscores::Drop,
+                _ => Underscores::Allow,
+            },
+            strip_port: match &h.strip_port_mode {
+                Some(StripPortMode::StripAnyHostPort(true)) => StripPort::Any,
+                _ if h.strip_matching_host_port => StripPort::Matching,
+                _ => StripPort::None,
+            },
+            suppress_envoy_headers,
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! Listeners and filter chains, and Envoy's filter-chain selection as a pure function.
+
+use super::hcm::HttpConnMgr;
+use super::tcp_proxy::TcpProxy;
+use super::{any_to, err, type_name, ConfigError, Result};
+use envoy_types::pb::envoy::config::core::v3::{address::Address as AddrKind, Address, CidrRange};
+use envoy_types::pb::envoy::config::listener::v3 as pb;
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub chains: Vec<FilterChain>,
+    pub default_chain: Option<FilterChain>,
+    pub inbound: bool,
+}
+
+#[derive(Debug)]
+pub struct FilterChain {
+    pub name: String,
+    pub matcher: ChainMatch,
+    pub filter: NetworkFilter,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    TcpProxy(Arc<TcpProxy>),
+    Http(Arc<HttpConnMgr>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn from_proto(c: &CidrRange, path: &str) -> Result<Cidr> {
+        let addr: IpAddr = c.address_prefix.parse().map_err(|_| ConfigError {
+            path: format!("{path}.address_prefix"),
+            msg: format!("malformed IP address: {}", c.address_prefix),
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = c.prefix_len.as_ref().map_or(max, |l| l.value);
+        if len > max {
+            return err(&format!("{path}.prefix_len"), format!("prefix length {len} exceeds {max}"));
+        }
+        Ok(Cidr { addr, len: len as u8 })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
+                (u32::from(a) & mask) == (u32::from(b) & mask)
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+                (u128::from(a) & mask) == (u128::from(b) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ChainMatch {
+    pub destination_port: Option<u16>,
+    pub prefix_ranges: Vec<Cidr>,
+    pub server_names: Vec<String>,
+    pub transport_protocol: Option<String>,
+    pub application_protocols: Vec<String>,
+    pub direct_source_prefix_ranges: Vec<Cidr>,
+    /// 0 any, 1 local (same host), 2 external
+    pub source_type: i32,
+    pub source_prefix_ranges: Vec<Cidr>,
+    pub source_ports: Vec<u16>,
+}
+
+/// What is known about a connection when its filter chain is chosen.
+pub struct ConnInfo<'a> {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub server_name: &'a str,
+    pub transport_protocol: &'a str,
+    pub application_protocols: &'a [String],
+}
+
+pub fn socket_address(a: &Option<Address>, path: &str) -> Result<SocketAddr> {
+    let Some(Address { address: Some(kind) }) = a else { return err(path, "address is required") };
+    match kind {
+        AddrKind::SocketAddress(s) => {
+            let sp = format!("{path}.socket_address");
+            let ip: IpAddr = s.address.parse().map_err(|_| ConfigError {
+                path: format!("{sp}.address"),
+                msg: format!("malformed IP address: {}", s.address),
+            })?;
+            let port = match &s.port_specifier {
+                Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => {
+                    u16::try_from(*p).map_err(|_| ConfigError { path: format!("{sp}.port_value"), msg: format!("port {p} out of range") })?
+                }
+                Some(_) => return err(&format!("{sp}.named_port"), "named ports are not supported by Ferry"),
+                None => 0,
+            };
+            if s.protocol != 0 {
+                return err(&format!("{sp}.protocol"), "only TCP is supported by Ferry");
+            }
+            Ok(SocketAddr::new(ip, port))
+        }
+        _ => err(path, "only socket_address is supported by Ferry here"),
+    }
+}
+
+impl Listener {
+    pub fn from_proto(l: &pb::Listener, path: &str) -> Result<Listener> {
+        if l.name.is_empty() {
+            return err(&format!("{path}.name"), "listener name is required");
+        }
+        let address = socket_address(&l.address, &format!("{path}.address"))?;
+        let chains = l
+            .filter_chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| FilterChain::from_proto(c, &format!("{path}.filter_chains[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        let default_chain = l
+            .default_filter_chain
+            .as_ref()
+            .map(|c| FilterChain::from_proto(c, &format!("{path}.default_filter_chain")))
+            .transpose()?;
+        if chains.is_empty() && default_chain.is_none() {
+            return err(&format!("{path}.filter_chains"), "no filter chains specified");
+        }
+        Ok(Listener { name: l.name.clone(), address, chains, default_chain, inbound: l.traffic_direction == 1 })
+    }
+
+    /// Envoy's selection order: destination port, destination IP, server name, transport
+    /// protocol, application protocols, direct source IP, source type, source IP, source port.
+    /// At each step the most specific matching criterion wins and the others drop out.
+    pub fn select(&self, c: &ConnInfo<'_>) -> Option<&FilterChain> {
+        let mut cand: Vec<&FilterChain> = self.chains.iter().collect();
+        narrow(&mut cand, |m| m.destination_port.map(|p| (p == c.local.port()).then_some(1)));
+        narrow(&mut cand, |m| prefix_score(&m.prefix_ranges, c.local.ip()));
+        narrow(&mut cand, |m| name_score(&m.server_names, c.server_name));
+        narrow(&mut cand, |m| m.transport_protocol.as_ref().map(|t| (t == c.transport_protocol).then_some(1)));
+        narrow(&mut cand, |m| {
+            (!m.application_protocols.is_empty()).then(|| {
+                m.application_protocols.iter().any(|a| c.application_protocols.contains(a)).then_some(1)
+            })
+        });
+        narrow(&mut cand, |m| prefix_score(&m.direct_source_prefix_ranges, c.remote.ip()));
+        narrow(&mut cand, |m| {
+            (m.source_type != 0).then(|| {
+                let local = c.remote.ip().is_loopback() || c.remote.ip() == c.local.ip();
+                ((m.source_type == 1) == local).then_some(1)
+            })
+        });
+        narrow(&mut cand, |m| prefix_score(&m.source_prefix_ranges, c.remote.ip()));
+        narrow(&mut cand, |m| (!m.source_ports.is_empty()).then(|| m.source_ports.contains(&c.remote.port()).then_some(1)));
+        cand.first().copied().or(self.default_chain.as_ref())
+    }
+}
+
+/// Keeps the candidates whose criterion matches most specifically; a candidate without the
+/// criterion (`None`) is kept only when no candidate with it matched.
+fn narrow(cand: &mut Vec<&FilterChain>, score: impl Fn(&ChainMatch) -> Option<Option<u32>>) {
+    let scored: Vec<Option<Option<u32>>> = cand.iter().map(|c| score(&c.matcher)).collect();
+    let best = scored.iter().filter_map(|s| s.flatten()).max();
+    let keep: Vec<bool> = match best {
+        Some(b) => scored.iter().map(|s| *s == Some(Some(b))).collect(),
+        None => scored.iter().map(|s| s.is_none()).collect(),
+    };
+    let mut i = 0;
+    cand.retain(|_| {
+        let k = keep[i];
+        i += 1;
+        k
+    });
+}
+
+/// Longest matching prefix length + 1 (so that /0 still beats "unspecified").
+fn prefix_score(ranges: &[Cidr], ip: IpAddr) -> Option<Option<u32>> {
+    if ranges.is_empty() {
+        return None;
+    }
+    Some(ranges.iter().filter(|r| r.contains(ip)).map(|r| u32::from(r.len) + 1).max())
+}
+
+/// Exact names beat wildcards (`*.example.com`), longer wildcards beat shorter ones.
+fn name_score(names: &[String], sni: &str) -> Option<Option<u32>> {
+    if names.is_empty() {
+        return None;
+    }
+    let sni = sni.to_ascii_lowercase();
+    Some(
+        names
+            .iter()
+            .filter_map(|n| {
+                if *n == sni {
+                    Some(10_000)
+                } else if let Some(suffix) = n.strip_prefix('*') {
+                    (sni.len() > suffix.len() && sni.ends_with(suffix)).then_some(suffix.len() as u32)
+                } else {
+                    None
+                }
+            })
+            .max(),
+    )
+}
+
+impl FilterChain {
+    fn from_proto(c: &pb::FilterChain, path: &str) -> Result<FilterChain> {
+        let matcher = match &c.filter_chain_match {
+            None => ChainMatch::default(),
+            Some(m) => ChainMatch::from_proto(m, &format!("{path}.filter_chain_match"))?,
+        };
+        let mut terminal: Option<NetworkFilter> = None;
+        for (i, f) in c.filters.iter().enumerate() {
+            let fp = format!("{path}.filters[{i}]");
+            if terminal.is_some() {
+                return err(&fp, "a terminal filter must be the last in the chain");
+            }
+            let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                return err(&fp, "typed_config is required");
+            };
+            let tp = format!("{fp}.typed_config");
+            terminal = Some(match type_name(any) {
+                "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
+                    NetworkFilter::TcpProxy(Arc::new(TcpProxy::from_proto(&any_to(any, &tp)?, &tp)?))
+                }
+                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
+                    NetworkFilter::Http(Arc::new(HttpConnMgr::from_proto(&any_to(any, &tp)?, &tp)?))
+                }
+                other => return err(&tp, format!("network filter {other} is not supported by Ferry")),
+            });
+        }
+        let Some(filter) = terminal else {
+            return err(&format!("{path}.filters"), "a filter chain needs a terminal filter (tcp_proxy or http_connection_manager)");
+        };
+        Ok(FilterChain { name: c.name.clone(), matcher, filter })
+    }
+}
+
+impl ChainMatch {
+    fn from_proto(m: &pb::FilterChainMatch, path: &str) -> Result<ChainMatch> {
+        let cidrs = |v: &[CidrRange], f: &str| -> Result<Vec<Cidr>> {
+            v.iter().enumerate().map(|(i, c)| Cidr::from_proto(c, &format!("{path}.{f}[{i}]"))).collect()
+        };
+        let port = |p: u32, f: &str| -> Result<u16> {
+            u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| ConfigError { path: format!("{path}.{f}"), msg: format!("port {p} out of range") })
+        };
+        Ok(ChainMatch {
+            destination_port: m.destination_port.as_ref().map(|p| port(p.value, "destination_port")).transpose()?,
+            prefix_ranges: cidrs(&m.prefix_ranges, "prefix_ranges")?,
+            server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            transport_protocol: Some(m.transport_protocol.clone()).filter(|t| !t.is_empty()),
+            application_protocols: m.application_protocols.clone(),
+            direct_source_prefix_ranges: cidrs(&m.direct_source_prefix_ranges, "direct_source_prefix_ranges")?,
+            source_type: m.source_type,
+            source_prefix_ranges: cidrs(&m.source_prefix_ranges, "source_prefix_ranges")?,
+            source_ports: m.source_ports.iter().map(|p| port(*p, "source_ports")).collect::<Result<_>>()?,
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! Route actions: forward to a cluster (with rewrites), redirect, or answer directly.
+
+use super::super::headers::{header_name, HeaderMutation};
+use super::super::matcher::full_regex;
+use super::super::{duration, err, opt_duration, Result};
+use super::matching::RouteMatch;
+use envoy_types::pb::envoy::config::route::v3 as pb;
+use envoy_types::pb::envoy::config::route::v3::redirect_action::{PathRewriteSpecifier, SchemeRewriteSpecifier};
+use envoy_types::pb::envoy::config::route::v3::route_action::{ClusterSpecifier, HostRewriteSpecifier};
+use http::header::{HeaderName, HeaderValue};
+use http::StatusCode;
+use regex::Regex;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+    Direct(Direct),
+}
+
+#[derive(Debug)]
+pub enum Target {
+    Cluster(String),
+    Header { name: HeaderName, not_found: StatusCode },
+    Weighted(Vec<WeightedTarget>, u64),
+}
+
+#[derive(Debug)]
+pub struct WeightedTarget {
+    pub name: String,
+    pub weight: u32,
+    pub request: HeaderMutation,
+    pub response: HeaderMutation,
+}
+
+#[derive(Debug)]
+pub enum HostRewrite {
+    Keep,
+    Literal(HeaderValue),
+    Auto,
+    Header(HeaderName),
+}
+
+#[derive(Debug)]
+pub struct Rewrite {
+    /// `(matched prefix, replacement)`
+    pub prefix: Option<(String, String)>,
+    pub regex: Option<(Regex, String)>,
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    pub target: Target,
+    pub rewrite: Rewrite,
+    pub host_rewrite: HostRewrite,
+    /// `None`: no timeout (route `timeout: 0s`).
+    pub timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// Per-route upgrade overrides: `(upgrade type lowercased, enabled)`.
+    pub upgrades: Vec<(String, bool)>,
+}
+
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Forward {
+    pub(super) fn from_proto(a: &pb::RouteAction, m: &RouteMatch, path: &str) -> Result<Forward> {
+        let target = match &a.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => {
+                if c.is_empty() {
+                    return err(&format!("{path}.cluster"), "cluster name must not be empty");
+                }
+                Target::Cluster(c.clone())
+            }
+            Some(ClusterSpecifier::ClusterHeader(h)) => Target::Header {
+                name: header_name(h, &format!("{path}.cluster_header"))?,
+                not_found: match a.cluster_not_found_response_code {
+                    1 => StatusCode::NOT_FOUND,
+                    2 => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                },
+            },
+            Some(ClusterSpecifier::WeightedClusters(w)) => {
+                let wp = format!("{path}.weighted_clusters");
+                let mut targets = Vec::new();
+                let mut total = 0u64;
+                for (i, c) in w.clusters.iter().enumerate() {
+                    let cp = format!("{wp}.clusters[{i}]");
+                    if c.name.is_empty() {
+                        return err(&format!("{cp}.name"), "cluster name must not be empty");
+                    }
+                    let weight = c.weight.as_ref().map_or(0, |w| w.value);
+                    total += u64::from(weight);
+                    targets.push(WeightedTarget {
+                        name: c.name.clone(),
+                        weight,
+                        request: HeaderMutation::from_proto(&c.request_headers_to_add, &c.request_headers_to_remove, &cp, "request_headers_to_add", "request_headers_to_remove")?,
+                        response: HeaderMutation::from_proto(&c.response_headers_to_add, &c.response_headers_to_remove, &cp, "response_headers_to_add", "response_headers_to_remove")?,
+                    });
+                }
+                if targets.is_empty() {
+                    return err(&format!("{wp}.clusters"), "at least one cluster is required");
+                }
+                #[allow(deprecated)]
+                if let Some(t) = &w.total_weight {
+                    if u64::from(t.value) != total {
+                        return err(&format!("{wp}.total_weight"), format!("sum of weights {total} does not match total_weight {}", t.value));
+                    }
+                }
+                if total == 0 {
+                    return err(&wp, "sum of weights must be greater than 0");
+                }
+                Target::Weighted(targets, total)
+            }
+            Some(_) => return err(path, "this cluster specifier is not supported by Ferry"),
+            None => return err(path, "one of cluster, cluster_header or weighted_clusters is required"),
+        };
+        let prefix = if a.prefix_rewrite.is_empty() {
+            None
+        } else {
+            let Some(p) = m.literal_prefix() else {
+                return err(&format!("{path}.prefix_rewrite"), "prefix_rewrite needs a prefix or path_separated_prefix match");
+            };
+            Some((p.to_string(), a.prefix_rewrite.clone()))
+        };
+        let regex = match &a.regex_rewrite {
+            None => None,
+            Some(r) => {
+                let rp = format!("{path}.regex_rewrite");
+                let Some(pattern) = &r.pattern else { return err(&format!("{rp}.pattern"), "pattern is required") };
+                // RE2 substitution, not anchored: every match in the path is replaced.
+                let re = Regex::new(&pattern.regex).map_err(|e| super::super::ConfigError { path: format!("{rp}.pattern"), msg: format!("invalid regex: {e}") })?;
+                Some((re, re2_substitution(&r.substitution)))
+            }
+        };
+        if prefix.is_some() && regex.is_some() {
+            return err(path, "only one of prefix_rewrite and regex_rewrite may be set");
+        }
+        let host_rewrite = match &a.host_rewrite_specifier {
+            None => HostRewrite::Keep,
+            Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => HostRewrite::Literal(
+                HeaderValue::from_str(h).map_err(|_| super::super::ConfigError { path: format!("{path}.host_rewrite_literal"), msg: "invalid host".into() })?,
+            ),
+            Some(HostRewriteSpecifier::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
+            Some(HostRewriteSpecifier::AutoHostRewrite(_)) => HostRewrite::Keep,
+            Some(HostRewriteSpecifier::HostRewriteHeader(h)) => HostRewrite::Header(header_name(h, &format!("{path}.host_rewrite_header"))?),
+            Some(_) => return err(path, "this host rewrite is not supported by Ferry"),
+        };
+        let timeout = match &a.timeout {
+            None => Some(DEFAULT_ROUTE_TIMEOUT),
+            Some(d) => Some(duration(d, &format!("{path}.timeout"))?).filter(|d| !d.is_zero()),
+        };
+        let upgrades = a
+            .upgrade_configs
+            .iter()
+            .map(|u| (u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().is_none_or(|b| b.value)))
+            .collect();
+        Ok(Forward {
+            target,
+            rewrite: Rewrite { prefix, regex },
+            host_rewrite,
+            timeout,
+            idle_timeout: opt_duration(&a.idle_timeout, &format!("{path}.idle_timeout"))?,
+            upgrades,
+        })
+    }
+}
+
+/// RE2's `\1` substitution syntax in the `regex` crate's `${1}` form.
+fn re2_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(d) if d.is_ascii_digit() => {
+                    out.push_str(&format!("${{{d}}}"));
+                    chars.next();
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Rewrite {
+    /// The path the upstream sees, or `None` when it is unchanged.
+    pub fn apply(&self, path_and_query: &str) -> Option<String> {
+        if let Some((prefix, with)) = &self.prefix {
+            let rest = path_and_query.get(prefix.len()..)?;
+            return Some(format!("{with}{rest}"));
+        }
+        if let Some((re, with)) = &self.regex {
+            let (path, query) = match path_and_query.find('?') {
+                Some(i) => path_and_query.split_at(i),
+                None => (path_and_query, ""),
+            };
+            let new = re.replace_all(path, with.as_str());
+            return Some(format!("{new}{query}"));
+        }
+        None
+    }
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    pub code: StatusCode,
+    pub strip_query: bool,
+}
+
+#[derive(Debug)]
+pub enum RedirectPath {
+    Keep,
+    Path(String),
+    Rewrite(Rewrite),
+}
+
+impl Redirect {
+    pub(super) fn from_proto(a: &pb::RedirectAction, m: &RouteMatch, path: &str) -> Result<Redirect> {
+        let scheme = match &a.scheme_rewrite_specifier {
+            Some(SchemeRewriteSpecifier::HttpsRedirect(true)) => Some("https".to_string()),
+            Some(SchemeRewriteSpecifier::SchemeRedirect(s)) if !s.is_empty() => Some(s.to_ascii_lowercase()),
+            _ => None,
+        };
+        let rpath = match &a.path_rewrite_specifier {
+            None => RedirectPath::Keep,
+            Some(PathRewriteSpecifier::PathRedirect(p)) => RedirectPath::Path(p.clone()),
+            Some(PathRewriteSpecifier::PrefixRewrite(p)) => {
+                let Some(prefix) = m.literal_prefix() else {
+                    return err(&format!("{path}.prefix_rewrite"), "prefix_rewrite needs a prefix match");
+                };
+                RedirectPath::Rewrite(Rewrite { prefix: Some((prefix.to_string(), p.clone())), regex: None })
+            }
+            Some(PathRewriteSpecifier::RegexRewrite(r)) => {
+                let rp = format!("{path}.regex_rewrite");
+                let Some(pattern) = &r.pattern else { return err(&format!("{rp}.pattern"), "pattern is required") };
+                let re = full_regex(pattern, &format!("{rp}.pattern")).and_then(|_| {
+                    Regex::new(&pattern.regex).map_err(|e| super::super::ConfigError { path: rp.clone(), msg: e.to_string() })
+                })?;
+                RedirectPath::Rewrite(Rewrite { prefix: None, regex: Some((re, re2_substitution(&r.substitution))) })
+            }
+            Some(_) => return err(path, "this path rewrite is not supported by Ferry"),
+        };
+        let code = match a.response_code {
+            1 => StatusCode::FOUND,
+            2 => StatusCode::SEE_OTHER,
+            3 => StatusCode::TEMPORARY_REDIRECT,
+            4 => StatusCode::PERMANENT_REDIRECT,
+            _ => StatusCode::MOVED_PERMANENTLY,
+        };
+        let port = match a.port_redirect {
+            0 => None,
+            p => Some(u16::try_from(p).map_err(|_| super::super::ConfigError { path: format!("{path}.port_redirect"), msg: "port out of range".into() })?),
+        };
+        Ok(Redirect {
+            scheme,
+            host: Some(a.host_redirect.clone()).filter(|h| !h.is_empty()),
+            port,
+            path: rpath,
+            code,
+            strip_query: a.strip_query,
+        })
+    }
+
+    /// The `location` for a request with `scheme`, `host` (Host header) and `path_and_query`.
+    pub fn location(&self, scheme: &str, host: &str, path_and_query: &str) -> String {
+        let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let (orig_host, orig_port) = split_host_port(host);
+        let mut h = self.host.clone().unwrap_or_else(|| orig_host.to_string());
+        let port = match (self.port, orig_port) {
+            (Some(p), _) => Some(p.to_string()),
+            // A host_redirect replaces host and port; otherwise the original port stays, unless
+            // the scheme changes to one whose default port it was.
+            (None, Some(p)) if self.host.is_none() => {
+                let drop = self.scheme.is_some() && (p == "80" || p == "443");
+                (!drop).then(|| p.to_string())
+            }
+            _ => None,
+        };
+        if let Some(p) = port {
+            let default = (new_scheme == "http" && p == "80") || (new_scheme == "https" && p == "443");
+            if !default {
+                h = format!("{h}:{p}");
+            }
+        }
+        let (path, query) = match path_and_query.find('?') {
+            Some(i) => (&path_and_query[..i], Some(&path_and_query[i..])),
+            None => (path_and_query, None),
+        };
+        let mut new_path = match &self.path {
+            RedirectPath::Keep => path.to_string(),
+            RedirectPath::Path(p) => p.clone(),
+            RedirectPath::Rewrite(rw) => rw.apply(path).unwrap_or_else(|| path.to_string()),
+        };
+        let path_has_query = matches!(&self.path, RedirectPath::Path(p) if p.contains('?'));
+        if !self.strip_query && !path_has_query {
+            if let Some(q) = query {
+                new_path.push_str(q);
+            }
+        }
+        format!("{new_scheme}://{h}{new_path}")
+    }
+}
+
+fn split_host_port(host: &str) -> (&str, Option<&str>) {
+    let h = super::strip_port(host);
+    if h.len() < host.len() {
+        (h, Some(&host[h.len() + 1..]))
+    } else {
+        (host, None)
+    }
+}
+
+#[derive(Debug)]
+pub struct Direct {
+    pub status: StatusCode,
+    pub body: Option<bytes::Bytes>,
+}
+
+impl Direct {
+    pub(super) fn from_proto(a: &pb::DirectResponseAction, path: &str) -> Result<Direct> {
+        let status = u16::try_from(a.status)
+            .ok()
+            .filter(|s| (200..600).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok());
+        let Some(status) = status else {
+            return err(&format!("{path}.status"), format!("status {} is not in [200, 600)", a.status));
+        };
+        Ok(Direct { status, body: super::data_source(&a.body, &format!("{path}.body"))? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution() {
+        assert_eq!(re2_substitution(r"/v2/\1/x$"), "/v2/${1}/x$$");
+    }
+
+    #[test]
+    fn rewrites() {
+        let rw = Rewrite { prefix: Some(("/api".into(), "/v1".into())), regex: None };
+        assert_eq!(rw.apply("/api/users?q=1").as_deref(), Some("/v1/users?q=1"));
+        let rw = Rewrite { prefix: None, regex: Some((Regex::new("^/service/([^/]+)(/.*)$").expect("re"), re2_substitution(r"\2/instance/\1"))) };
+        assert_eq!(rw.apply("/service/foo/v1/api?x").as_deref(), Some("/v1/api/instance/foo?x"));
+    }
+
+    #[test]
+    fn redirect_locations() {
+        let r = Redirect { scheme: Some("https".into()), host: None, port: None, path: RedirectPath::Keep, code: StatusCode::MOVED_PERMANENTLY, strip_query: false };
+        assert_eq!(r.location("http", "example.com:80", "/a?b"), "https://example.com/a?b");
+        assert_eq!(r.location("http", "example.com:8080", "/a"), "https://example.com:8080/a");
+        let r = Redirect { scheme: None, host: Some("new.com".into()), port: None, path: RedirectPath::Path("/x".into()), code: StatusCode::FOUND, strip_query: true };
+        assert_eq!(r.location("http", "old.com:8080", "/a?b"), "http://new.com/x");
+    }
+}

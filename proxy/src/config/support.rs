@@ -1,0 +1,286 @@
+//! What Ferry implements, field by field, in one place.
+//!
+//! Every set field of every message in a configuration is checked against this table before
+//! conversion (walking `typed_config` Anys into the message they name). A field that is not listed
+//! is rejected with its full path — a behaviour Ferry does not implement is never silently
+//! ignored. Fields listed with a leading `~` only tune (buffer sizes, stat names, log plumbing):
+//! they are accepted and do not change what Ferry does; `ferry --mode validate` names them.
+
+use super::{err, Result};
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
+const SUPPORTED: &[(&str, &[&str])] = &[
+    // bootstrap
+    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats", "~header_prefix_validation"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
+    ("envoy.config.bootstrap.v3.Admin", &["address", "~access_log", "~access_log_path", "~profile_path", "~socket_options", "~ignore_global_conn_limit"]),
+    ("envoy.config.core.v3.Node", &["*"]),
+    ("envoy.config.core.v3.Locality", &["*"]),
+    ("envoy.config.core.v3.Metadata", &["*"]),
+    ("envoy.config.core.v3.BuildVersion", &["*"]),
+    ("envoy.config.core.v3.Extension", &["*"]),
+    ("envoy.config.core.v3.ContextParams", &["*"]),
+    ("envoy.config.core.v3.SocketOption", &["*"]),
+    ("envoy.config.core.v3.SocketOptionsOverride", &["*"]),
+    ("envoy.config.metrics.v3.StatsConfig", &["*"]),
+    ("envoy.config.metrics.v3.TagSpecifier", &["*"]),
+    ("envoy.config.metrics.v3.StatsMatcher", &["*"]),
+    ("envoy.config.metrics.v3.HistogramBucketSettings", &["*"]),
+    ("envoy.config.bootstrap.v3.LayeredRuntime", &["*"]),
+    ("envoy.config.bootstrap.v3.RuntimeLayer", &["*"]),
+    ("envoy.config.bootstrap.v3.RuntimeLayer.DiskLayer", &["*"]),
+    ("envoy.config.bootstrap.v3.RuntimeLayer.AdminLayer", &["*"]),
+    ("envoy.config.bootstrap.v3.RuntimeLayer.RtdsLayer", &["*"]),
+    ("envoy.config.bootstrap.v3.Watchdog", &["*"]),
+    ("envoy.config.bootstrap.v3.Watchdogs", &["*"]),
+    ("envoy.config.overload.v3.OverloadManager", &["*"]),
+    ("envoy.config.overload.v3.ResourceMonitor", &["*"]),
+    ("envoy.config.overload.v3.OverloadAction", &["*"]),
+    ("envoy.config.overload.v3.Trigger", &["*"]),
+    ("envoy.config.overload.v3.ThresholdTrigger", &["*"]),
+    ("envoy.config.overload.v3.BufferFactoryConfig", &["*"]),
+    ("envoy.config.accesslog.v3.AccessLog", &["*"]),
+    ("envoy.config.accesslog.v3.AccessLogFilter", &["*"]),
+    ("envoy.extensions.access_loggers.file.v3.FileAccessLog", &["*"]),
+    ("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", &["*"]),
+    ("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", &["*"]),
+    ("envoy.config.core.v3.SubstitutionFormatString", &["*"]),
+    ("envoy.config.core.v3.TypedExtensionConfig", &["name", "typed_config"]),
+    // addresses
+    ("envoy.config.core.v3.Address", &["socket_address"]),
+    ("envoy.config.core.v3.SocketAddress", &["address", "port_value", "protocol", "ipv4_compat"]),
+    ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
+    // listeners
+    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "~traffic_direction", "~drain_type", "~listener_filters_timeout", "~continue_on_listener_filters_timeout", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "~ignore_global_conn_limit", "~transparent", "~freebind"]),
+    ("envoy.config.listener.v3.FilterChain", &["filter_chain_match", "filters", "name", "~metadata", "~transport_socket_connect_timeout"]),
+    ("envoy.config.listener.v3.FilterChainMatch", &["destination_port", "prefix_ranges", "direct_source_prefix_ranges", "source_type", "source_prefix_ranges", "source_ports", "server_names", "transport_protocol", "application_protocols"]),
+    ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
+    // network filters
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts", "~access_log", "~access_log_options", "~max_downstream_connection_duration"]),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &["clusters"]),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", &["name", "weight"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", &["codec_type", "stat_prefix", "route_config", "http_filters", "server_name", "server_header_transformation", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "via", "generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response", "upgrade_configs", "stream_idle_timeout", "request_timeout", "request_headers_timeout", "max_request_headers_kb", "common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "strip_matching_host_port", "strip_any_host_port", "~access_log", "~access_log_options", "~drain_timeout", "~delayed_close_timeout", "~stream_flush_timeout", "~normalize_path", "~merge_slashes", "~internal_address_config"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", &["upgrade_type", "enabled"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig", &["*"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
+    ("envoy.extensions.filters.http.router.v3.Router", &["suppress_envoy_headers", "~dynamic_stats", "~start_child_span"]),
+    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_headers_count", "~max_connection_duration", "~max_stream_duration", "headers_with_underscores_action"]),
+    ("envoy.config.core.v3.Http1ProtocolOptions", &["~accept_http_10", "~default_host_for_http_10", "~enable_trailers", "~ignore_http_11_upgrade"]),
+    ("envoy.config.core.v3.Http2ProtocolOptions", &["~hpack_table_size", "~max_concurrent_streams", "~initial_stream_window_size", "~initial_connection_window_size", "~max_outbound_frames", "~max_outbound_control_frames", "~max_consecutive_inbound_frames_with_empty_payload", "~max_inbound_priority_frames_per_stream", "~max_inbound_window_update_frames_per_data_frame_sent", "~connection_keepalive"]),
+    ("envoy.config.core.v3.KeepaliveSettings", &["*"]),
+    // routes
+    ("envoy.config.route.v3.RouteConfiguration", &["name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "validate_clusters", "internal_only_headers", "ignore_port_in_host_matching", "~max_direct_response_body_size_bytes"]),
+    ("envoy.config.route.v3.VirtualHost", &["name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata"]),
+    ("envoy.config.route.v3.Route", &["name", "match", "route", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata", "~decorator"]),
+    ("envoy.config.route.v3.Decorator", &["*"]),
+    ("envoy.config.route.v3.RouteMatch", &["prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters", "grpc"]),
+    ("envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", &["*"]),
+    ("envoy.config.route.v3.HeaderMatcher", &["name", "exact_match", "safe_regex_match", "range_match", "present_match", "prefix_match", "suffix_match", "contains_match", "string_match", "invert_match", "treat_missing_header_as_empty"]),
+    ("envoy.config.route.v3.QueryParameterMatcher", &["name", "string_match", "present_match"]),
+    ("envoy.type.matcher.v3.StringMatcher", &["exact", "prefix", "suffix", "safe_regex", "contains", "ignore_case"]),
+    ("envoy.type.matcher.v3.RegexMatcher", &["regex", "google_re2"]),
+    ("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", &["~max_program_size"]),
+    ("envoy.type.matcher.v3.RegexMatchAndSubstitute", &["pattern", "substitution"]),
+    ("envoy.type.v3.Int64Range", &["*"]),
+    ("envoy.config.route.v3.RouteAction", &["cluster", "cluster_header", "weighted_clusters", "cluster_not_found_response_code", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header", "timeout", "idle_timeout", "upgrade_configs"]),
+    ("envoy.config.route.v3.RouteAction.UpgradeConfig", &["upgrade_type", "enabled"]),
+    ("envoy.config.route.v3.WeightedCluster", &["clusters", "total_weight", "~runtime_key_prefix"]),
+    ("envoy.config.route.v3.WeightedCluster.ClusterWeight", &["name", "weight", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata"]),
+    ("envoy.config.route.v3.RedirectAction", &["https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect", "prefix_rewrite", "regex_rewrite", "response_code", "strip_query"]),
+    ("envoy.config.route.v3.DirectResponseAction", &["status", "body"]),
+    ("envoy.config.core.v3.DataSource", &["inline_string", "inline_bytes", "filename"]),
+    ("envoy.config.core.v3.HeaderValueOption", &["header", "append", "append_action", "keep_empty_value"]),
+    ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
+    ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
+    // clusters
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "~cleanup_interval", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats"]),
+    ("envoy.config.cluster.v3.UpstreamConnectionOptions", &["*"]),
+    ("envoy.config.cluster.v3.Cluster.RefreshRate", &["*"]),
+    ("envoy.config.cluster.v3.TrackClusterStats", &["*"]),
+    ("envoy.config.endpoint.v3.ClusterLoadAssignment", &["cluster_name", "endpoints", "~policy"]),
+    ("envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", &["~overprovisioning_factor", "~weighted_priority_health"]),
+    ("envoy.config.endpoint.v3.LocalityLbEndpoints", &["lb_endpoints", "priority", "~locality", "~load_balancing_weight", "~metadata"]),
+    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "health_status", "load_balancing_weight", "~metadata"]),
+    ("envoy.config.endpoint.v3.Endpoint", &["address", "hostname", "~health_check_config"]),
+    ("envoy.config.endpoint.v3.Endpoint.HealthCheckConfig", &["*"]),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", &["common_http_protocol_options", "explicit_http_config", "use_downstream_protocol_config", "~upstream_http_protocol_options"]),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", &["http_protocol_options", "http2_protocol_options"]),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig", &["http_protocol_options", "http2_protocol_options"]),
+    ("envoy.config.core.v3.UpstreamHttpProtocolOptions", &["*"]),
+    // plain data
+    ("google.protobuf.Duration", &["*"]),
+    ("google.protobuf.Timestamp", &["*"]),
+    ("google.protobuf.Struct", &["*"]),
+    ("google.protobuf.Value", &["*"]),
+    ("google.protobuf.ListValue", &["*"]),
+    ("google.protobuf.BoolValue", &["*"]),
+    ("google.protobuf.UInt32Value", &["*"]),
+    ("google.protobuf.UInt64Value", &["*"]),
+    ("google.protobuf.Int32Value", &["*"]),
+    ("google.protobuf.Int64Value", &["*"]),
+    ("google.protobuf.DoubleValue", &["*"]),
+    ("google.protobuf.StringValue", &["*"]),
+    ("envoy.type.v3.Percent", &["*"]),
+    ("envoy.type.v3.FractionalPercent", &["*"]),
+];
+
+/// Messages whose contents are plain data (or only ever tune): walked no further.
+fn is_opaque(name: &str) -> bool {
+    name.starts_with("google.protobuf.")
+        || name.starts_with("envoy.config.overload.")
+        || name.starts_with("envoy.config.metrics.")
+        || name.starts_with("envoy.config.accesslog.")
+        || name.starts_with("envoy.extensions.access_loggers.")
+}
+
+enum Rule {
+    All,
+    Fields(HashMap<&'static str, bool>), // field → is tuning-only
+}
+
+fn table() -> &'static HashMap<&'static str, Rule> {
+    static T: OnceLock<HashMap<&'static str, Rule>> = OnceLock::new();
+    T.get_or_init(|| {
+        SUPPORTED
+            .iter()
+            .map(|(msg, fields)| {
+                let rule = if fields == &["*"] {
+                    Rule::All
+                } else {
+                    Rule::Fields(
+                        fields
+                            .iter()
+                            .map(|f| match f.strip_prefix('~') {
+                                Some(f) => (f, true),
+                                None => (*f, false),
+                            })
+                            .collect(),
+                    )
+                };
+                (*msg, rule)
+            })
+            .collect()
+    })
+}
+
+/// A tuning-only field that was set: accepted, not acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub path: String,
+}
+
+/// Walks every set field of `msg`; returns the tuning-only fields that were set.
+pub fn check(msg: &DynamicMessage, path: &str) -> Result<Vec<Ignored>> {
+    let mut ignored = Vec::new();
+    walk(msg, path, &mut ignored)?;
+    Ok(ignored)
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+fn walk(msg: &DynamicMessage, path: &str, ignored: &mut Vec<Ignored>) -> Result<()> {
+    let desc = msg.descriptor();
+    let name = desc.full_name();
+    if name == "google.protobuf.Any" {
+        return walk_any(msg, path, ignored);
+    }
+    let rule = match table().get(name) {
+        Some(r) => r,
+        None if is_opaque(name) => return Ok(()),
+        None => return err(path, format!("{name} is not supported by Ferry")),
+    };
+    for (field, value) in msg.fields() {
+        let fpath = join(path, field.name());
+        match rule {
+            Rule::All => {
+                if is_opaque(name) {
+                    continue;
+                }
+            }
+            Rule::Fields(fields) => match fields.get(field.name()) {
+                None => return err(&fpath, "field is not supported by Ferry"),
+                Some(true) => {
+                    ignored.push(Ignored { path: fpath });
+                    continue;
+                }
+                Some(false) => {}
+            },
+        }
+        walk_value(value, &fpath, ignored)?;
+    }
+    Ok(())
+}
+
+fn walk_value(value: &Value, path: &str, ignored: &mut Vec<Ignored>) -> Result<()> {
+    match value {
+        Value::Message(m) => walk(m, path, ignored),
+        Value::List(items) => {
+            for (i, v) in items.iter().enumerate() {
+                walk_value(v, &format!("{path}[{i}]"), ignored)?;
+            }
+            Ok(())
+        }
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                let key = match k {
+                    prost_reflect::MapKey::String(s) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                walk_value(v, &format!("{path}[{key}]"), ignored)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn walk_any(msg: &DynamicMessage, path: &str, ignored: &mut Vec<Ignored>) -> Result<()> {
+    let type_url = msg.get_field_by_name("type_url").and_then(|v| v.as_str().map(str::to_string));
+    let bytes = msg.get_field_by_name("value").and_then(|v| v.as_bytes().cloned());
+    let (Some(type_url), Some(bytes)) = (type_url, bytes) else {
+        return err(path, "Any without @type");
+    };
+    let inner = decode_any(&type_url, &bytes, path)?;
+    walk(&inner, path, ignored)
+}
+
+/// Resolves an Any's `@type` in the descriptor pool and decodes its value.
+pub fn decode_any(type_url: &str, bytes: &[u8], path: &str) -> Result<DynamicMessage> {
+    let name = type_url.rsplit('/').next().unwrap_or_default();
+    let Some(desc): Option<MessageDescriptor> = ferry_xds::pool::pool().get_message_by_name(name)
+    else {
+        return err(path, format!("unknown type {type_url}"));
+    };
+    DynamicMessage::decode(desc, bytes)
+        .map_err(|e| super::ConfigError { path: path.into(), msg: format!("cannot decode {type_url}: {e}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message and field named in the table exists in Envoy's API: a typo here would
+    /// reject a field Ferry means to support.
+    #[test]
+    fn table_names_exist_in_the_api() {
+        let pool = ferry_xds::pool::pool();
+        for (msg, fields) in SUPPORTED {
+            let desc = pool
+                .get_message_by_name(msg)
+                .unwrap_or_else(|| panic!("{msg} is not in Envoy's API"));
+            for f in fields.iter().filter(|f| **f != "*") {
+                let f = f.trim_start_matches('~');
+                assert!(desc.get_field_by_name(f).is_some(), "{msg} has no field {f}");
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Forwarding a request to its cluster: request header mutations, rewrites, host pick, the
+//! upstream exchange with the route timeout, Envoy's error replies, and upgrades (websocket).
+
+use super::headers::{mutate_request, strip_hop_by_hop, X_ENVOY_EXPECTED_TIMEOUT, X_ENVOY_SERVICE_TIME};
+use super::reply::{local, Body, Flag};
+use super::router::{finalize_response, format_ctx};
+use super::ConnCtx;
+use crate::cluster::pool::UpstreamError;
+use crate::config::cluster::UpstreamProtocol;
+use crate::config::headers::HeaderMutation;
+use crate::config::route::{Forward, HostRewrite, Route, RouteTable, Target, VirtualHost};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &RouteTable, vh: &VirtualHost, route: &Route, fwd: &Forward, upgrade: bool) -> Response<Body> {
+    let version = req.version();
+    let (cluster_name, weighted) = match &fwd.target {
+        Target::Cluster(c) => (c.clone(), None),
+        Target::Header { name, not_found } => match req.headers().get(name).and_then(|v| v.to_str().ok()) {
+            Some(c) if !c.is_empty() => (c.to_string(), None),
+            _ => {
+                ctx.stats.no_cluster.inc();
+                return local(*not_found, "");
+            }
+        },
+        Target::Weighted(ws, total) => {
+            let mut n = fastrand::u64(0..*total);
+            let mut pick = &ws[ws.len() - 1];
+            for w in ws {
+                if n < u64::from(w.weight) {
+                    pick = w;
+                    break;
+                }
+                n -= u64::from(w.weight);
+            }
+            (pick.name.clone(), Some(pick))
+        }
+    };
+    let snapshot = ctx.server.snapshot.load_full();
+    let Some(cluster) = snapshot.cluster(&cluster_name).cloned() else {
+        ctx.stats.no_cluster.inc();
+        let code = match &fwd.target {
+            Target::Header { not_found, .. } => *not_found,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        tracing::debug!(flag = Flag::NoClusterFound.code(), cluster = %cluster_name, "unknown cluster");
+        return local(code, "");
+    };
+    let w_req = weighted.map(|w| &w.request);
+    let w_resp: Option<&HeaderMutation> = weighted.map(|w| &w.response);
+
+    // Request headers: connection-level, then mutations most specific first.
+    {
+        let h = req.headers_mut();
+        strip_hop_by_hop(h, upgrade);
+        mutate_request(h, &ctx.hcm, ctx.remote);
+        if let (Some(t), false) = (fwd.timeout, ctx.hcm.suppress_envoy_headers) {
+            h.insert(X_ENVOY_EXPECTED_TIMEOUT.clone(), HeaderValue::from(t.as_millis() as u64));
+        }
+    }
+    let snapshot_headers = req.headers().clone();
+    let fctx = format_ctx(ctx, &snapshot_headers, version);
+    {
+        let h = req.headers_mut();
+        if let Some(w) = w_req {
+            w.apply(h, &fctx);
+        }
+        route.request.apply(h, &fctx);
+        vh.request.apply(h, &fctx);
+        table.request.apply(h, &fctx);
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = fwd.rewrite.apply(&path).unwrap_or(path);
+
+    let Some(host) = cluster.pick() else {
+        tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster_name, "no healthy upstream");
+        let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
+        return r;
+    };
+    match &fwd.host_rewrite {
+        HostRewrite::Keep => {}
+        HostRewrite::Literal(v) => {
+            req.headers_mut().insert(header::HOST, v.clone());
+        }
+        HostRewrite::Auto => {
+            if !host.hostname.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&host.hostname) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+        }
+        HostRewrite::Header(name) => {
+            if let Some(v) = req.headers().get(name).cloned() {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+    }
+
+    let use_h2 = !upgrade
+        && match cluster.cfg.protocol {
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Downstream => version == Version::HTTP_2,
+        };
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let authority = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if use_h2 {
+        parts.version = Version::HTTP_2;
+        parts.uri = Uri::try_from(format!("http://{authority}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        parts.uri = Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    let up_req = Request::from_parts(parts, body);
+
+    let cs = &cluster.stats;
+    cs.upstream_rq_total.inc();
+    host.stats.rq_total.fetch_add(1, Relaxed);
+    let _rq_active = crate::stats::ActiveGuard::new(&cs.upstream_rq_active);
+    let started = Instant::now();
+    let send = async {
+        if use_h2 {
+            host.pool.send_h2(&host, up_req).await
+        } else {
+            host.pool.send_h1(&host, up_req).await
+        }
+    };
+    let result = match fwd.timeout {
+        Some(t) => tokio::time::timeout(t, send).await.ok(),
+        None => Some(send.await),
+    };
+    let mut resp = match result {
+        None => {
+            cs.upstream_rq_timeout.inc();
+            host.stats.rq_timeout.fetch_add(1, Relaxed);
+            cs.upstream_rq_xx[3 + 1].inc();
+            tracing::debug!(flag = Flag::UpstreamRequestTimeout.code(), "upstream request timeout");
+            let mut r = local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+            finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
+            return r;
+        }
+        Some(Err(e)) => {
+            host.stats.rq_error.fetch_add(1, Relaxed);
+            cs.upstream_rq_xx[4].inc();
+            if !e.is_connect() {
+                cs.upstream_rq_rx_reset.inc();
+            }
+            let flag = if e.is_connect() { Flag::UpstreamConnectFailure } else { Flag::UpstreamConnectionTermination };
+            tracing::debug!(flag = flag.code(), "upstream failure: {e}");
+            let mut r = local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e));
+            finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
+            return r;
+        }
+        Some(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let class = (status.as_u16() / 100) as usize;
+    if (1..=5).contains(&class) {
+        cs.upstream_rq_xx[class - 1].inc();
+    }
+    cs.upstream_rq_completed.inc();
+    if status.is_server_error() {
+        host.stats.rq_error.fetch_add(1, Relaxed);
+    } else {
+        host.stats.rq_success.fetch_add(1, Relaxed);
+    }
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS && downstream_upgrade.is_some();
+    if switching {
+        let up = hyper::upgrade::on(&mut resp);
+        if let Some(down) = downstream_upgrade {
+            tokio::spawn(async move {
+                if let (Ok(d), Ok(u)) = (down.await, up.await) {
+                    let mut d = TokioIo::new(d);
+                    let mut u = TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                }
+            });
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching);
+    if !ctx.hcm.suppress_envoy_headers {
+        parts.headers.insert(X_ENVOY_SERVICE_TIME.clone(), HeaderValue::from(started.elapsed().as_millis() as u64));
+    }
+    parts.version = version;
+    let mut r = Response::from_parts(parts, if switching { Body::empty() } else { Body::Upstream(body) });
+    finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
+    r
+}
+
+/// Envoy's local reply body for an upstream failure before response headers.
+fn reset_body(e: &UpstreamError) -> String {
+    let reason = match e {
+        UpstreamError::ConnectFailed(io) => match io.raw_os_error() {
+            Some(code) => format!("remote connection failure, transport failure reason: delayed connect error: {code}"),
+            None => format!("remote connection failure, transport failure reason: {io}"),
+        },
+        UpstreamError::ConnectTimeout => "connection timeout".to_string(),
+        UpstreamError::Reset(_) => "connection termination".to_string(),
+    };
+    format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
+}

@@ -1,0 +1,127 @@
+//! The HTTP connection manager: downstream HTTP/1.1 and HTTP/2 (prior knowledge or by
+//! preface with `codec_type: AUTO`), each request routed by [`router`].
+
+mod forward;
+pub mod headers;
+pub mod reply;
+pub mod router;
+
+use crate::config::hcm::{Codec, HttpConnMgr};
+use crate::snapshot::Server;
+use crate::stats::{registry, Counter, Gauge, Scope};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// Envoy's `http.<stat_prefix>.*` counters used here.
+pub struct HcmStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_cx_http1_total: Counter,
+    pub downstream_cx_http2_total: Counter,
+    pub downstream_rq_total: Counter,
+    pub downstream_rq_active: Gauge,
+    pub downstream_rq_http1_total: Counter,
+    pub downstream_rq_http2_total: Counter,
+    pub downstream_rq_xx: [Counter; 5],
+    pub downstream_rq_completed: Counter,
+    pub no_route: Counter,
+    pub no_cluster: Counter,
+    pub rq_redirect: Counter,
+    pub rq_direct_response: Counter,
+    pub downstream_rq_ws_on_non_ws_route: Counter,
+}
+
+impl HcmStats {
+    pub fn get(prefix: &str) -> Arc<HcmStats> {
+        // One set per prefix; the registry hands back the same atomics for the same names.
+        let r = registry();
+        let c = |s: &str| r.counter(Scope::Http(prefix), s);
+        Arc::new(HcmStats {
+            downstream_cx_total: c("downstream_cx_total"),
+            downstream_cx_active: r.gauge(Scope::Http(prefix), "downstream_cx_active"),
+            downstream_cx_http1_total: c("downstream_cx_http1_total"),
+            downstream_cx_http2_total: c("downstream_cx_http2_total"),
+            downstream_rq_total: c("downstream_rq_total"),
+            downstream_rq_active: r.gauge(Scope::Http(prefix), "downstream_rq_active"),
+            downstream_rq_http1_total: c("downstream_rq_http1_total"),
+            downstream_rq_http2_total: c("downstream_rq_http2_total"),
+            downstream_rq_xx: [c("downstream_rq_1xx"), c("downstream_rq_2xx"), c("downstream_rq_3xx"), c("downstream_rq_4xx"), c("downstream_rq_5xx")],
+            downstream_rq_completed: c("downstream_rq_completed"),
+            no_route: c("no_route"),
+            no_cluster: c("no_cluster"),
+            rq_redirect: c("rq_redirect"),
+            rq_direct_response: c("rq_direct_response"),
+            downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
+        })
+    }
+}
+
+/// Everything a request on this connection needs, shared by its requests.
+pub struct ConnCtx {
+    pub server: Arc<Server>,
+    pub hcm: Arc<HttpConnMgr>,
+    pub stats: Arc<HcmStats>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream, local: SocketAddr, remote: SocketAddr) {
+    let stats = HcmStats::get(&hcm.stat_prefix);
+    stats.downstream_cx_total.inc();
+    let _active = crate::stats::ActiveGuard::new(&stats.downstream_cx_active);
+    let mut drain = server.drain.subscribe();
+    let ctx = Arc::new(ConnCtx { server, hcm: hcm.clone(), stats, local, remote });
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(router::handle(ctx, req).await) }
+    });
+    let io = TokioIo::new(stream);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let max_buf = (hcm.max_request_headers_kb as usize * 1024).max(8192);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(max_buf)
+        .max_headers(hcm.max_headers_count as usize)
+        .header_read_timeout(hcm.request_headers_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(hcm.max_request_headers_kb * 1024)
+        .enable_connect_protocol();
+    let builder = match hcm.codec {
+        Codec::Auto => builder,
+        Codec::Http1 => builder.http1_only(),
+        Codec::Http2 => builder.http2_only(),
+    };
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let already_draining = *drain.borrow();
+    if already_draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!("downstream connection error: {e}");
+                }
+                break;
+            }
+            changed = drain.changed(), if !already_draining => {
+                if changed.is_err() || *drain.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                }
+                // Keep serving until hyper finishes the graceful close.
+                let res = conn.as_mut().await;
+                if let Err(e) = res {
+                    tracing::debug!("downstream connection error: {e}");
+                }
+                break;
+            }
+        }
+    }
+}

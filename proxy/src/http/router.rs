@@ -1,0 +1,174 @@
+//! Per-request routing: virtual host and route selection, then the route's action (forward,
+//! redirect, direct response). Pure matching lives in `config::route`; this is the thin I/O part.
+
+use super::headers::{requested_upgrade, set_server, X_REQUEST_ID};
+use super::reply::{local, Body};
+use super::ConnCtx;
+use crate::config::hcm::{StripPort, Underscores};
+use crate::config::headers::FormatCtx;
+use crate::config::route::{Action, RequestView, Route, RouteTable, VirtualHost};
+use crate::stats::ActiveGuard;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
+    let st = &ctx.stats;
+    st.downstream_rq_total.inc();
+    if req.version() == Version::HTTP_2 {
+        st.downstream_rq_http2_total.inc();
+    } else {
+        st.downstream_rq_http1_total.inc();
+    }
+    let _active = ActiveGuard::new(&st.downstream_rq_active);
+    let request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    let mut resp = dispatch(&ctx, req).await;
+    set_server(resp.headers_mut(), &ctx.hcm);
+    if ctx.hcm.always_set_request_id_in_response {
+        if let Some(id) = request_id {
+            resp.headers_mut().entry(&X_REQUEST_ID).or_insert(id);
+        }
+    }
+    let class = (resp.status().as_u16() / 100) as usize;
+    if (1..=5).contains(&class) {
+        st.downstream_rq_xx[class - 1].inc();
+    }
+    st.downstream_rq_completed.inc();
+    resp
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<Body> {
+    let hcm = &ctx.hcm;
+    // HTTP/2 carries the host in :authority; routing and HTTP/1.1 upstreams want `host`.
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(a) = req.uri().authority().map(|a| a.as_str().to_string()) {
+            if let Ok(v) = HeaderValue::from_str(&a) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+    }
+    strip_host_port(ctx, &mut req);
+    match hcm.underscores {
+        Underscores::Allow => {}
+        Underscores::Reject => {
+            if req.headers().keys().any(|k| k.as_str().contains('_')) {
+                return local(StatusCode::BAD_REQUEST, "");
+            }
+        }
+        Underscores::Drop => {
+            let names: Vec<_> = req.headers().keys().filter(|k| k.as_str().contains('_')).cloned().collect();
+            for n in names {
+                req.headers_mut().remove(n);
+            }
+        }
+    }
+    let table: &RouteTable = &hcm.routes;
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let Some(vh) = table.find_vhost(&host) else {
+        ctx.stats.no_route.inc();
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let view = RequestView { path: &path, headers: req.headers() };
+    let Some(route) = vh.routes.iter().find(|r| r.matcher.matches(&view)) else {
+        ctx.stats.no_route.inc();
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let upgrade = requested_upgrade(req.headers()).filter(|u| u != "h2c");
+    match &route.action {
+        Action::Direct(d) => {
+            ctx.stats.rq_direct_response.inc();
+            let mut r = match &d.body {
+                Some(b) => {
+                    let mut r = Response::new(Body::full(b.clone()));
+                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r
+                }
+                None => Response::new(Body::empty()),
+            };
+            *r.status_mut() = d.status;
+            finalize_response(ctx, (Some(req.headers()), req.version()), table, vh, route, None, &mut r);
+            r
+        }
+        Action::Redirect(rd) => {
+            ctx.stats.rq_redirect.inc();
+            let scheme = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
+            let location = rd.location(&scheme, &host, &path);
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = rd.code;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            finalize_response(ctx, (Some(req.headers()), req.version()), table, vh, route, None, &mut r);
+            r
+        }
+        Action::Forward(fwd) => {
+            if let Some(u) = &upgrade {
+                let allowed = fwd
+                    .upgrades
+                    .iter()
+                    .find(|(t, _)| t == u)
+                    .map(|(_, on)| *on)
+                    .unwrap_or_else(|| hcm.upgrades.iter().any(|t| t == u));
+                if !allowed {
+                    ctx.stats.downstream_rq_ws_on_non_ws_route.inc();
+                    return local(StatusCode::FORBIDDEN, "");
+                }
+            }
+            super::forward::forward(ctx, req, table, vh, route, fwd, upgrade.is_some()).await
+        }
+    }
+}
+
+/// `strip_matching_host_port` / `strip_any_host_port`: the port goes from the Host header.
+fn strip_host_port(ctx: &ConnCtx, req: &mut Request<Incoming>) {
+    let mode = ctx.hcm.strip_port;
+    if mode == StripPort::None {
+        return;
+    }
+    let Some(host) = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()) else { return };
+    let stripped = crate::config::route::strip_port(host);
+    if stripped.len() == host.len() {
+        return;
+    }
+    let port = &host[stripped.len() + 1..];
+    if mode == StripPort::Any || port == ctx.local.port().to_string() {
+        if let Ok(v) = HeaderValue::from_str(stripped) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+}
+
+/// Response header mutations, most specific level first so the route configuration's level
+/// is applied last (Envoy's default order).
+pub(super) fn finalize_response(
+    ctx: &ConnCtx,
+    req: (Option<&http::HeaderMap>, Version),
+    table: &RouteTable,
+    vh: &VirtualHost,
+    route: &Route,
+    weighted: Option<&crate::config::headers::HeaderMutation>,
+    resp: &mut Response<Body>,
+) {
+    let fctx = FormatCtx { remote: ctx.remote, local: ctx.local, protocol: protocol_name(req.1), request: req.0 };
+    let h = resp.headers_mut();
+    if let Some(w) = weighted {
+        w.apply(h, &fctx);
+    }
+    route.response.apply(h, &fctx);
+    vh.response.apply(h, &fctx);
+    table.response.apply(h, &fctx);
+}
+
+pub(super) fn format_ctx<'a>(ctx: &ConnCtx, headers: &'a http::HeaderMap, v: Version) -> FormatCtx<'a> {
+    FormatCtx { remote: ctx.remote, local: ctx.local, protocol: protocol_name(v), request: Some(headers) }
+}

@@ -1,0 +1,102 @@
+//! Listener runtime: bind, accept, pick the filter chain, hand the connection to tcp_proxy or
+//! the HTTP connection manager.
+
+use crate::config::listener::{ConnInfo, Listener, NetworkFilter};
+use crate::snapshot::Server;
+use crate::stats::{listener_scope, registry, ActiveGuard, Counter, Gauge, Scope};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct ListenerStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub no_filter_chain_match: Counter,
+}
+
+impl ListenerStats {
+    fn new(addr: &SocketAddr) -> Self {
+        let scope = listener_scope(addr);
+        let r = registry();
+        ListenerStats {
+            downstream_cx_total: r.counter(Scope::Listener(&scope), "downstream_cx_total"),
+            downstream_cx_active: r.gauge(Scope::Listener(&scope), "downstream_cx_active"),
+            no_filter_chain_match: r.counter(Scope::Listener(&scope), "no_filter_chain_match"),
+        }
+    }
+}
+
+/// Binds a listener socket the way Envoy does: SO_REUSEADDR, IPv6 sockets IPv6-only.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Runs the accept loop of one listener until the listeners are stopped.
+pub fn spawn(server: Arc<Server>, cfg: Arc<Listener>, tcp: TcpListener) {
+    let local = tcp.local_addr().unwrap_or(cfg.address);
+    let stats = Arc::new(ListenerStats::new(&cfg.address));
+    server.stats.listener_added.inc();
+    server.stats.total_listeners_active.inc();
+    let mut stop = server.stop_listeners.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = tcp.accept() => match accepted {
+                    Ok((stream, remote)) => on_accept(&server, &cfg, &stats, stream, local, remote),
+                    Err(e) => {
+                        tracing::warn!(listener = %cfg.name, "accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                },
+                changed = stop.changed() => {
+                    let Ok(()) = changed else { break };
+                    let req = *stop.borrow();
+                    if let Some((_, inbound_only)) = req {
+                        if !inbound_only || cfg.inbound {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        server.stats.total_listeners_active.dec();
+        tracing::info!(listener = %cfg.name, "listener closed");
+    });
+}
+
+fn on_accept(server: &Arc<Server>, cfg: &Arc<Listener>, stats: &Arc<ListenerStats>, stream: tokio::net::TcpStream, local: SocketAddr, remote: SocketAddr) {
+    stats.downstream_cx_total.inc();
+    let _ = stream.set_nodelay(true);
+    let info = ConnInfo { local, remote, server_name: "", transport_protocol: "raw_buffer", application_protocols: &[] };
+    let Some(chain) = cfg.select(&info) else {
+        stats.no_filter_chain_match.inc();
+        tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
+        return;
+    };
+    let guards = (ActiveGuard::new(&stats.downstream_cx_active), ActiveGuard::new(&server.stats.total_connections));
+    let server = server.clone();
+    match chain.filter.clone() {
+        NetworkFilter::TcpProxy(t) => {
+            tokio::spawn(async move {
+                crate::tcp_proxy::handle(&server, &t, stream).await;
+                drop(guards);
+            });
+        }
+        NetworkFilter::Http(h) => {
+            tokio::spawn(async move {
+                crate::http::serve(server, h, stream, local, remote).await;
+                drop(guards);
+            });
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Counters and gauges with Envoy's names, kept in one registry and updated lock-free on the
+//! hot path (each holder keeps an `Arc` to its atomic). Rendered as Envoy's `/stats` text and as
+//! Prometheus text with Envoy's default tag extraction (cluster name, HTTP/TCP prefix, listener
+//! address, response code class).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+#[derive(Debug)]
+pub struct Stat {
+    pub name: String,
+    prom: String,
+    tags: Vec<(&'static str, String)>,
+    pub kind: Kind,
+    value: AtomicU64,
+}
+
+pub type Counter = Arc<Stat>;
+pub type Gauge = Arc<Stat>;
+
+impl Stat {
+    #[inline]
+    pub fn inc(&self) {
+        self.value.fetch_add(1, Relaxed);
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Relaxed);
+    }
+    #[inline]
+    pub fn dec(&self) {
+        self.value.fetch_sub(1, Relaxed);
+    }
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.value.store(v, Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.value.load(Relaxed)
+    }
+}
+
+/// Decrements a gauge when dropped (active connections, active requests).
+pub struct ActiveGuard(Gauge);
+
+impl ActiveGuard {
+    pub fn new(g: &Gauge) -> Self {
+        g.inc();
+        ActiveGuard(g.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    stats: Mutex<BTreeMap<String, Arc<Stat>>>,
+}
+
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::default)
+}
+
+/// The scope a stat lives in: its text prefix, Prometheus prefix and extracted tag.
+#[derive(Debug, Clone)]
+pub enum Scope<'a> {
+    Server,
+    Cluster(&'a str),
+    Http(&'a str),
+    Tcp(&'a str),
+    Listener(&'a str),
+    ListenerManager,
+    ClusterManager,
+}
+
+impl Registry {
+    pub fn counter(&self, scope: Scope<'_>, stat: &str) -> Counter {
+        self.get(scope, stat, Kind::Counter)
+    }
+
+    pub fn gauge(&self, scope: Scope<'_>, stat: &str) -> Gauge {
+        self.get(scope, stat, Kind::Gauge)
+    }
+
+    fn get(&self, scope: Scope<'_>, stat: &str, kind: Kind) -> Arc<Stat> {
+        let (name, prom_prefix, mut tags) = match scope {
+            Scope::Server => (format!("server.{stat}"), "envoy_server_", vec![]),
+            Scope::Cluster(c) => (format!("cluster.{c}.{stat}"), "envoy_cluster_", vec![("envoy_cluster_name", c.to_string())]),
+            Scope::Http(p) => (format!("http.{p}.{stat}"), "envoy_http_", vec![("envoy_http_conn_manager_prefix", p.to_string())]),
+            Scope::Tcp(p) => (format!("tcp.{p}.{stat}"), "envoy_tcp_", vec![("envoy_tcp_prefix", p.to_string())]),
+            Scope::Listener(a) => (format!("listener.{a}.{stat}"), "envoy_listener_", vec![("envoy_listener_address", a.to_string())]),
+            Scope::ListenerManager => (format!("listener_manager.{stat}"), "envoy_listener_manager_", vec![]),
+            Scope::ClusterManager => (format!("cluster_manager.{stat}"), "envoy_cluster_manager_", vec![]),
+        };
+        let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&name) {
+            return s.clone();
+        }
+        let prom_stat = extract_code(stat, &mut tags);
+        let s = Arc::new(Stat {
+            name: name.clone(),
+            prom: format!("{prom_prefix}{}", sanitize(&prom_stat)),
+            tags,
+            kind,
+            value: AtomicU64::new(0),
+        });
+        map.insert(name, s.clone());
+        s
+    }
+
+    pub fn all(&self) -> Vec<Arc<Stat>> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Envoy's `/stats` text: `name: value`, sorted by name.
+    pub fn render_text(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
+        let mut out = String::new();
+        for s in self.all() {
+            if used_only && s.get() == 0 {
+                continue;
+            }
+            if filter.is_some_and(|f| !f.is_match(&s.name)) {
+                continue;
+            }
+            out.push_str(&s.name);
+            out.push_str(": ");
+            out.push_str(&s.get().to_string());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Prometheus text exposition, one `# TYPE` line per metric family.
+    pub fn render_prometheus(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
+        let mut families: BTreeMap<&str, Vec<&Stat>> = BTreeMap::new();
+        let all = self.all();
+        for s in &all {
+            if used_only && s.get() == 0 {
+                continue;
+            }
+            if filter.is_some_and(|f| !f.is_match(&s.name)) {
+                continue;
+            }
+            families.entry(s.prom.as_str()).or_default().push(s);
+        }
+        let mut out = String::new();
+        for (name, stats) in families {
+            let kind = if stats[0].kind == Kind::Counter { "counter" } else { "gauge" };
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            for s in stats {
+                out.push_str(name);
+                if !s.tags.is_empty() {
+                    out.push('{');
+                    let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+                    out.push_str(&tags.join(","));
+                    out.push('}');
+                }
+                out.push_str(&format!(" {}\n", s.get()));
+            }
+        }
+        out
+    }
+}
+
+/// `upstream_rq_2xx` → (`upstream_rq_xx`, class 2); `upstream_rq_503` → (`upstream_rq`, code 503).
+fn extract_code(stat: &str, tags: &mut Vec<(&'static str, String)>) -> String {
+    let Some((head, last)) = stat.rsplit_once('_') else { return stat.to_string() };
+    let b = last.as_bytes();
+    if !(head.ends_with("_rq") || head == "rq") {
+        return stat.to_string();
+    }
+    if b.len() == 3 && b[0].is_ascii_digit() && &last[1..] == "xx" {
+        tags.insert(0, ("envoy_response_code_class", last[..1].to_string()));
+        return format!("{head}_xx");
+    }
+    if b.len() == 3 && b.iter().all(u8::is_ascii_digit) {
+        tags.insert(0, ("envoy_response_code", last.to_string()));
+        return head.to_string();
+    }
+    stat.to_string()
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Envoy's listener stat scope for an address: `127.0.0.1_10000`, `[::1]_10000`.
+pub fn listener_scope(addr: &std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) => format!("{}_{}", a.ip(), a.port()),
+        std::net::SocketAddr::V6(a) => format!("[{}]_{}", a.ip(), a.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_names_and_tags() {
+        let r = Registry::default();
+        r.counter(Scope::Cluster("svc"), "upstream_rq_total").add(3);
+        r.counter(Scope::Http("ing"), "downstream_rq_2xx").inc();
+        r.counter(Scope::Cluster("svc"), "upstream_rq_503").inc();
+        let p = r.render_prometheus(None, false);
+        assert!(p.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"svc\"} 3"), "{p}");
+        assert!(p.contains("envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",envoy_http_conn_manager_prefix=\"ing\"} 1"), "{p}");
+        assert!(p.contains("envoy_cluster_upstream_rq{envoy_response_code=\"503\",envoy_cluster_name=\"svc\"} 1"), "{p}");
+        let t = r.render_text(None, true);
+        assert!(t.contains("cluster.svc.upstream_rq_total: 3\n"), "{t}");
+    }
+}

@@ -1,0 +1,129 @@
+//! `tcp_proxy`: pick a cluster (by weight) and a host, connect (up to `max_connect_attempts`),
+//! then copy bytes both ways with half-close and an idle timeout.
+
+use crate::config::tcp_proxy::TcpProxy;
+use crate::snapshot::Server;
+use crate::stats::{registry, Scope};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub async fn handle(server: &Arc<Server>, cfg: &TcpProxy, downstream: TcpStream) {
+    let r = registry();
+    let scope = || Scope::Tcp(&cfg.stat_prefix);
+    r.counter(scope(), "downstream_cx_total").inc();
+    let snapshot = server.snapshot.load_full();
+    let name = pick_weighted(&cfg.clusters, cfg.total_weight);
+    let Some(cluster) = snapshot.cluster(name) else {
+        r.counter(scope(), "downstream_cx_no_route").inc();
+        tracing::debug!(cluster = name, "tcp_proxy: unknown cluster; closing");
+        return;
+    };
+    let mut upstream = None;
+    for attempt in 0..cfg.max_connect_attempts {
+        let Some(host) = cluster.pick() else { break };
+        if attempt > 0 {
+            cluster.stats.upstream_cx_total.inc(); // counted per attempt, as Envoy does
+        }
+        match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(host.addr)).await {
+            Ok(Ok(s)) => {
+                if attempt == 0 {
+                    cluster.stats.upstream_cx_total.inc();
+                }
+                host.stats.cx_total.fetch_add(1, Relaxed);
+                upstream = Some(s);
+                break;
+            }
+            Ok(Err(_)) | Err(_) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                host.stats.cx_connect_fail.fetch_add(1, Relaxed);
+                if attempt + 1 < cfg.max_connect_attempts {
+                    r.counter(scope(), "upstream_connect_attempts_exceeded").add(0);
+                }
+            }
+        }
+    }
+    let Some(upstream) = upstream else {
+        if cfg.max_connect_attempts > 1 {
+            r.counter(scope(), "upstream_connect_attempts_exceeded").inc();
+        }
+        return;
+    };
+    let _ = upstream.set_nodelay(true);
+    let _active = crate::stats::ActiveGuard::new(&cluster.stats.upstream_cx_active);
+    let (rx, tx) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
+    r.counter(scope(), "downstream_cx_rx_bytes_total").add(rx);
+    r.counter(scope(), "downstream_cx_tx_bytes_total").add(tx);
+    cluster.stats.upstream_cx_tx_bytes_total.add(rx);
+    cluster.stats.upstream_cx_rx_bytes_total.add(tx);
+    cluster.stats.upstream_cx_destroy.inc();
+}
+
+pub fn pick_weighted(clusters: &[(String, u32)], total: u64) -> &str {
+    if clusters.len() == 1 {
+        return &clusters[0].0;
+    }
+    let mut n = fastrand::u64(0..total.max(1));
+    for (name, w) in clusters {
+        if n < u64::from(*w) {
+            return name;
+        }
+        n -= u64::from(*w);
+    }
+    &clusters[clusters.len() - 1].0
+}
+
+/// Copies both directions until both are done; a read EOF on one side becomes a write
+/// shutdown on the other (half-close). With an idle timeout, the connection closes when no
+/// byte moves for that long. Returns (downstream→upstream, upstream→downstream) byte counts.
+pub async fn copy_bidirectional(a: TcpStream, b: TcpStream, idle: Option<Duration>) -> (u64, u64) {
+    let activity = Arc::new(AtomicU64::new(0));
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let up = tokio::spawn(pump(ar, bw, activity.clone()));
+    let down = tokio::spawn(pump(br, aw, activity.clone()));
+    let (ua, da) = (up.abort_handle(), down.abort_handle());
+    let both = async { (up.await.unwrap_or(0), down.await.unwrap_or(0)) };
+    let Some(idle) = idle else { return both.await };
+    let watchdog = async {
+        let mut seen = activity.load(Relaxed);
+        loop {
+            tokio::time::sleep(idle).await;
+            let now = activity.load(Relaxed);
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    };
+    tokio::select! {
+        r = both => r,
+        () = watchdog => {
+            ua.abort();
+            da.abort();
+            (0, 0)
+        }
+    }
+}
+
+async fn pump(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, activity: Arc<AtomicU64>) -> u64 {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                activity.fetch_add(1, Relaxed);
+                if w.write_all(&buf[..n]).await.is_err() {
+                    return total;
+                }
+                total += n as u64;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = w.shutdown().await;
+    total
+}

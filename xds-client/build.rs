@@ -1,0 +1,150 @@
+//! Compiles Envoy's v3 API `.proto` files — shipped inside the `envoy-types` crate, never copied
+//! into this tree — into one `FileDescriptorSet` that the proxy embeds. The descriptor pool is what
+//! lets Ferry read bootstrap YAML/JSON with the proto3 JSON mapping (`typed_config` Any by `@type`)
+//! and render `/config_dump` the way Envoy does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Proto directories (relative to `data-plane-api/envoy`) whose files go into the pool. Every
+/// v3 config, extension and service message an Envoy bootstrap or xDS resource can name.
+const ROOTS: &[&str] = &["config", "extensions", "service", "admin/v3", "type", "data"];
+
+/// Extra files outside `envoy/` that configs name by `@type`.
+const EXTRA: &[&str] = &[
+    "google/protobuf/struct.proto",
+    "google/protobuf/wrappers.proto",
+    "google/protobuf/empty.proto",
+];
+
+fn main() {
+    let proto_root = envoy_types_proto_dir();
+    let api = proto_root.join("data-plane-api");
+    let includes: Vec<PathBuf> = [
+        "data-plane-api",
+        "xds",
+        "googleapis",
+        "protoc-gen-validate",
+        "cel-spec/proto",
+        "opentelemetry-proto",
+        "client_model",
+    ]
+    .iter()
+    .map(|d| proto_root.join(d))
+    .filter(|p| p.exists())
+    .collect();
+
+    let mut files = Vec::new();
+    for root in ROOTS {
+        collect(&api.join("envoy").join(root), &api, &mut files);
+    }
+    files.sort();
+    // Alpha/experimental APIs are left out: they are not part of the stable v3 surface.
+    files.retain(|f| !f.contains("v3alpha") && !f.contains("/v2"));
+    // These declare packages (`envoy.extensions.config`, `envoy.extensions.clusters.common`) that
+    // shadow `config.core.v3…`/`common.…` relative names in sibling files under protox's scoping.
+    files.retain(|f| {
+        !f.starts_with("envoy/extensions/config/")
+            && !f.starts_with("envoy/extensions/clusters/common/")
+    });
+    files.extend(EXTRA.iter().map(|s| s.to_string()));
+
+    // protox resolves a few relative type names differently from protoc (a package prefix that
+    // shadows an outer one); such files are left out, and named in the build output.
+    let mut skipped = Vec::new();
+    let bytes = loop {
+        let mut compiler =
+            protox::Compiler::new(&includes).unwrap_or_else(|e| panic!("protox: {e:?}"));
+        compiler.include_imports(true).include_source_info(false);
+        match compiler.open_files(&files) {
+            Ok(_) => break compiler.encode_file_descriptor_set(),
+            Err(e) => {
+                let msg = format!("{e:?}");
+                let bad = msg.find(".proto").map(|end| msg[..end + 6].trim_start_matches('"').to_string());
+                let Some(bad) = bad.filter(|_| skipped.len() < 64) else {
+                    panic!("protox: {msg}")
+                };
+                // Drop the failing file and every listed file that imports it.
+                let import = format!("import \"{bad}\"");
+                files.retain(|f| {
+                    let text = std::fs::read_to_string(api.join(f)).unwrap_or_default();
+                    f != &bad && !text.contains(&import)
+                });
+                skipped.push(bad);
+            }
+        }
+    };
+    for f in &skipped {
+        println!("cargo:warning=envoy proto left out of the descriptor pool: {f}");
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");
+    std::fs::write(&out, bytes).expect("write descriptor set");
+    println!("cargo:rerun-if-changed=build.rs");
+}
+
+fn collect(dir: &Path, base: &Path, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, base, out);
+        } else if p.extension().is_some_and(|x| x == "proto") {
+            if let Ok(rel) = p.strip_prefix(base) {
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+}
+
+/// The `proto/` directory of the resolved `envoy-types` package: looked up in Cargo's registry
+/// cache by the version that `Cargo.lock` pins; `cargo metadata` is the fallback (vendored or
+/// path sources).
+fn envoy_types_proto_dir() -> PathBuf {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    if let Some(dir) = from_registry(&manifest) {
+        return dir;
+    }
+    from_metadata(&manifest)
+}
+
+fn from_registry(manifest: &Path) -> Option<PathBuf> {
+    let lock = std::fs::read_to_string(manifest.parent()?.join("Cargo.lock")).ok()?;
+    println!("cargo:rerun-if-changed=../Cargo.lock");
+    let mut lines = lock.lines();
+    let mut version = None;
+    while let Some(l) = lines.next() {
+        if l.trim() == "name = \"envoy-types\"" {
+            version = lines.next().and_then(|v| v.trim().strip_prefix("version = ")).map(|v| v.trim_matches('"').to_string());
+            break;
+        }
+    }
+    let version = version?;
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    for reg in std::fs::read_dir(home.join("registry/src")).ok()?.flatten() {
+        let dir = reg.path().join(format!("envoy-types-{version}")).join("proto");
+        if dir.is_dir() {
+            return Some(dir);
+        }
+    }
+    None
+}
+
+fn from_metadata(manifest: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(manifest.join("Cargo.toml"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    let pkgs = meta["packages"].as_array().expect("packages");
+    let pkg = pkgs
+        .iter()
+        .find(|p| p["name"] == "envoy-types")
+        .expect("envoy-types in the dependency graph");
+    let manifest_path = PathBuf::from(pkg["manifest_path"].as_str().expect("manifest_path"));
+    manifest_path.parent().expect("package dir").join("proto")
+}
