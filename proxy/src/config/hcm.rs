@@ -45,15 +45,12 @@ pub struct HttpConnMgr {
     pub server_name: String,
     pub server_header: ServerHeader,
     pub use_remote_address: bool,
-    pub xff_num_trusted_hops: u32,
     pub skip_xff_append: bool,
     pub via: Option<http::HeaderValue>,
     pub generate_request_id: bool,
     pub preserve_external_request_id: bool,
     pub always_set_request_id_in_response: bool,
     pub upgrades: Vec<String>,
-    pub stream_idle_timeout: Option<Duration>,
-    pub request_timeout: Option<Duration>,
     pub request_headers_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub max_request_headers_kb: u32,
@@ -117,10 +114,6 @@ impl HttpConnMgr {
         if !(1..=8192).contains(&max_request_headers_kb) {
             return err(&format!("{path}.max_request_headers_kb"), "must be in [1, 8192]");
         }
-        let stream_idle_timeout = match opt_duration(&h.stream_idle_timeout, &format!("{path}.stream_idle_timeout"))? {
-            None => Some(Duration::from_secs(300)),
-            d => nonzero(d),
-        };
         let via = if h.via.is_empty() {
             None
         } else {
@@ -137,7 +130,6 @@ impl HttpConnMgr {
                 _ => ServerHeader::Overwrite,
             },
             use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
-            xff_num_trusted_hops: h.xff_num_trusted_hops,
             skip_xff_append: h.skip_xff_append,
             via,
             generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
@@ -149,8 +141,6 @@ impl HttpConnMgr {
                 .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
                 .map(|u| u.upgrade_type.to_ascii_lowercase())
                 .collect(),
-            stream_idle_timeout,
-            request_timeout: nonzero(opt_duration(&h.request_timeout, &format!("{path}.request_timeout"))?),
             request_headers_timeout: nonzero(opt_duration(&h.request_headers_timeout, &format!("{path}.request_headers_timeout"))?),
             idle_timeout,
             max_request_headers_kb,

@@ -190,6 +190,9 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
     if !ctx.hcm.suppress_envoy_headers {
         parts.headers.insert(X_ENVOY_SERVICE_TIME.clone(), HeaderValue::from(started.elapsed().as_millis() as u64));
     }
+    if let Some(via) = &ctx.hcm.via {
+        super::headers::append_via(&mut parts.headers, via);
+    }
     parts.version = version;
     let mut r = Response::from_parts(parts, if switching { Body::empty() } else { Body::Upstream(body) });
     finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);

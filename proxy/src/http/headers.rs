@@ -79,11 +79,25 @@ pub fn mutate_request(h: &mut HeaderMap, hcm: &HttpConnMgr, remote: SocketAddr) 
     } else if hcm.use_remote_address {
         h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
     }
+    if let Some(via) = &hcm.via {
+        append_via(h, via);
+    }
     let replace_id = external && !hcm.preserve_external_request_id;
     if hcm.generate_request_id && (replace_id || !h.contains_key(&X_REQUEST_ID)) {
         if let Ok(v) = HeaderValue::from_str(&crate::util::uuid4()) {
             h.insert(X_REQUEST_ID.clone(), v);
         }
+    }
+}
+
+/// Appends this proxy's `via` value (comma-joined, as Envoy does).
+pub fn append_via(h: &mut HeaderMap, via: &HeaderValue) {
+    let v = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok(),
+        _ => Some(via.clone()),
+    };
+    if let Some(v) = v {
+        h.insert(header::VIA, v);
     }
 }
 

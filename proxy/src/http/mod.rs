@@ -2,6 +2,7 @@
 //! preface with `codec_type: AUTO`), each request routed by [`router`].
 
 mod forward;
+mod idle;
 pub mod headers;
 pub mod reply;
 pub mod router;
@@ -13,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Envoy's `http.<stat_prefix>.*` counters used here.
@@ -66,6 +68,7 @@ pub struct ConnCtx {
     pub stats: Arc<HcmStats>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    pub activity: Arc<idle::Activity>,
 }
 
 pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream, local: SocketAddr, remote: SocketAddr) {
@@ -73,12 +76,13 @@ pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream
     stats.downstream_cx_total.inc();
     let _active = crate::stats::ActiveGuard::new(&stats.downstream_cx_active);
     let mut drain = server.drain.subscribe();
-    let ctx = Arc::new(ConnCtx { server, hcm: hcm.clone(), stats, local, remote });
+    let activity = idle::Activity::new();
+    let ctx = Arc::new(ConnCtx { server, hcm: hcm.clone(), stats, local, remote, activity: activity.clone() });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(router::handle(ctx, req).await) }
     });
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(idle::Tracked::new(stream, activity.clone()));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let max_buf = (hcm.max_request_headers_kb as usize * 1024).max(8192);
     builder
@@ -99,11 +103,17 @@ pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream
     };
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let already_draining = *drain.borrow();
-    if already_draining {
+    let mut draining = *drain.borrow();
+    if draining {
         conn.as_mut().graceful_shutdown();
     }
+    let idle_timeout = hcm.idle_timeout;
+    let mut idle_closed = false;
     loop {
+        let idle_wait = match (idle_timeout, idle_closed) {
+            (Some(t), false) => activity.remaining(t),
+            _ => None,
+        };
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -111,16 +121,17 @@ pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream
                 }
                 break;
             }
-            changed = drain.changed(), if !already_draining => {
+            changed = drain.changed(), if !draining => {
                 if changed.is_err() || *drain.borrow() {
+                    draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                // Keep serving until hyper finishes the graceful close.
-                let res = conn.as_mut().await;
-                if let Err(e) = res {
-                    tracing::debug!("downstream connection error: {e}");
+            }
+            () = tokio::time::sleep(idle_wait.unwrap_or(Duration::ZERO)), if idle_timeout.is_some() && !idle_closed => {
+                if idle_wait.is_none() || activity.remaining(idle_timeout.unwrap_or_default()).is_none() {
+                    idle_closed = true;
+                    conn.as_mut().graceful_shutdown();
                 }
-                break;
             }
         }
     }

@@ -22,6 +22,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
         st.downstream_rq_http1_total.inc();
     }
     let _active = ActiveGuard::new(&st.downstream_rq_active);
+    let _in_flight = ctx.activity.enter();
     let request_id = req.headers().get(&X_REQUEST_ID).cloned();
     let mut resp = dispatch(&ctx, req).await;
     set_server(resp.headers_mut(), &ctx.hcm);

@@ -56,7 +56,6 @@ pub struct Forward {
     pub host_rewrite: HostRewrite,
     /// `None`: no timeout (route `timeout: 0s`).
     pub timeout: Option<Duration>,
-    pub idle_timeout: Option<Duration>,
     /// Per-route upgrade overrides: `(upgrade type lowercased, enabled)`.
     pub upgrades: Vec<(String, bool)>,
 }
@@ -160,7 +159,6 @@ impl Forward {
             rewrite: Rewrite { prefix, regex },
             host_rewrite,
             timeout,
-            idle_timeout: opt_duration(&a.idle_timeout, &format!("{path}.idle_timeout"))?,
             upgrades,
         })
     }

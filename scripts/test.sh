@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: set-up, format and lint checks, then every test
+# (unit, end-to-end, and the differential tests against a stock Envoy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export ENVOY_BIN="${ENVOY_BIN:-$(cat target/envoy-bin)}"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
