@@ -77,8 +77,13 @@ pub fn from_value(
         Ok(m) => Ok(m),
         Err(e) => {
             let path = track.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            err(&path, e.to_string())
+            let mut path = if path == "." { String::new() } else { path };
+            let msg = e.to_string();
+            // serde reports an unknown field at its parent: name the field itself.
+            if let Some(field) = msg.strip_prefix("unrecognized field name '").and_then(|r| r.split('\'').next()) {
+                path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            }
+            err(&path, msg)
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod matcher;
 pub mod route;
 pub mod support;
 pub mod tcp_proxy;
+#[cfg(test)]
+mod tests;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use std::time::Duration;
