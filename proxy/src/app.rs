@@ -229,6 +229,14 @@ pub fn drain_listeners(server: &Arc<Server>, graceful: bool, inbound_only: bool)
     }
 }
 
+/// Envoy's (spdlog's) name for a level given on the command line.
+pub fn level_name(s: &str) -> String {
+    match s.to_ascii_lowercase().as_str() {
+        "warn" => "warning".into(),
+        other => other.into(),
+    }
+}
+
 fn parse_level(s: &str) -> Result<LevelFilter, String> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "trace" => LevelFilter::TRACE,

@@ -125,8 +125,13 @@ impl Server {
         **self.state.load()
     }
 
-    pub fn health_failed(&self) -> bool {
-        self.health_failed.load(Ordering::Relaxed)
+    /// The state as the admin API reports it: `/healthcheck/fail` reads as DRAINING, as in Envoy.
+    pub fn effective_state(&self) -> ServerState {
+        if self.health_failed.load(Ordering::Relaxed) {
+            ServerState::Draining
+        } else {
+            self.state()
+        }
     }
 
     pub fn request_quit(&self) {

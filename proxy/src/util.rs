@@ -21,3 +21,42 @@ pub fn uuid4() -> String {
     let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
     format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
 }
+
+/// This host's first non-loopback IPv4 address (IPv6 if there is none), as Envoy's local
+/// address; `None` on a host with only loopback.
+pub fn local_address() -> Option<std::net::IpAddr> {
+    static A: OnceLock<Option<std::net::IpAddr>> = OnceLock::new();
+    *A.get_or_init(|| {
+        let mut found_v4 = None;
+        let mut found_v6 = None;
+        let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs fills a linked list we only read and then free with freeifaddrs.
+        unsafe {
+            if libc::getifaddrs(&mut ifap) != 0 {
+                return None;
+            }
+            let mut cur = ifap;
+            while !cur.is_null() {
+                let ifa = &*cur;
+                let up = ifa.ifa_flags & (libc::IFF_UP as u32) != 0;
+                let loopback = ifa.ifa_flags & (libc::IFF_LOOPBACK as u32) != 0;
+                if up && !loopback && !ifa.ifa_addr.is_null() {
+                    match i32::from((*ifa.ifa_addr).sa_family) {
+                        libc::AF_INET if found_v4.is_none() => {
+                            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                            found_v4 = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                        }
+                        libc::AF_INET6 if found_v6.is_none() => {
+                            let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                            found_v6 = Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                        }
+                        _ => {}
+                    }
+                }
+                cur = ifa.ifa_next;
+            }
+            libc::freeifaddrs(ifap);
+        }
+        found_v4.or(found_v6)
+    })
+}

@@ -44,14 +44,14 @@ pub fn server_info(server: &Server) -> String {
     let cli = &server.cli;
     let info = json!({
         "version": format!("ferry/{}/Clean/RELEASE/rustls", crate::VERSION),
-        "state": server.state().name(),
+        "state": server.effective_state().name(),
         "hot_restart_version": "disabled",
         "command_line_options": {
             "base_id": cli.base_id.to_string(),
             "concurrency": server.concurrency,
             "config_path": cli.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             "config_yaml": cli.config_yaml.clone().unwrap_or_default(),
-            "log_level": cli.log_level,
+            "log_level": crate::app::level_name(&cli.log_level),
             "service_cluster": b.node.cluster,
             "service_node": b.node.id,
             "service_zone": b.node.zone,
@@ -181,6 +181,7 @@ pub fn clusters(server: &Server) -> String {
             out.push_str(&l("cx_total", s.cx_total.load(Relaxed).to_string()));
             out.push_str(&l("rq_active", s.rq_active.load(Relaxed).to_string()));
             out.push_str(&l("rq_error", s.rq_error.load(Relaxed).to_string()));
+            out.push_str(&l("rq_pending_active", "0".into()));
             out.push_str(&l("rq_success", s.rq_success.load(Relaxed).to_string()));
             out.push_str(&l("rq_timeout", s.rq_timeout.load(Relaxed).to_string()));
             out.push_str(&l("rq_total", s.rq_total.load(Relaxed).to_string()));

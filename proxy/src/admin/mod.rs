@@ -86,11 +86,11 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     let has = |k: &str| params.iter().any(|(n, _)| n == k);
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     if MUTATING.contains(&path.as_str()) && req.method() != Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "This endpoint requires a POST\n");
+        return text(StatusCode::METHOD_NOT_ALLOWED, format!("Method {} not allowed, POST required.", req.method()));
     }
     match path.as_str() {
         "/ready" => {
-            let state = server.state();
+            let state = server.effective_state();
             let status = if state == ServerState::Live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             text(status, format!("{}\n", state.name()))
         }

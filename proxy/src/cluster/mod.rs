@@ -53,6 +53,9 @@ pub struct ClusterStats {
     pub upstream_rq_pending_total: Counter,
     pub upstream_rq_xx: [Counter; 5],
     pub membership_total: Gauge,
+    name: String,
+    /// `upstream_rq_<code>` counters, created on first use; read lock-free.
+    codes: ArcSwap<Vec<(u16, Counter)>>,
     pub membership_healthy: Gauge,
     pub update_success: Counter,
 }
@@ -83,7 +86,32 @@ impl ClusterStats {
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             update_success: c("update_success"),
+            name: name.to_string(),
+            codes: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+}
+
+impl ClusterStats {
+    /// Charges a response code: `upstream_rq_<class>xx` and `upstream_rq_<code>`.
+    pub fn charge(&self, code: u16) {
+        let class = usize::from(code / 100);
+        if (1..=5).contains(&class) {
+            self.upstream_rq_xx[class - 1].inc();
+        }
+        if let Some((_, c)) = self.codes.load().iter().find(|(k, _)| *k == code) {
+            c.inc();
+            return;
+        }
+        let c = registry().counter(Scope::Cluster(&self.name), &format!("upstream_rq_{code}"));
+        c.inc();
+        self.codes.rcu(|v| {
+            let mut v = (**v).clone();
+            if !v.iter().any(|(k, _)| *k == code) {
+                v.push((code, c.clone()));
+            }
+            v
+        });
     }
 }
 

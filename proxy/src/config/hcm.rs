@@ -58,6 +58,10 @@ pub struct HttpConnMgr {
     pub underscores: Underscores,
     pub strip_port: StripPort,
     pub suppress_envoy_headers: bool,
+    /// `internal_address_config.cidr_ranges`: peers whose requests count as internal.
+    pub internal: Vec<super::listener::Cidr>,
+    /// The route configuration's `internal_only_headers`, removed from external requests.
+    pub routes_internal_only: Vec<http::HeaderName>,
 }
 
 fn nonzero(d: Option<Duration>) -> Option<Duration> {
@@ -79,6 +83,7 @@ impl HttpConnMgr {
             Some(RouteSpecifier::RouteConfig(rc)) => RouteTable::from_proto(rc, &format!("{path}.route_config"))?,
             _ => return err(path, "route_config is required (rds and scoped routes are not supported yet)"),
         };
+        let routes_internal_only = routes.internal_only.clone();
         let mut suppress_envoy_headers = false;
         let n = h.http_filters.len();
         if n == 0 {
@@ -156,6 +161,16 @@ impl HttpConnMgr {
                 _ => StripPort::None,
             },
             suppress_envoy_headers,
+            internal: match &h.internal_address_config {
+                None => Vec::new(),
+                Some(c) => c
+                    .cidr_ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| super::listener::Cidr::from_proto(r, &format!("{path}.internal_address_config.cidr_ranges[{i}]")))
+                    .collect::<Result<_>>()?,
+            },
+            routes_internal_only,
         })
     }
 }

@@ -27,7 +27,7 @@ impl TcpProxy {
         };
         let total_weight: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
         if total_weight == 0 {
-            return err(&format!("{path}.weighted_clusters"), "sum of weights must be greater than 0");
+            return err(&format!("{path}.weighted_clusters.clusters[0].weight"), "sum of weights must be greater than 0");
         }
         let idle_timeout = match opt_duration(&t.idle_timeout, &format!("{path}.idle_timeout"))? {
             None => Some(Duration::from_secs(3600)),

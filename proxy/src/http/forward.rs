@@ -1,7 +1,10 @@
 //! Forwarding a request to its cluster: request header mutations, rewrites, host pick, the
 //! upstream exchange with the route timeout, Envoy's error replies, and upgrades (websocket).
 
-use super::headers::{mutate_request, strip_hop_by_hop, X_ENVOY_EXPECTED_TIMEOUT, X_ENVOY_SERVICE_TIME};
+use super::headers::{
+    strip_hop_by_hop, X_ENVOY_EXPECTED_TIMEOUT, X_ENVOY_ORIGINAL_HOST, X_ENVOY_ORIGINAL_PATH, X_ENVOY_PER_TRY_TIMEOUT,
+    X_ENVOY_RQ_TIMEOUT, X_ENVOY_SERVICE_TIME,
+};
 use super::reply::{local, Body, Flag};
 use super::router::{finalize_response, format_ctx};
 use super::ConnCtx;
@@ -11,7 +14,7 @@ use crate::config::headers::HeaderMutation;
 use crate::config::route::{Forward, HostRewrite, Route, RouteTable, Target, VirtualHost};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -54,12 +57,21 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
     let w_req = weighted.map(|w| &w.request);
     let w_resp: Option<&HeaderMutation> = weighted.map(|w| &w.response);
 
+    // x-envoy-upstream-rq-timeout-ms overrides the route timeout (0: none); it is consumed here.
+    let mut timeout = fwd.timeout;
+    if let Some(v) = req.headers_mut().remove(&X_ENVOY_RQ_TIMEOUT) {
+        if let Some(ms) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            timeout = Some(std::time::Duration::from_millis(ms)).filter(|d| !d.is_zero());
+        }
+    }
+    req.headers_mut().remove(&X_ENVOY_PER_TRY_TIMEOUT);
     // Request headers: connection-level, then mutations most specific first.
     {
         let h = req.headers_mut();
         strip_hop_by_hop(h, upgrade);
-        mutate_request(h, &ctx.hcm, ctx.remote);
-        if let (Some(t), false) = (fwd.timeout, ctx.hcm.suppress_envoy_headers) {
+        // Envoy answers `Expect: 100-continue` itself and does not forward it.
+        h.remove(header::EXPECT);
+        if let (Some(t), false) = (timeout, ctx.hcm.suppress_envoy_headers) {
             h.insert(X_ENVOY_EXPECTED_TIMEOUT.clone(), HeaderValue::from(t.as_millis() as u64));
         }
     }
@@ -74,8 +86,18 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         vh.request.apply(h, &fctx);
         table.request.apply(h, &fctx);
     }
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let path = fwd.rewrite.apply(&path).unwrap_or(path);
+    let original = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = match fwd.rewrite.apply(&original) {
+        Some(new) => {
+            if !ctx.hcm.suppress_envoy_headers {
+                if let Ok(v) = HeaderValue::from_str(&original) {
+                    req.headers_mut().insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
+                }
+            }
+            new
+        }
+        None => original,
+    };
 
     let Some(host) = cluster.pick() else {
         tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster_name, "no healthy upstream");
@@ -83,6 +105,7 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
         return r;
     };
+    let original_host = req.headers().get(header::HOST).cloned();
     match &fwd.host_rewrite {
         HostRewrite::Keep => {}
         HostRewrite::Literal(v) => {
@@ -102,6 +125,21 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         }
     }
 
+    if let Some(orig) = original_host {
+        if req.headers().get(header::HOST) != Some(&orig) && !ctx.hcm.suppress_envoy_headers {
+            req.headers_mut().insert(X_ENVOY_ORIGINAL_HOST.clone(), orig);
+        }
+    }
+    // A request without a body, of a method that may carry one, says so with
+    // `content-length: 0`, as Envoy's HTTP/1 codec does.
+    if req.body().is_end_stream()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+        && !req.headers().contains_key(header::TRANSFER_ENCODING)
+        && !matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS | http::Method::TRACE | http::Method::CONNECT)
+        && !upgrade
+    {
+        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
     let use_h2 = !upgrade
         && match cluster.cfg.protocol {
             UpstreamProtocol::Http2 => true,
@@ -133,7 +171,7 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
             host.pool.send_h1(&host, up_req).await
         }
     };
-    let result = match fwd.timeout {
+    let result = match timeout {
         Some(t) => tokio::time::timeout(t, send).await.ok(),
         None => Some(send.await),
     };
@@ -141,7 +179,7 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         None => {
             cs.upstream_rq_timeout.inc();
             host.stats.rq_timeout.fetch_add(1, Relaxed);
-            cs.upstream_rq_xx[3 + 1].inc();
+            cs.charge(504);
             tracing::debug!(flag = Flag::UpstreamRequestTimeout.code(), "upstream request timeout");
             let mut r = local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
             finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
@@ -149,7 +187,7 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         }
         Some(Err(e)) => {
             host.stats.rq_error.fetch_add(1, Relaxed);
-            cs.upstream_rq_xx[4].inc();
+            cs.charge(503);
             if !e.is_connect() {
                 cs.upstream_rq_rx_reset.inc();
             }
@@ -162,10 +200,7 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         Some(Ok(r)) => r,
     };
     let status = resp.status();
-    let class = (status.as_u16() / 100) as usize;
-    if (1..=5).contains(&class) {
-        cs.upstream_rq_xx[class - 1].inc();
-    }
+    cs.charge(status.as_u16());
     cs.upstream_rq_completed.inc();
     if status.is_server_error() {
         host.stats.rq_error.fetch_add(1, Relaxed);
@@ -187,7 +222,7 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
-    if !ctx.hcm.suppress_envoy_headers {
+    if !ctx.hcm.suppress_envoy_headers && !switching {
         parts.headers.insert(X_ENVOY_SERVICE_TIME.clone(), HeaderValue::from(started.elapsed().as_millis() as u64));
     }
     if let Some(via) = &ctx.hcm.via {
@@ -202,10 +237,7 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
 /// Envoy's local reply body for an upstream failure before response headers.
 fn reset_body(e: &UpstreamError) -> String {
     let reason = match e {
-        UpstreamError::ConnectFailed(io) => match io.raw_os_error() {
-            Some(code) => format!("remote connection failure, transport failure reason: delayed connect error: {code}"),
-            None => format!("remote connection failure, transport failure reason: {io}"),
-        },
+        UpstreamError::ConnectFailed(_) => "remote connection failure".to_string(),
         UpstreamError::ConnectTimeout => "connection timeout".to_string(),
         UpstreamError::Reset(_) => "connection termination".to_string(),
     };

@@ -11,6 +11,10 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_ENVOY_EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub static X_ENVOY_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
+pub static X_ENVOY_RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+pub static X_ENVOY_PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -44,7 +48,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     h.remove(header::TRANSFER_ENCODING);
     h.remove(&HTTP2_SETTINGS);
     if keep_upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        // Forward the `upgrade` token as the peer spelled it.
+        let token = h
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').map(str::trim).find(|t| t.eq_ignore_ascii_case("upgrade")).map(str::to_string))
+            .unwrap_or_else(|| "upgrade".into());
+        if let Ok(v) = HeaderValue::from_str(&token) {
+            h.insert(header::CONNECTION, v);
+        }
     } else {
         h.remove(header::CONNECTION);
         h.remove(header::UPGRADE);
@@ -56,33 +68,83 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// x-forwarded-for, x-forwarded-proto and x-request-id, as the connection manager sets them.
+/// Envoy's request headers that only an internal request may carry; an external request has
+/// them removed before routing (so, for example, its `x-envoy-upstream-rq-timeout-ms` is not
+/// honoured).
+const INTERNAL_ONLY: &[&str] = &[
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-external-address",
+    "x-envoy-force-trace",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-max-retries",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-rq-timeout-ms",
+];
+
+static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+
+/// The connection manager's request mutation, before routing: x-forwarded-for/-proto, internal
+/// vs external (`internal_address_config`; nothing is internal unless configured), removal of
+/// internal-only headers from external requests, via, and x-request-id.
 pub fn mutate_request(h: &mut HeaderMap, hcm: &HttpConnMgr, remote: SocketAddr) {
+    // The address the request is taken to come from: the connection's peer with
+    // use_remote_address, else the last x-forwarded-for entry when there is one.
+    let mut effective = remote.ip().to_canonical();
     if hcm.use_remote_address {
+        // A loopback peer stands for this host: Envoy records the host's own address.
+        let ip = if effective.is_loopback() { crate::util::local_address().unwrap_or(effective) } else { effective };
         if !hcm.skip_xff_append {
-            let ip = remote.ip().to_canonical().to_string();
             let v = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.is_empty() => format!("{prev},{ip}"),
-                _ => ip,
+                _ => ip.to_string(),
             };
             if let Ok(v) = HeaderValue::from_str(&v) {
                 h.insert(X_FORWARDED_FOR.clone(), v);
             }
         }
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    } else if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    } else {
+        if let Some(last) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next()) {
+            if let Ok(ip) = last.trim().parse::<std::net::IpAddr>() {
+                effective = ip;
+            }
+        }
+        if !h.contains_key(&X_FORWARDED_PROTO) {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
     }
-    let external = hcm.use_remote_address && !is_internal(remote);
-    if external {
-        h.remove(&X_ENVOY_INTERNAL);
-    } else if hcm.use_remote_address {
-        h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+    let internal = hcm.internal.iter().any(|c| c.contains(effective));
+    if !internal {
+        for name in INTERNAL_ONLY {
+            h.remove(*name);
+        }
+        for name in &hcm.routes_internal_only {
+            h.remove(name);
+        }
+    }
+    if hcm.use_remote_address {
+        if internal {
+            h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+        } else if let Ok(v) = HeaderValue::from_str(&remote.ip().to_canonical().to_string()) {
+            h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
+        }
     }
     if let Some(via) = &hcm.via {
         append_via(h, via);
     }
-    let replace_id = external && !hcm.preserve_external_request_id;
+    let edge = hcm.use_remote_address && !internal;
+    let replace_id = edge && !hcm.preserve_external_request_id;
     if hcm.generate_request_id && (replace_id || !h.contains_key(&X_REQUEST_ID)) {
         if let Ok(v) = HeaderValue::from_str(&crate::util::uuid4()) {
             h.insert(X_REQUEST_ID.clone(), v);
@@ -98,14 +160,6 @@ pub fn append_via(h: &mut HeaderMap, via: &HeaderValue) {
     };
     if let Some(v) = v {
         h.insert(header::VIA, v);
-    }
-}
-
-/// RFC 1918, loopback and unique-local addresses count as internal.
-fn is_internal(a: SocketAddr) -> bool {
-    match a.ip().to_canonical() {
-        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
     }
 }
 

@@ -23,8 +23,8 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     }
     let _active = ActiveGuard::new(&st.downstream_rq_active);
     let _in_flight = ctx.activity.enter();
-    let request_id = req.headers().get(&X_REQUEST_ID).cloned();
-    let mut resp = dispatch(&ctx, req).await;
+    let mut request_id = None;
+    let mut resp = dispatch(&ctx, req, &mut request_id).await;
     set_server(resp.headers_mut(), &ctx.hcm);
     if ctx.hcm.always_set_request_id_in_response {
         if let Some(id) = request_id {
@@ -47,8 +47,9 @@ fn protocol_name(v: Version) -> &'static str {
     }
 }
 
-async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<Body> {
+async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &mut Option<HeaderValue>) -> Response<Body> {
     let hcm = &ctx.hcm;
+    ctx.stats.rq_total.inc();
     // HTTP/2 carries the host in :authority; routing and HTTP/1.1 upstreams want `host`.
     if !req.headers().contains_key(header::HOST) {
         if let Some(a) = req.uri().authority().map(|a| a.as_str().to_string()) {
@@ -57,7 +58,16 @@ async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<Bo
             }
         }
     }
+    if !req.headers().contains_key(header::HOST) && req.version() == Version::HTTP_11 {
+        return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
+    }
+    // Both framings at once is a smuggling vector: refuse, as Envoy does.
+    if req.headers().contains_key(header::CONTENT_LENGTH) && req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
+    }
     strip_host_port(ctx, &mut req);
+    super::headers::mutate_request(req.headers_mut(), hcm, ctx.remote);
+    *request_id = req.headers().get(&X_REQUEST_ID).cloned();
     match hcm.underscores {
         Underscores::Allow => {}
         Underscores::Reject => {
@@ -122,12 +132,18 @@ async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<Bo
                     .unwrap_or_else(|| hcm.upgrades.iter().any(|t| t == u));
                 if !allowed {
                     ctx.stats.downstream_rq_ws_on_non_ws_route.inc();
-                    return local(StatusCode::FORBIDDEN, "");
+                    return close(local(StatusCode::FORBIDDEN, ""));
                 }
             }
             super::forward::forward(ctx, req, table, vh, route, fwd, upgrade.is_some()).await
         }
     }
+}
+
+/// Marks a local reply as the connection's last.
+fn close(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// `strip_matching_host_port` / `strip_any_host_port`: the port goes from the Host header.
