@@ -58,6 +58,9 @@ pub struct HttpConnMgr {
     pub underscores: Underscores,
     pub strip_port: StripPort,
     pub suppress_envoy_headers: bool,
+    /// `http_protocol_options.accept_http_10`; otherwise HTTP/1.0 gets 426.
+    pub accept_http_10: bool,
+    pub default_host_for_http_10: Option<http::HeaderValue>,
     /// `internal_address_config.cidr_ranges`: peers whose requests count as internal.
     pub internal: Vec<super::listener::Cidr>,
     /// The route configuration's `internal_only_headers`, removed from external requests.
@@ -161,6 +164,13 @@ impl HttpConnMgr {
                 _ => StripPort::None,
             },
             suppress_envoy_headers,
+            accept_http_10: h.http_protocol_options.as_ref().is_some_and(|o| o.accept_http_10),
+            default_host_for_http_10: h
+                .http_protocol_options
+                .as_ref()
+                .map(|o| o.default_host_for_http_10.as_str())
+                .filter(|s| !s.is_empty())
+                .and_then(|s| http::HeaderValue::from_str(s).ok()),
             internal: match &h.internal_address_config {
                 None => Vec::new(),
                 Some(c) => c

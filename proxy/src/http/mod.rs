@@ -77,7 +77,7 @@ pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream
     let stats = HcmStats::get(&hcm.stat_prefix);
     stats.downstream_cx_total.inc();
     let _active = crate::stats::ActiveGuard::new(&stats.downstream_cx_active);
-    let mut drain = server.drain.subscribe();
+    let drain = server.drain.subscribe();
     let activity = idle::Activity::new();
     let ctx = Arc::new(ConnCtx { server, hcm: hcm.clone(), stats, local, remote, activity: activity.clone() });
     let svc = service_fn(move |req| {
@@ -99,17 +99,37 @@ pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream
         .max_header_list_size(hcm.max_request_headers_kb * 1024)
         .enable_connect_protocol();
     let builder = match hcm.codec {
-        Codec::Auto => builder,
-        Codec::Http1 => builder.http1_only(),
+        // HTTP1 gets no protocol detection: an HTTP/2 preface is a malformed HTTP/1 request.
+        Codec::Auto | Codec::Http1 => builder,
         Codec::Http2 => builder.http2_only(),
     };
+    if hcm.codec == Codec::Http1 {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .max_buf_size(max_buf)
+            .max_headers(hcm.max_headers_count as usize)
+            .header_read_timeout(hcm.request_headers_timeout)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        drive(conn, drain, &activity, hcm.idle_timeout).await;
+        return;
+    }
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
+    drive(conn, drain, &activity, hcm.idle_timeout).await;
+}
+
+/// Runs a connection to its end, closing it gracefully on drain or after the idle timeout.
+async fn drive<C, E>(mut conn: std::pin::Pin<&mut C>, mut drain: tokio::sync::watch::Receiver<bool>, activity: &Arc<idle::Activity>, idle_timeout: Option<Duration>)
+where
+    C: std::future::Future<Output = Result<(), E>> + GracefulShutdown,
+    E: std::fmt::Display,
+{
     let mut draining = *drain.borrow();
     if draining {
-        conn.as_mut().graceful_shutdown();
+        conn.as_mut().begin_shutdown();
     }
-    let idle_timeout = hcm.idle_timeout;
     let mut idle_closed = false;
     loop {
         let idle_wait = match (idle_timeout, idle_closed) {
@@ -126,15 +146,45 @@ pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream
             changed = drain.changed(), if !draining => {
                 if changed.is_err() || *drain.borrow() {
                     draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().begin_shutdown();
                 }
             }
             () = tokio::time::sleep(idle_wait.unwrap_or(Duration::ZERO)), if idle_timeout.is_some() && !idle_closed => {
                 if idle_wait.is_none() || activity.remaining(idle_timeout.unwrap_or_default()).is_none() {
                     idle_closed = true;
-                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().begin_shutdown();
                 }
             }
         }
+    }
+}
+
+/// Graceful close for the two connection types served here.
+trait GracefulShutdown {
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> GracefulShutdown for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<reply::Body>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, reply::Body>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }

@@ -50,16 +50,23 @@ fn protocol_name(v: Version) -> &'static str {
 async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &mut Option<HeaderValue>) -> Response<Body> {
     let hcm = &ctx.hcm;
     ctx.stats.rq_total.inc();
-    // HTTP/2 carries the host in :authority; routing and HTTP/1.1 upstreams want `host`.
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(a) = req.uri().authority().map(|a| a.as_str().to_string()) {
-            if let Ok(v) = HeaderValue::from_str(&a) {
-                req.headers_mut().insert(header::HOST, v);
-            }
+    // HTTP/2's :authority and an HTTP/1.1 absolute-form URI name the host; they win over a
+    // Host header, and routing and HTTP/1.1 upstreams read `host`.
+    if let Some(a) = req.uri().authority().map(|a| a.as_str().to_string()) {
+        if let Ok(v) = HeaderValue::from_str(&a) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    if req.version() == Version::HTTP_10 {
+        if !hcm.accept_http_10 {
+            return close(local(StatusCode::UPGRADE_REQUIRED, "Upgrade Required"));
+        }
+        if let (false, Some(h)) = (req.headers().contains_key(header::HOST), &hcm.default_host_for_http_10) {
+            req.headers_mut().insert(header::HOST, h.clone());
         }
     }
     if !req.headers().contains_key(header::HOST) && req.version() == Version::HTTP_11 {
-        return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
+        return close(local(StatusCode::BAD_REQUEST, ""));
     }
     // Both framings at once is a smuggling vector: refuse, as Envoy does.
     if req.headers().contains_key(header::CONTENT_LENGTH) && req.headers().contains_key(header::TRANSFER_ENCODING) {
