@@ -8,7 +8,14 @@ use std::process::Command;
 
 /// Proto directories (relative to `data-plane-api/envoy`) whose files go into the pool. Every
 /// v3 config, extension and service message an Envoy bootstrap or xDS resource can name.
-const ROOTS: &[&str] = &["config", "extensions", "service", "admin/v3", "type", "data"];
+const ROOTS: &[&str] = &[
+    "config",
+    "extensions",
+    "service",
+    "admin/v3",
+    "type",
+    "data",
+];
 
 /// Extra files outside `envoy/` that configs name by `@type`.
 const EXTRA: &[&str] = &[
@@ -60,7 +67,9 @@ fn main() {
             Ok(_) => break compiler.encode_file_descriptor_set(),
             Err(e) => {
                 let msg = format!("{e:?}");
-                let bad = msg.find(".proto").map(|end| msg[..end + 6].trim_start_matches('"').to_string());
+                let bad = msg
+                    .find(".proto")
+                    .map(|end| msg[..end + 6].trim_start_matches('"').to_string());
                 let Some(bad) = bad.filter(|_| skipped.len() < 64) else {
                     panic!("protox: {msg}")
                 };
@@ -74,16 +83,20 @@ fn main() {
             }
         }
     };
-    for f in &skipped {
-        println!("cargo:warning=envoy proto left out of the descriptor pool: {f}");
-    }
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");
+    // Recorded beside the descriptor set rather than warned about on every build.
+    let skipped_list =
+        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("skipped_protos.txt");
+    std::fs::write(skipped_list, skipped.join("\n")).expect("write skipped list");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");
     std::fs::write(&out, bytes).expect("write descriptor set");
     println!("cargo:rerun-if-changed=build.rs");
 }
 
 fn collect(dir: &Path, base: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -114,7 +127,10 @@ fn from_registry(manifest: &Path) -> Option<PathBuf> {
     let mut version = None;
     while let Some(l) = lines.next() {
         if l.trim() == "name = \"envoy-types\"" {
-            version = lines.next().and_then(|v| v.trim().strip_prefix("version = ")).map(|v| v.trim_matches('"').to_string());
+            version = lines
+                .next()
+                .and_then(|v| v.trim().strip_prefix("version = "))
+                .map(|v| v.trim_matches('"').to_string());
             break;
         }
     }
@@ -123,7 +139,10 @@ fn from_registry(manifest: &Path) -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
     for reg in std::fs::read_dir(home.join("registry/src")).ok()?.flatten() {
-        let dir = reg.path().join(format!("envoy-types-{version}")).join("proto");
+        let dir = reg
+            .path()
+            .join(format!("envoy-types-{version}"))
+            .join("proto");
         if dir.is_dir() {
             return Some(dir);
         }
@@ -138,7 +157,11 @@ fn from_metadata(manifest: &Path) -> PathBuf {
         .arg(manifest.join("Cargo.toml"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
     let pkgs = meta["packages"].as_array().expect("packages");
     let pkg = pkgs

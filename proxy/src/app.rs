@@ -21,7 +21,11 @@ static LOG: OnceLock<LogHandle> = OnceLock::new();
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.version {
-        println!("ferry  version: {}/{}/Clean/RELEASE/rustls", env!("CARGO_PKG_NAME"), crate::VERSION);
+        println!(
+            "ferry  version: {}/{}/Clean/RELEASE/rustls",
+            env!("CARGO_PKG_NAME"),
+            crate::VERSION
+        );
         return ExitCode::SUCCESS;
     }
     if cli.hot_restart_version {
@@ -36,7 +40,11 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(level);
-    let shown = cli.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let shown = cli
+        .config_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let bootstrap = match build_bootstrap(&cli) {
         Ok(b) => b,
         Err(e) => {
@@ -51,8 +59,16 @@ pub fn main() -> ExitCode {
         println!("configuration '{shown}' OK");
         return ExitCode::SUCCESS;
     }
-    let concurrency = cli.concurrency.filter(|c| *c > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(concurrency).enable_all().thread_name("ferry-worker").build() {
+    let concurrency = cli
+        .concurrency
+        .filter(|c| *c > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(concurrency)
+        .enable_all()
+        .thread_name("ferry-worker")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -67,9 +83,16 @@ pub fn main() -> ExitCode {
 /// File + `--config-yaml` → checked dynamic message (with the CLI's node overrides) → config.
 fn build_bootstrap(cli: &Cli) -> crate::config::Result<Bootstrap> {
     if cli.config_path.is_none() && cli.config_yaml.is_none() {
-        return crate::config::err("", "at least one of --config-path or --config-yaml is required");
+        return crate::config::err(
+            "",
+            "at least one of --config-path or --config-yaml is required",
+        );
     }
-    let mut raw = load::bootstrap(cli.config_path.as_deref(), cli.config_yaml.as_deref(), cli.allow_unknown_static_fields)?;
+    let mut raw = load::bootstrap(
+        cli.config_path.as_deref(),
+        cli.config_yaml.as_deref(),
+        cli.allow_unknown_static_fields,
+    )?;
     override_node(&mut raw, cli);
     Bootstrap::from_dynamic(raw)
 }
@@ -103,7 +126,9 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     let bootstrap = Arc::new(bootstrap);
     let mut snapshot = Snapshot::default();
     for c in &bootstrap.clusters {
-        snapshot.clusters.insert(c.name.clone(), ClusterRt::new(c.clone()));
+        snapshot
+            .clusters
+            .insert(c.name.clone(), ClusterRt::new(c.clone()));
     }
     // DNS clusters warm before listeners serve, as Envoy's cluster manager initialises first.
     let warm = futures_join(snapshot.clusters.values().cloned().collect());
@@ -131,13 +156,20 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
         match crate::listener::bind(l.address) {
             Ok(sock) => crate::listener::spawn(server.clone(), Arc::new(clone_listener(l)), sock),
             Err(e) => {
-                eprintln!("error: listener '{}' cannot bind to {}: {e}", l.name, l.address);
+                eprintln!(
+                    "error: listener '{}' cannot bind to {}: {e}",
+                    l.name, l.address
+                );
                 return ExitCode::from(1);
             }
         }
     }
     server.set_state(ServerState::Live);
-    tracing::info!(listeners = server.bootstrap.listeners.len(), clusters = server.bootstrap.clusters.len(), "ferry is live");
+    tracing::info!(
+        listeners = server.bootstrap.listeners.len(),
+        clusters = server.bootstrap.clusters.len(),
+        "ferry is live"
+    );
     if cli.mode == Mode::InitOnly {
         return ExitCode::SUCCESS;
     }
@@ -185,7 +217,10 @@ fn clone_chain(c: &crate::config::listener::FilterChain) -> crate::config::liste
 /// asked to finish) for at most the drain time, then exits.
 async fn wait_for_exit(server: &Arc<Server>, drain_time: Duration) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         eprintln!("error: cannot install signal handlers");
         return ExitCode::from(1);
     };
@@ -252,18 +287,30 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 fn init_logging(level: LevelFilter) {
     let (filter, handle) = reload::Layer::new(level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init();
     let _ = LOG.set(handle);
 }
 
 pub fn set_log_level(level: &str) -> Result<(), String> {
     let l = parse_level(level)?;
-    LOG.get().ok_or("logging is not initialised")?.modify(|f| *f = l).map_err(|e| e.to_string())
+    LOG.get()
+        .ok_or("logging is not initialised")?
+        .modify(|f| *f = l)
+        .map_err(|e| e.to_string())
 }
 
 fn current_level() -> String {
-    let l = LOG.get().and_then(|h| h.clone_current()).unwrap_or(LevelFilter::INFO);
+    let l = LOG
+        .get()
+        .and_then(|h| h.clone_current())
+        .unwrap_or(LevelFilter::INFO);
     match l {
         LevelFilter::OFF => "off".into(),
         LevelFilter::WARN => "warning".into(),
@@ -271,7 +318,20 @@ fn current_level() -> String {
     }
 }
 
-const COMPONENTS: &[&str] = &["admin", "config", "connection", "conn_handler", "filter", "http", "http2", "main", "pool", "router", "runtime", "upstream"];
+const COMPONENTS: &[&str] = &[
+    "admin",
+    "config",
+    "connection",
+    "conn_handler",
+    "filter",
+    "http",
+    "http2",
+    "main",
+    "pool",
+    "router",
+    "runtime",
+    "upstream",
+];
 
 pub fn loggers_text() -> String {
     let level = current_level();

@@ -28,7 +28,6 @@ impl Snapshot {
 pub enum ServerState {
     Live = 0,
     Draining = 1,
-    PreInitializing = 2,
     Initializing = 3,
 }
 
@@ -37,7 +36,6 @@ impl ServerState {
         match self {
             ServerState::Live => "LIVE",
             ServerState::Draining => "DRAINING",
-            ServerState::PreInitializing => "PRE_INITIALIZING",
             ServerState::Initializing => "INITIALIZING",
         }
     }
@@ -50,9 +48,7 @@ pub struct ServerStats {
     pub concurrency: Gauge,
     pub total_connections: Gauge,
     pub memory_allocated: Gauge,
-    pub version: Gauge,
     pub healthcheck_failed: Gauge,
-    pub days_until_first_cert_expiring: Gauge,
     pub listener_added: Counter,
     pub cluster_added: Counter,
     pub active_clusters: Gauge,
@@ -78,7 +74,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(bootstrap: Arc<Bootstrap>, snapshot: Snapshot, concurrency: usize, cli: crate::cli::Cli) -> Arc<Server> {
+    pub fn new(
+        bootstrap: Arc<Bootstrap>,
+        snapshot: Snapshot,
+        concurrency: usize,
+        cli: crate::cli::Cli,
+    ) -> Arc<Server> {
         let r = registry();
         let g = |s: &str| r.gauge(Scope::Server, s);
         let stats = ServerStats {
@@ -88,9 +89,7 @@ impl Server {
             concurrency: g("concurrency"),
             total_connections: g("total_connections"),
             memory_allocated: g("memory_allocated"),
-            version: g("version"),
             healthcheck_failed: g("healthcheck_failed"),
-            days_until_first_cert_expiring: g("days_until_first_cert_expiring"),
             listener_added: r.counter(Scope::ListenerManager, "listener_added"),
             cluster_added: r.counter(Scope::ClusterManager, "cluster_added"),
             active_clusters: r.gauge(Scope::ClusterManager, "active_clusters"),

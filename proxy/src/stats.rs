@@ -98,12 +98,36 @@ impl Registry {
     fn get(&self, scope: Scope<'_>, stat: &str, kind: Kind) -> Arc<Stat> {
         let (name, prom_prefix, mut tags) = match scope {
             Scope::Server => (format!("server.{stat}"), "envoy_server_", vec![]),
-            Scope::Cluster(c) => (format!("cluster.{c}.{stat}"), "envoy_cluster_", vec![("envoy_cluster_name", c.to_string())]),
-            Scope::Http(p) => (format!("http.{p}.{stat}"), "envoy_http_", vec![("envoy_http_conn_manager_prefix", p.to_string())]),
-            Scope::Tcp(p) => (format!("tcp.{p}.{stat}"), "envoy_tcp_", vec![("envoy_tcp_prefix", p.to_string())]),
-            Scope::Listener(a) => (format!("listener.{a}.{stat}"), "envoy_listener_", vec![("envoy_listener_address", a.to_string())]),
-            Scope::ListenerManager => (format!("listener_manager.{stat}"), "envoy_listener_manager_", vec![]),
-            Scope::ClusterManager => (format!("cluster_manager.{stat}"), "envoy_cluster_manager_", vec![]),
+            Scope::Cluster(c) => (
+                format!("cluster.{c}.{stat}"),
+                "envoy_cluster_",
+                vec![("envoy_cluster_name", c.to_string())],
+            ),
+            Scope::Http(p) => (
+                format!("http.{p}.{stat}"),
+                "envoy_http_",
+                vec![("envoy_http_conn_manager_prefix", p.to_string())],
+            ),
+            Scope::Tcp(p) => (
+                format!("tcp.{p}.{stat}"),
+                "envoy_tcp_",
+                vec![("envoy_tcp_prefix", p.to_string())],
+            ),
+            Scope::Listener(a) => (
+                format!("listener.{a}.{stat}"),
+                "envoy_listener_",
+                vec![("envoy_listener_address", a.to_string())],
+            ),
+            Scope::ListenerManager => (
+                format!("listener_manager.{stat}"),
+                "envoy_listener_manager_",
+                vec![],
+            ),
+            Scope::ClusterManager => (
+                format!("cluster_manager.{stat}"),
+                "envoy_cluster_manager_",
+                vec![],
+            ),
         };
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(&name) {
@@ -122,7 +146,12 @@ impl Registry {
     }
 
     pub fn all(&self) -> Vec<Arc<Stat>> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Envoy's `/stats` text: `name: value`, sorted by name.
@@ -158,13 +187,21 @@ impl Registry {
         }
         let mut out = String::new();
         for (name, stats) in families {
-            let kind = if stats[0].kind == Kind::Counter { "counter" } else { "gauge" };
+            let kind = if stats[0].kind == Kind::Counter {
+                "counter"
+            } else {
+                "gauge"
+            };
             out.push_str(&format!("# TYPE {name} {kind}\n"));
             for s in stats {
                 out.push_str(name);
                 if !s.tags.is_empty() {
                     out.push('{');
-                    let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+                    let tags: Vec<String> = s
+                        .tags
+                        .iter()
+                        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                        .collect();
                     out.push_str(&tags.join(","));
                     out.push('}');
                 }
@@ -177,7 +214,9 @@ impl Registry {
 
 /// `upstream_rq_2xx` → (`upstream_rq_xx`, class 2); `upstream_rq_503` → (`upstream_rq`, code 503).
 fn extract_code(stat: &str, tags: &mut Vec<(&'static str, String)>) -> String {
-    let Some((head, last)) = stat.rsplit_once('_') else { return stat.to_string() };
+    let Some((head, last)) = stat.rsplit_once('_') else {
+        return stat.to_string();
+    };
     let b = last.as_bytes();
     if !(head.ends_with("_rq") || head == "rq") {
         return stat.to_string();
@@ -194,11 +233,21 @@ fn extract_code(stat: &str, tags: &mut Vec<(&'static str, String)>) -> String {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Envoy's listener stat scope for an address: `127.0.0.1_10000`, `[::1]_10000`.
@@ -220,7 +269,10 @@ mod tests {
         r.counter(Scope::Http("ing"), "downstream_rq_2xx").inc();
         r.counter(Scope::Cluster("svc"), "upstream_rq_503").inc();
         let p = r.render_prometheus(None, false);
-        assert!(p.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"svc\"} 3"), "{p}");
+        assert!(
+            p.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"svc\"} 3"),
+            "{p}"
+        );
         assert!(p.contains("envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",envoy_http_conn_manager_prefix=\"ing\"} 1"), "{p}");
         assert!(p.contains("envoy_cluster_upstream_rq{envoy_response_code=\"503\",envoy_cluster_name=\"svc\"} 1"), "{p}");
         let t = r.render_text(None, true);

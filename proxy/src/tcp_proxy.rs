@@ -27,7 +27,8 @@ pub async fn handle(server: &Arc<Server>, cfg: &TcpProxy, downstream: TcpStream)
         if attempt > 0 {
             cluster.stats.upstream_cx_total.inc(); // counted per attempt, as Envoy does
         }
-        match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(host.addr)).await {
+        match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(host.addr)).await
+        {
             Ok(Ok(s)) => {
                 if attempt == 0 {
                     cluster.stats.upstream_cx_total.inc();
@@ -40,14 +41,16 @@ pub async fn handle(server: &Arc<Server>, cfg: &TcpProxy, downstream: TcpStream)
                 cluster.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.fetch_add(1, Relaxed);
                 if attempt + 1 < cfg.max_connect_attempts {
-                    r.counter(scope(), "upstream_connect_attempts_exceeded").add(0);
+                    r.counter(scope(), "upstream_connect_attempts_exceeded")
+                        .add(0);
                 }
             }
         }
     }
     let Some(upstream) = upstream else {
         if cfg.max_connect_attempts > 1 {
-            r.counter(scope(), "upstream_connect_attempts_exceeded").inc();
+            r.counter(scope(), "upstream_connect_attempts_exceeded")
+                .inc();
         }
         return;
     };
@@ -108,7 +111,11 @@ pub async fn copy_bidirectional(a: TcpStream, b: TcpStream, idle: Option<Duratio
     }
 }
 
-async fn pump(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, activity: Arc<AtomicU64>) -> u64 {
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    activity: Arc<AtomicU64>,
+) -> u64 {
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
     loop {

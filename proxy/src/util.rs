@@ -19,7 +19,14 @@ pub fn uuid4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
 }
 
 /// This host's first non-loopback IPv4 address (IPv6 if there is none), as Envoy's local
@@ -44,11 +51,15 @@ pub fn local_address() -> Option<std::net::IpAddr> {
                     match i32::from((*ifa.ifa_addr).sa_family) {
                         libc::AF_INET if found_v4.is_none() => {
                             let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                            found_v4 = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                            found_v4 = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                                u32::from_be(sin.sin_addr.s_addr),
+                            )));
                         }
                         libc::AF_INET6 if found_v6.is_none() => {
                             let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                            found_v6 = Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                            found_v6 = Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                                sin6.sin6_addr.s6_addr,
+                            )));
                         }
                         _ => {}
                     }

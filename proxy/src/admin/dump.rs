@@ -7,8 +7,11 @@ use serde_json::{json, Value as Json};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn to_json(msg: &DynamicMessage) -> Json {
-    let opts = SerializeOptions::new().use_proto_field_name(true).skip_default_fields(true);
-    msg.serialize_with_options(serde_json::value::Serializer, &opts).unwrap_or(Json::Null)
+    let opts = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(true);
+    msg.serialize_with_options(serde_json::value::Serializer, &opts)
+        .unwrap_or(Json::Null)
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -77,13 +80,21 @@ fn to_json_field(msg: &DynamicMessage, field: &str) -> Json {
 
 fn list_field(msg: &DynamicMessage, field: &str) -> Vec<DynamicMessage> {
     match msg.get_field_by_name(field).as_deref() {
-        Some(Value::List(items)) => items.iter().filter_map(|v| v.as_message().cloned()).collect(),
+        Some(Value::List(items)) => items
+            .iter()
+            .filter_map(|v| v.as_message().cloned())
+            .collect(),
         _ => vec![],
     }
 }
 
 fn static_resources(server: &Server) -> Option<DynamicMessage> {
-    match server.bootstrap.raw.get_field_by_name("static_resources").as_deref() {
+    match server
+        .bootstrap
+        .raw
+        .get_field_by_name("static_resources")
+        .as_deref()
+    {
         Some(Value::Message(m)) => Some(m.clone()),
         _ => None,
     }
@@ -94,19 +105,34 @@ fn static_routes(listeners: &[DynamicMessage]) -> Vec<Json> {
     let mut out = Vec::new();
     for l in listeners {
         let chains = list_field(l, "filter_chains");
-        for chain in chains.iter().chain(match l.get_field_by_name("default_filter_chain").as_deref() {
-            Some(Value::Message(m)) => vec![m.clone()],
-            _ => vec![],
-        }.iter()) {
+        for chain in chains.iter().chain(
+            match l.get_field_by_name("default_filter_chain").as_deref() {
+                Some(Value::Message(m)) => vec![m.clone()],
+                _ => vec![],
+            }
+            .iter(),
+        ) {
             for f in list_field(chain, "filters") {
-                let Some(Value::Message(any)) = f.get_field_by_name("typed_config").as_deref().cloned() else { continue };
-                let url = any.get_field_by_name("type_url").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-                let bytes = any.get_field_by_name("value").and_then(|v| v.as_bytes().cloned()).unwrap_or_default();
+                let Some(Value::Message(any)) =
+                    f.get_field_by_name("typed_config").as_deref().cloned()
+                else {
+                    continue;
+                };
+                let url = any
+                    .get_field_by_name("type_url")
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let bytes = any
+                    .get_field_by_name("value")
+                    .and_then(|v| v.as_bytes().cloned())
+                    .unwrap_or_default();
                 if !url.ends_with("HttpConnectionManager") {
                     continue;
                 }
                 if let Ok(hcm) = decode_any(&url, &bytes, "") {
-                    if let Some(Value::Message(rc)) = hcm.get_field_by_name("route_config").as_deref() {
+                    if let Some(Value::Message(rc)) =
+                        hcm.get_field_by_name("route_config").as_deref()
+                    {
                         out.push(to_json(rc));
                     }
                 }
@@ -119,8 +145,14 @@ fn static_routes(listeners: &[DynamicMessage]) -> Vec<Json> {
 pub fn config_dump(server: &Server, resource: Option<&str>) -> String {
     let ts = rfc3339(started_at(server));
     let sr = static_resources(server);
-    let listeners = sr.as_ref().map(|s| list_field(s, "listeners")).unwrap_or_default();
-    let clusters = sr.as_ref().map(|s| list_field(s, "clusters")).unwrap_or_default();
+    let listeners = sr
+        .as_ref()
+        .map(|s| list_field(s, "listeners"))
+        .unwrap_or_default();
+    let clusters = sr
+        .as_ref()
+        .map(|s| list_field(s, "clusters"))
+        .unwrap_or_default();
     let t = "type.googleapis.com/envoy.admin.v3.";
     let configs = vec![
         json!({"@type": format!("{t}BootstrapConfigDump"), "bootstrap": to_json(&server.bootstrap.raw), "last_updated": ts}),
@@ -148,7 +180,10 @@ pub fn config_dump(server: &Server, resource: Option<&str>) -> String {
 fn with_type(mut v: Json, name: &str) -> Json {
     if let Json::Object(m) = &mut v {
         let mut out = serde_json::Map::new();
-        out.insert("@type".into(), Json::String(format!("type.googleapis.com/{name}")));
+        out.insert(
+            "@type".into(),
+            Json::String(format!("type.googleapis.com/{name}")),
+        );
         out.extend(std::mem::take(m));
         return Json::Object(out);
     }
@@ -164,10 +199,20 @@ pub fn clusters(server: &Server) -> String {
     for name in names {
         let c = &snap.clusters[name];
         out.push_str(&format!("{name}::observability_name::{name}\n"));
-        for (k, v) in [("max_connections", 1024), ("max_pending_requests", 1024), ("max_requests", 1024), ("max_retries", 3)] {
+        for (k, v) in [
+            ("max_connections", 1024),
+            ("max_pending_requests", 1024),
+            ("max_requests", 1024),
+            ("max_retries", 3),
+        ] {
             out.push_str(&format!("{name}::default_priority::{k}::{v}\n"));
         }
-        for (k, v) in [("max_connections", 1024), ("max_pending_requests", 1024), ("max_requests", 1024), ("max_retries", 3)] {
+        for (k, v) in [
+            ("max_connections", 1024),
+            ("max_pending_requests", 1024),
+            ("max_requests", 1024),
+            ("max_retries", 3),
+        ] {
             out.push_str(&format!("{name}::high_priority::{k}::{v}\n"));
         }
         out.push_str(&format!("{name}::added_via_api::false\n"));
@@ -177,7 +222,10 @@ pub fn clusters(server: &Server) -> String {
             let l = |k: &str, v: String| format!("{name}::{a}::{k}::{v}\n");
             use std::sync::atomic::Ordering::Relaxed;
             out.push_str(&l("cx_active", s.cx_active.load(Relaxed).to_string()));
-            out.push_str(&l("cx_connect_fail", s.cx_connect_fail.load(Relaxed).to_string()));
+            out.push_str(&l(
+                "cx_connect_fail",
+                s.cx_connect_fail.load(Relaxed).to_string(),
+            ));
             out.push_str(&l("cx_total", s.cx_total.load(Relaxed).to_string()));
             out.push_str(&l("rq_active", s.rq_active.load(Relaxed).to_string()));
             out.push_str(&l("rq_error", s.rq_error.load(Relaxed).to_string()));
@@ -186,7 +234,14 @@ pub fn clusters(server: &Server) -> String {
             out.push_str(&l("rq_timeout", s.rq_timeout.load(Relaxed).to_string()));
             out.push_str(&l("rq_total", s.rq_total.load(Relaxed).to_string()));
             out.push_str(&l("hostname", h.hostname.clone()));
-            out.push_str(&l("health_flags", if h.healthy { "healthy".into() } else { "/failed_eds_health".into() }));
+            out.push_str(&l(
+                "health_flags",
+                if h.healthy {
+                    "healthy".into()
+                } else {
+                    "/failed_eds_health".into()
+                },
+            ));
             out.push_str(&l("weight", "1".into()));
             out.push_str(&l("region", String::new()));
             out.push_str(&l("zone", String::new()));
@@ -202,7 +257,12 @@ pub fn clusters(server: &Server) -> String {
 
 /// Envoy's `/listeners` text: `name::address`.
 pub fn listeners(server: &Server) -> String {
-    server.bootstrap.listeners.iter().map(|l| format!("{}::{}\n", l.name, l.address)).collect()
+    server
+        .bootstrap
+        .listeners
+        .iter()
+        .map(|l| format!("{}::{}\n", l.name, l.address))
+        .collect()
 }
 
 pub fn stats_json(filter: Option<&regex::Regex>, used_only: bool) -> String {
@@ -219,7 +279,11 @@ pub fn stats_json(filter: Option<&regex::Regex>, used_only: bool) -> String {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 

@@ -14,14 +14,18 @@ use tokio::net::TcpListener;
 pub fn spawn(server: Arc<Server>, listener: TcpListener) {
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let server = server.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let server = server.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(&server, req)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -34,9 +38,16 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    r.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache, max-age=0"));
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("no-cache, max-age=0"),
+    );
     r
 }
 
@@ -60,7 +71,9 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -78,7 +91,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const MUTATING: &[&str] = &["/quitquitquit", "/healthcheck/fail", "/healthcheck/ok", "/drain_listeners", "/logging", "/reset_counters"];
+const MUTATING: &[&str] = &[
+    "/quitquitquit",
+    "/healthcheck/fail",
+    "/healthcheck/ok",
+    "/drain_listeners",
+    "/logging",
+    "/reset_counters",
+];
 
 fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -86,46 +106,89 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     let has = |k: &str| params.iter().any(|(n, _)| n == k);
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     if MUTATING.contains(&path.as_str()) && req.method() != Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, format!("Method {} not allowed, POST required.", req.method()));
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Method {} not allowed, POST required.", req.method()),
+        );
     }
     match path.as_str() {
         "/ready" => {
             let state = server.effective_state();
-            let status = if state == ServerState::Live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if state == ServerState::Live {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             text(status, format!("{}\n", state.name()))
         }
-        "/server_info" => reply(StatusCode::OK, "application/json", dump::server_info(server)),
+        "/server_info" => reply(
+            StatusCode::OK,
+            "application/json",
+            dump::server_info(server),
+        ),
         "/stats" => {
-            let filter = match param("filter").filter(|f| !f.is_empty()).map(|f| regex::Regex::new(&f)) {
-                Some(Err(e)) => return text(StatusCode::BAD_REQUEST, format!("Invalid re2 regex: {e}\n")),
+            let filter = match param("filter")
+                .filter(|f| !f.is_empty())
+                .map(|f| regex::Regex::new(&f))
+            {
+                Some(Err(e)) => {
+                    return text(StatusCode::BAD_REQUEST, format!("Invalid re2 regex: {e}\n"))
+                }
                 Some(Ok(r)) => Some(r),
                 None => None,
             };
             refresh_server_stats(server);
             let reg = crate::stats::registry();
             match param("format").as_deref() {
-                Some("prometheus") => reply(StatusCode::OK, "text/plain; charset=UTF-8", reg.render_prometheus(filter.as_ref(), has("usedonly"))),
-                Some("json") => reply(StatusCode::OK, "application/json", dump::stats_json(filter.as_ref(), has("usedonly"))),
-                _ => text(StatusCode::OK, reg.render_text(filter.as_ref(), has("usedonly"))),
+                Some("prometheus") => reply(
+                    StatusCode::OK,
+                    "text/plain; charset=UTF-8",
+                    reg.render_prometheus(filter.as_ref(), has("usedonly")),
+                ),
+                Some("json") => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    dump::stats_json(filter.as_ref(), has("usedonly")),
+                ),
+                _ => text(
+                    StatusCode::OK,
+                    reg.render_text(filter.as_ref(), has("usedonly")),
+                ),
             }
         }
         "/stats/prometheus" => {
             refresh_server_stats(server);
             let filter = param("filter").and_then(|f| regex::Regex::new(&f).ok());
-            reply(StatusCode::OK, "text/plain; charset=UTF-8", crate::stats::registry().render_prometheus(filter.as_ref(), has("usedonly")))
+            reply(
+                StatusCode::OK,
+                "text/plain; charset=UTF-8",
+                crate::stats::registry().render_prometheus(filter.as_ref(), has("usedonly")),
+            )
         }
-        "/config_dump" => reply(StatusCode::OK, "application/json", dump::config_dump(server, param("resource").as_deref())),
+        "/config_dump" => reply(
+            StatusCode::OK,
+            "application/json",
+            dump::config_dump(server, param("resource").as_deref()),
+        ),
         "/clusters" => text(StatusCode::OK, dump::clusters(server)),
         "/listeners" => text(StatusCode::OK, dump::listeners(server)),
         "/memory" => reply(StatusCode::OK, "application/json", dump::memory()),
-        "/certs" => reply(StatusCode::OK, "application/json", "{\n \"certificates\": []\n}\n".into()),
+        "/certs" => reply(
+            StatusCode::OK,
+            "application/json",
+            "{\n \"certificates\": []\n}\n".into(),
+        ),
         "/healthcheck/fail" => {
-            server.health_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            server
+                .health_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             server.stats.healthcheck_failed.set(1);
             text(StatusCode::OK, "OK\n")
         }
         "/healthcheck/ok" => {
-            server.health_failed.store(false, std::sync::atomic::Ordering::Relaxed);
+            server
+                .health_failed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             server.stats.healthcheck_failed.set(0);
             text(StatusCode::OK, "OK\n")
         }
@@ -146,7 +209,10 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             None => text(StatusCode::NOT_FOUND, "usage: /logging?level=<level>\n"),
         },
         "/" | "/help" => text(StatusCode::OK, HELP),
-        _ => text(StatusCode::NOT_FOUND, format!("invalid path. admin commands are:\n{HELP}")),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!("invalid path. admin commands are:\n{HELP}"),
+        ),
     }
 }
 

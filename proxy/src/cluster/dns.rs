@@ -2,7 +2,7 @@
 //! refreshed every `dns_refresh_rate`.
 
 use super::{make_host, ClusterRt};
-use crate::config::cluster::{DnsFamily, Discovery};
+use crate::config::cluster::{Discovery, DnsFamily};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,7 +25,11 @@ pub async fn resolve(c: &Arc<ClusterRt>) {
                 continue;
             }
         };
-        let addrs = if c.cfg.discovery == Discovery::LogicalDns { addrs.into_iter().take(1).collect() } else { addrs };
+        let addrs = if c.cfg.discovery == Discovery::LogicalDns {
+            addrs.into_iter().take(1).collect()
+        } else {
+            addrs
+        };
         for a in addrs {
             if !hosts.iter().any(|h: &Arc<super::Host>| h.addr == a) {
                 hosts.push(make_host(a, e, &c.cfg, &c.stats));
@@ -42,8 +46,20 @@ fn pick_family(all: Vec<SocketAddr>, fam: DnsFamily) -> Vec<SocketAddr> {
     match fam {
         DnsFamily::V4Only => v4,
         DnsFamily::V6Only => v6,
-        DnsFamily::Auto => if v6.is_empty() { v4 } else { v6 },
-        DnsFamily::V4Preferred => if v4.is_empty() { v6 } else { v4 },
+        DnsFamily::Auto => {
+            if v6.is_empty() {
+                v4
+            } else {
+                v6
+            }
+        }
+        DnsFamily::V4Preferred => {
+            if v4.is_empty() {
+                v6
+            } else {
+                v4
+            }
+        }
         DnsFamily::All => all,
     }
 }

@@ -50,7 +50,6 @@ pub struct ClusterStats {
     pub upstream_rq_completed: Counter,
     pub upstream_rq_timeout: Counter,
     pub upstream_rq_rx_reset: Counter,
-    pub upstream_rq_pending_total: Counter,
     pub upstream_rq_xx: [Counter; 5],
     pub membership_total: Gauge,
     name: String,
@@ -81,8 +80,13 @@ impl ClusterStats {
             upstream_rq_completed: c("upstream_rq_completed"),
             upstream_rq_timeout: c("upstream_rq_timeout"),
             upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
-            upstream_rq_pending_total: c("upstream_rq_pending_total"),
-            upstream_rq_xx: [c("upstream_rq_1xx"), c("upstream_rq_2xx"), c("upstream_rq_3xx"), c("upstream_rq_4xx"), c("upstream_rq_5xx")],
+            upstream_rq_xx: [
+                c("upstream_rq_1xx"),
+                c("upstream_rq_2xx"),
+                c("upstream_rq_3xx"),
+                c("upstream_rq_4xx"),
+                c("upstream_rq_5xx"),
+            ],
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             update_success: c("update_success"),
@@ -132,7 +136,12 @@ impl ClusterRt {
             .iter()
             .filter_map(|e| e.addr.map(|a| make_host(a, e, &cfg, &stats)))
             .collect();
-        let rt = Arc::new(ClusterRt { cfg, hosts: ArcSwap::from_pointee(Vec::new()), rr: AtomicUsize::new(0), stats });
+        let rt = Arc::new(ClusterRt {
+            cfg,
+            hosts: ArcSwap::from_pointee(Vec::new()),
+            rr: AtomicUsize::new(0),
+            stats,
+        });
         rt.set_hosts(hosts);
         rt
     }
@@ -146,10 +155,17 @@ impl ClusterRt {
         let old = self.hosts.load();
         let merged: Vec<Arc<Host>> = new
             .into_iter()
-            .map(|h| old.iter().find(|o| o.addr == h.addr && o.healthy == h.healthy).cloned().unwrap_or(h))
+            .map(|h| {
+                old.iter()
+                    .find(|o| o.addr == h.addr && o.healthy == h.healthy)
+                    .cloned()
+                    .unwrap_or(h)
+            })
             .collect();
         self.stats.membership_total.set(merged.len() as u64);
-        self.stats.membership_healthy.set(merged.iter().filter(|h| h.healthy).count() as u64);
+        self.stats
+            .membership_healthy
+            .set(merged.iter().filter(|h| h.healthy).count() as u64);
         self.stats.update_success.inc();
         self.hosts.store(Arc::new(merged));
     }
@@ -179,7 +195,12 @@ impl ClusterRt {
     }
 }
 
-fn make_host(addr: SocketAddr, e: &EndpointCfg, cfg: &Cluster, stats: &Arc<ClusterStats>) -> Arc<Host> {
+fn make_host(
+    addr: SocketAddr,
+    e: &EndpointCfg,
+    cfg: &Cluster,
+    stats: &Arc<ClusterStats>,
+) -> Arc<Host> {
     Arc::new(Host {
         addr,
         hostname: e.hostname.clone(),

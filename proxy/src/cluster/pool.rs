@@ -28,7 +28,10 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     pub fn is_connect(&self) -> bool {
-        matches!(self, UpstreamError::ConnectFailed(_) | UpstreamError::ConnectTimeout)
+        matches!(
+            self,
+            UpstreamError::ConnectFailed(_) | UpstreamError::ConnectTimeout
+        )
     }
 }
 
@@ -99,7 +102,10 @@ impl HostPool {
         });
     }
 
-    async fn new_h1(&self, host: &Arc<super::Host>) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+    async fn new_h1(
+        &self,
+        host: &Arc<super::Host>,
+    ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
         let stream = self.connect(&host.stats).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -110,7 +116,11 @@ impl HostPool {
         Ok(sender)
     }
 
-    fn spawn_conn(&self, host: &Arc<super::Host>, conn: impl std::future::Future<Output = bool> + Send + 'static) {
+    fn spawn_conn(
+        &self,
+        host: &Arc<super::Host>,
+        conn: impl std::future::Future<Output = bool> + Send + 'static,
+    ) {
         let active = ActiveGuard::new(&self.stats.upstream_cx_active);
         let destroy = self.stats.upstream_cx_destroy.clone();
         let host = host.clone();
@@ -125,7 +135,11 @@ impl HostPool {
 
     /// Sends a request over HTTP/1.1, reusing an idle connection when one is ready. A request
     /// that a pooled connection could not take (closed meanwhile) is sent on a new one.
-    pub async fn send_h1(self: &Arc<Self>, host: &Arc<super::Host>, mut req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send_h1(
+        self: &Arc<Self>,
+        host: &Arc<super::Host>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         while let Some(mut sender) = self.checkout_h1() {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -139,7 +153,10 @@ impl HostPool {
             }
         }
         let mut sender = self.new_h1(host).await?;
-        let resp = sender.send_request(req).await.map_err(UpstreamError::Reset)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Reset)?;
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             self.checkin_h1(sender);
         }
@@ -147,7 +164,11 @@ impl HostPool {
     }
 
     /// Sends a request over the host's shared HTTP/2 connection, opening it if needed.
-    pub async fn send_h2(&self, host: &Arc<super::Host>, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send_h2(
+        &self,
+        host: &Arc<super::Host>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let existing = {
             let g = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             g.as_ref().filter(|s| !s.is_closed()).cloned()

@@ -36,7 +36,11 @@ impl Bootstrap {
         let node = b.node.as_ref().map(|n| Node {
             id: n.id.clone(),
             cluster: n.cluster.clone(),
-            zone: n.locality.as_ref().map(|l| l.zone.clone()).unwrap_or_default(),
+            zone: n
+                .locality
+                .as_ref()
+                .map(|l| l.zone.clone())
+                .unwrap_or_default(),
         });
         let admin = match &b.admin {
             Some(a) if a.address.is_some() => Some(socket_address(&a.address, "admin.address")?),
@@ -48,7 +52,10 @@ impl Bootstrap {
         for (i, c) in sr.clusters.iter().enumerate() {
             let path = format!("static_resources.clusters[{i}]");
             if !cluster_names.insert(c.name.clone()) {
-                return err(&format!("{path}.name"), format!("cluster manager: duplicate cluster '{}' found", c.name));
+                return err(
+                    &format!("{path}.name"),
+                    format!("cluster manager: duplicate cluster '{}' found", c.name),
+                );
             }
             clusters.push(Cluster::from_proto(c, &path)?);
         }
@@ -59,29 +66,52 @@ impl Bootstrap {
             let path = format!("static_resources.listeners[{i}]");
             let listener = Listener::from_proto(l, &path)?;
             if !names.insert(listener.name.clone()) {
-                return err(&format!("{path}.name"), format!("error adding listener named '{}': listener with that name already exists", listener.name));
+                return err(
+                    &format!("{path}.name"),
+                    format!(
+                        "error adding listener named '{}': listener with that name already exists",
+                        listener.name
+                    ),
+                );
             }
             if listener.address.port() != 0 && !addrs.insert(listener.address) {
-                return err(&format!("{path}.address"), format!("error adding listener '{}': another listener is already bound to {}", listener.name, listener.address));
+                return err(
+                    &format!("{path}.address"),
+                    format!(
+                        "error adding listener '{}': another listener is already bound to {}",
+                        listener.name, listener.address
+                    ),
+                );
             }
             check_route_clusters(&listener, &cluster_names, &path)?;
             listeners.push(listener);
         }
-        Ok(Bootstrap { node: node.unwrap_or_default(), admin, listeners, clusters, ignored, raw })
+        Ok(Bootstrap {
+            node: node.unwrap_or_default(),
+            admin,
+            listeners,
+            clusters,
+            ignored,
+            raw,
+        })
     }
 }
 
 /// A static `route_config` validates its clusters by default (`validate_clusters`).
 fn check_route_clusters(l: &Listener, clusters: &HashSet<String>, path: &str) -> Result<()> {
     for (ci, chain) in l.chains.iter().chain(l.default_chain.iter()).enumerate() {
-        let NetworkFilter::Http(hcm) = &chain.filter else { continue };
+        let NetworkFilter::Http(hcm) = &chain.filter else {
+            continue;
+        };
         if hcm.routes.validate_clusters == Some(false) {
             continue;
         }
         for (name, at) in hcm.routes.clusters() {
             if !clusters.contains(name) {
                 return err(
-                    &format!("{path}.filter_chains[{ci}].filters[0].typed_config.route_config.{at}"),
+                    &format!(
+                        "{path}.filter_chains[{ci}].filters[0].typed_config.route_config.{at}"
+                    ),
                     format!("route: unknown cluster '{name}'"),
                 );
             }

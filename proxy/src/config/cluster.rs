@@ -4,8 +4,12 @@
 use super::listener::socket_address;
 use super::{any_to, err, opt_duration, type_name, ConfigError, Result};
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
-use envoy_types::pb::envoy::config::core::v3::{address::Address as AddrKind, socket_address::PortSpecifier};
-use envoy_types::pb::envoy::extensions::upstreams::http::v3::{http_protocol_options::UpstreamProtocolOptions, HttpProtocolOptions};
+use envoy_types::pb::envoy::config::core::v3::{
+    address::Address as AddrKind, socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options::UpstreamProtocolOptions, HttpProtocolOptions,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -71,30 +75,64 @@ impl Cluster {
             Some(pb::cluster::ClusterDiscoveryType::Type(1)) => Discovery::StrictDns,
             Some(pb::cluster::ClusterDiscoveryType::Type(2)) => Discovery::LogicalDns,
             Some(pb::cluster::ClusterDiscoveryType::Type(t)) => {
-                let name = pb::cluster::DiscoveryType::try_from(*t).map(|d| d.as_str_name()).unwrap_or("unknown");
-                return err(&format!("{path}.type"), format!("cluster type {name} is not supported yet"));
+                let name = pb::cluster::DiscoveryType::try_from(*t)
+                    .map(|d| d.as_str_name())
+                    .unwrap_or("unknown");
+                return err(
+                    &format!("{path}.type"),
+                    format!("cluster type {name} is not supported yet"),
+                );
             }
-            Some(_) => return err(&format!("{path}.cluster_type"), "custom cluster types are not supported by Ferry"),
+            Some(_) => {
+                return err(
+                    &format!("{path}.cluster_type"),
+                    "custom cluster types are not supported by Ferry",
+                )
+            }
         };
         if c.lb_policy != 0 {
-            let name = pb::cluster::LbPolicy::try_from(c.lb_policy).map(|d| d.as_str_name()).unwrap_or("unknown");
-            return err(&format!("{path}.lb_policy"), format!("lb_policy {name} is not supported yet (ROUND_ROBIN is)"));
+            let name = pb::cluster::LbPolicy::try_from(c.lb_policy)
+                .map(|d| d.as_str_name())
+                .unwrap_or("unknown");
+            return err(
+                &format!("{path}.lb_policy"),
+                format!("lb_policy {name} is not supported yet (ROUND_ROBIN is)"),
+            );
         }
-        let connect_timeout = opt_duration(&c.connect_timeout, &format!("{path}.connect_timeout"))?.unwrap_or(Duration::from_secs(5));
+        let connect_timeout = opt_duration(&c.connect_timeout, &format!("{path}.connect_timeout"))?
+            .unwrap_or(Duration::from_secs(5));
         if connect_timeout.is_zero() {
             return err(&format!("{path}.connect_timeout"), "must be greater than 0");
         }
         let endpoints = endpoints(c, discovery, path)?;
-        let mut protocol = if c.http2_protocol_options.is_some() { UpstreamProtocol::Http2 } else { UpstreamProtocol::Http1 };
-        let mut idle_timeout = opt_duration(&c.common_http_protocol_options.as_ref().and_then(|o| o.idle_timeout), &format!("{path}.common_http_protocol_options.idle_timeout"))?;
+        let mut protocol = if c.http2_protocol_options.is_some() {
+            UpstreamProtocol::Http2
+        } else {
+            UpstreamProtocol::Http1
+        };
+        let mut idle_timeout = opt_duration(
+            &c.common_http_protocol_options
+                .as_ref()
+                .and_then(|o| o.idle_timeout),
+            &format!("{path}.common_http_protocol_options.idle_timeout"),
+        )?;
         for (key, any) in &c.typed_extension_protocol_options {
             let kp = format!("{path}.typed_extension_protocol_options[{key}]");
             if type_name(any) != HTTP_OPTIONS {
-                return err(&kp, format!("protocol options {} are not supported by Ferry", type_name(any)));
+                return err(
+                    &kp,
+                    format!(
+                        "protocol options {} are not supported by Ferry",
+                        type_name(any)
+                    ),
+                );
             }
             let o: HttpProtocolOptions = any_to(any, &kp)?;
             if let Some(common) = &o.common_http_protocol_options {
-                idle_timeout = opt_duration(&common.idle_timeout, &format!("{kp}.common_http_protocol_options.idle_timeout"))?;
+                idle_timeout = opt_duration(
+                    &common.idle_timeout,
+                    &format!("{kp}.common_http_protocol_options.idle_timeout"),
+                )?;
             }
             protocol = match &o.upstream_protocol_options {
                 Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match &e.protocol_config {
@@ -114,7 +152,8 @@ impl Cluster {
             4 => DnsFamily::All,
             _ => DnsFamily::Auto,
         };
-        let dns_refresh = opt_duration(&c.dns_refresh_rate, &format!("{path}.dns_refresh_rate"))?.unwrap_or(Duration::from_secs(5));
+        let dns_refresh = opt_duration(&c.dns_refresh_rate, &format!("{path}.dns_refresh_rate"))?
+            .unwrap_or(Duration::from_secs(5));
         Ok(Cluster {
             name: c.name.clone(),
             discovery,
@@ -123,36 +162,63 @@ impl Cluster {
             protocol,
             dns_family,
             dns_refresh: dns_refresh.max(Duration::from_millis(1)),
-            idle_timeout: idle_timeout.or(Some(Duration::from_secs(3600))).filter(|d| !d.is_zero()),
+            idle_timeout: idle_timeout
+                .or(Some(Duration::from_secs(3600)))
+                .filter(|d| !d.is_zero()),
         })
     }
 }
 
 fn endpoints(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Vec<EndpointCfg>> {
     let mut out = Vec::new();
-    let Some(la) = &c.load_assignment else { return Ok(out) };
+    let Some(la) = &c.load_assignment else {
+        return Ok(out);
+    };
     let lp = format!("{path}.load_assignment");
     let mut weight = None;
     for (li, loc) in la.endpoints.iter().enumerate() {
         let locp = format!("{lp}.endpoints[{li}]");
         if loc.priority != 0 {
-            return err(&format!("{locp}.priority"), "priorities other than 0 are not supported yet");
+            return err(
+                &format!("{locp}.priority"),
+                "priorities other than 0 are not supported yet",
+            );
         }
         for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
             let ep = format!("{locp}.lb_endpoints[{ei}]");
             let w = lbe.load_balancing_weight.as_ref().map_or(1, |w| w.value);
             if *weight.get_or_insert(w) != w {
-                return err(&format!("{ep}.load_balancing_weight"), "unequal endpoint weights are not supported yet");
+                return err(
+                    &format!("{ep}.load_balancing_weight"),
+                    "unequal endpoint weights are not supported yet",
+                );
             }
-            let Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(e)) = &lbe.host_identifier else {
+            let Some(
+                envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(
+                    e,
+                ),
+            ) = &lbe.host_identifier
+            else {
                 return err(&format!("{ep}.endpoint"), "endpoint is required");
             };
             let ap = format!("{ep}.endpoint.address");
             let (host, port) = match &e.address {
-                Some(envoy_types::pb::envoy::config::core::v3::Address { address: Some(AddrKind::SocketAddress(s)) }) => {
+                Some(envoy_types::pb::envoy::config::core::v3::Address {
+                    address: Some(AddrKind::SocketAddress(s)),
+                }) => {
                     let port = match &s.port_specifier {
-                        Some(PortSpecifier::PortValue(p)) => u16::try_from(*p).map_err(|_| ConfigError { path: format!("{ap}.socket_address.port_value"), msg: format!("port {p} out of range") })?,
-                        _ => return err(&format!("{ap}.socket_address.port_value"), "port_value is required"),
+                        Some(PortSpecifier::PortValue(p)) => {
+                            u16::try_from(*p).map_err(|_| ConfigError {
+                                path: format!("{ap}.socket_address.port_value"),
+                                msg: format!("port {p} out of range"),
+                            })?
+                        }
+                        _ => {
+                            return err(
+                                &format!("{ap}.socket_address.port_value"),
+                                "port_value is required",
+                            )
+                        }
                     };
                     (s.address.clone(), port)
                 }
@@ -164,12 +230,25 @@ fn endpoints(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Vec<En
             };
             // UNHEALTHY (2), DRAINING (3) and TIMEOUT (4) endpoints take no traffic.
             let healthy = !matches!(lbe.health_status, 2..=4);
-            let hostname = if e.hostname.is_empty() && discovery != Discovery::Static { host.clone() } else { e.hostname.clone() };
-            out.push(EndpointCfg { host, port, addr, hostname, healthy });
+            let hostname = if e.hostname.is_empty() && discovery != Discovery::Static {
+                host.clone()
+            } else {
+                e.hostname.clone()
+            };
+            out.push(EndpointCfg {
+                host,
+                port,
+                addr,
+                hostname,
+                healthy,
+            });
         }
     }
     if discovery == Discovery::LogicalDns && out.len() != 1 {
-        return err(&lp, "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint");
+        return err(
+            &lp,
+            "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint",
+        );
     }
     Ok(out)
 }

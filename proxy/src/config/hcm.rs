@@ -80,17 +80,32 @@ impl HttpConnMgr {
             0 => Codec::Auto,
             1 => Codec::Http1,
             2 => Codec::Http2,
-            _ => return err(&format!("{path}.codec_type"), "HTTP/3 is not supported by Ferry"),
+            _ => {
+                return err(
+                    &format!("{path}.codec_type"),
+                    "HTTP/3 is not supported by Ferry",
+                )
+            }
         };
         let routes = match &h.route_specifier {
-            Some(RouteSpecifier::RouteConfig(rc)) => RouteTable::from_proto(rc, &format!("{path}.route_config"))?,
-            _ => return err(path, "route_config is required (rds and scoped routes are not supported yet)"),
+            Some(RouteSpecifier::RouteConfig(rc)) => {
+                RouteTable::from_proto(rc, &format!("{path}.route_config"))?
+            }
+            _ => {
+                return err(
+                    path,
+                    "route_config is required (rds and scoped routes are not supported yet)",
+                )
+            }
         };
         let routes_internal_only = routes.internal_only.clone();
         let mut suppress_envoy_headers = false;
         let n = h.http_filters.len();
         if n == 0 {
-            return err(&format!("{path}.http_filters"), "the router filter is required");
+            return err(
+                &format!("{path}.http_filters"),
+                "the router filter is required",
+            );
         }
         for (i, f) in h.http_filters.iter().enumerate() {
             let fp = format!("{path}.http_filters[{i}]");
@@ -107,31 +122,54 @@ impl HttpConnMgr {
                     let r: Router = any_to(any, &tp)?;
                     suppress_envoy_headers = r.suppress_envoy_headers;
                 }
-                other => return err(&tp, format!("HTTP filter {other} is not supported by Ferry")),
+                other => {
+                    return err(
+                        &tp,
+                        format!("HTTP filter {other} is not supported by Ferry"),
+                    )
+                }
             }
             if f.is_optional || f.disabled {
-                return err(&fp, "optional/disabled HTTP filters are not supported by Ferry");
+                return err(
+                    &fp,
+                    "optional/disabled HTTP filters are not supported by Ferry",
+                );
             }
         }
-        let common = h.common_http_protocol_options.clone().unwrap_or_default();
-        let idle_timeout = match opt_duration(&common.idle_timeout, &format!("{path}.common_http_protocol_options.idle_timeout"))? {
+        let common = h.common_http_protocol_options.unwrap_or_default();
+        let idle_timeout = match opt_duration(
+            &common.idle_timeout,
+            &format!("{path}.common_http_protocol_options.idle_timeout"),
+        )? {
             None => Some(Duration::from_secs(3600)),
             d => nonzero(d),
         };
         let max_request_headers_kb = h.max_request_headers_kb.as_ref().map_or(60, |v| v.value);
         if !(1..=8192).contains(&max_request_headers_kb) {
-            return err(&format!("{path}.max_request_headers_kb"), "must be in [1, 8192]");
+            return err(
+                &format!("{path}.max_request_headers_kb"),
+                "must be in [1, 8192]",
+            );
         }
         let via = if h.via.is_empty() {
             None
         } else {
-            Some(http::HeaderValue::from_str(&h.via).map_err(|_| super::ConfigError { path: format!("{path}.via"), msg: "invalid header value".into() })?)
+            Some(
+                http::HeaderValue::from_str(&h.via).map_err(|_| super::ConfigError {
+                    path: format!("{path}.via"),
+                    msg: "invalid header value".into(),
+                })?,
+            )
         };
         Ok(HttpConnMgr {
             stat_prefix: h.stat_prefix.clone(),
             codec,
             routes: Arc::new(routes),
-            server_name: if h.server_name.is_empty() { "envoy".into() } else { h.server_name.clone() },
+            server_name: if h.server_name.is_empty() {
+                "envoy".into()
+            } else {
+                h.server_name.clone()
+            },
             server_header: match h.server_header_transformation {
                 1 => ServerHeader::AppendIfAbsent,
                 2 => ServerHeader::PassThrough,
@@ -149,7 +187,10 @@ impl HttpConnMgr {
                 .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
                 .map(|u| u.upgrade_type.to_ascii_lowercase())
                 .collect(),
-            request_headers_timeout: nonzero(opt_duration(&h.request_headers_timeout, &format!("{path}.request_headers_timeout"))?),
+            request_headers_timeout: nonzero(opt_duration(
+                &h.request_headers_timeout,
+                &format!("{path}.request_headers_timeout"),
+            )?),
             idle_timeout,
             max_request_headers_kb,
             max_headers_count: common.max_headers_count.as_ref().map_or(100, |v| v.value),
@@ -164,7 +205,10 @@ impl HttpConnMgr {
                 _ => StripPort::None,
             },
             suppress_envoy_headers,
-            accept_http_10: h.http_protocol_options.as_ref().is_some_and(|o| o.accept_http_10),
+            accept_http_10: h
+                .http_protocol_options
+                .as_ref()
+                .is_some_and(|o| o.accept_http_10),
             default_host_for_http_10: h
                 .http_protocol_options
                 .as_ref()
@@ -177,7 +221,12 @@ impl HttpConnMgr {
                     .cidr_ranges
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| super::listener::Cidr::from_proto(r, &format!("{path}.internal_address_config.cidr_ranges[{i}]")))
+                    .map(|(i, r)| {
+                        super::listener::Cidr::from_proto(
+                            r,
+                            &format!("{path}.internal_address_config.cidr_ranges[{i}]"),
+                        )
+                    })
                     .collect::<Result<_>>()?,
             },
             routes_internal_only,

@@ -64,7 +64,10 @@ impl Format {
                 c if c.starts_with("REQ(") && c.ends_with(')') => {
                     let name = &c[4..c.len() - 1];
                     let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| super::ConfigError { path: path.into(), msg: format!("invalid header in %{c}%") })?;
+                        .map_err(|_| super::ConfigError {
+                            path: path.into(),
+                            msg: format!("invalid header in %{c}%"),
+                        })?;
                     Part::Req(name)
                 }
                 c => return err(path, format!("%{c}% is not supported by Ferry")),
@@ -87,13 +90,19 @@ impl Format {
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::DownstreamRemote { port: true } => out.push_str(&ctx.remote.to_string()),
-                Part::DownstreamRemote { port: false } => out.push_str(&ctx.remote.ip().to_string()),
+                Part::DownstreamRemote { port: false } => {
+                    out.push_str(&ctx.remote.ip().to_string())
+                }
                 Part::DownstreamLocal { port: true } => out.push_str(&ctx.local.to_string()),
                 Part::DownstreamLocal { port: false } => out.push_str(&ctx.local.ip().to_string()),
                 Part::Protocol => out.push_str(ctx.protocol),
                 Part::Hostname => out.push_str(&crate::util::hostname()),
                 Part::Req(h) => {
-                    if let Some(v) = ctx.request.and_then(|r| r.get(h)).and_then(|v| v.to_str().ok()) {
+                    if let Some(v) = ctx
+                        .request
+                        .and_then(|r| r.get(h))
+                        .and_then(|v| v.to_str().ok())
+                    {
                         out.push_str(v)
                     }
                 }
@@ -119,11 +128,13 @@ pub struct HeaderMutation {
 }
 
 impl HeaderMutation {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.add.is_empty()
-    }
-
-    pub fn from_proto(add: &[HeaderValueOption], remove: &[String], path: &str, add_field: &str, remove_field: &str) -> Result<Self> {
+    pub fn from_proto(
+        add: &[HeaderValueOption],
+        remove: &[String],
+        path: &str,
+        add_field: &str,
+        remove_field: &str,
+    ) -> Result<Self> {
         let mut m = HeaderMutation::default();
         for (i, name) in remove.iter().enumerate() {
             let p = format!("{path}.{remove_field}[{i}]");
@@ -131,12 +142,21 @@ impl HeaderMutation {
         }
         for (i, o) in add.iter().enumerate() {
             let p = format!("{path}.{add_field}[{i}]");
-            let Some(h) = &o.header else { return err(&p, "header is required") };
+            let Some(h) = &o.header else {
+                return err(&p, "header is required");
+            };
             let name = header_name(&h.key, &format!("{p}.header.key"))?;
             if name.as_str().starts_with(':') || name == http::header::HOST {
-                return err(&format!("{p}.header.key"), "pseudo-headers and host cannot be modified here");
+                return err(
+                    &format!("{p}.header.key"),
+                    "pseudo-headers and host cannot be modified here",
+                );
             }
-            let raw = if h.raw_value.is_empty() { h.value.clone() } else { String::from_utf8_lossy(&h.raw_value).into_owned() };
+            let raw = if h.raw_value.is_empty() {
+                h.value.clone()
+            } else {
+                String::from_utf8_lossy(&h.raw_value).into_owned()
+            };
             let value = Format::parse(&raw, &format!("{p}.header.value"))?;
             #[allow(deprecated)]
             let action = match (&o.append, o.append_action()) {
@@ -147,7 +167,12 @@ impl HeaderMutation {
                 (None, HeaderAppendAction::OverwriteIfExistsOrAdd) => AppendAction::OverwriteOrAdd,
                 (None, HeaderAppendAction::OverwriteIfExists) => AppendAction::OverwriteIfExists,
             };
-            m.add.push(HeaderAdd { name, value, action, keep_empty: o.keep_empty_value });
+            m.add.push(HeaderAdd {
+                name,
+                value,
+                action,
+                keep_empty: o.keep_empty_value,
+            });
         }
         Ok(m)
     }
@@ -162,7 +187,9 @@ impl HeaderMutation {
             if v.is_empty() && !a.keep_empty {
                 continue;
             }
-            let Ok(value) = HeaderValue::from_str(&v) else { continue };
+            let Ok(value) = HeaderValue::from_str(&v) else {
+                continue;
+            };
             match a.action {
                 AppendAction::AppendOrAdd => {
                     headers.append(a.name.clone(), value);
@@ -186,8 +213,10 @@ impl HeaderMutation {
 }
 
 pub fn header_name(name: &str, path: &str) -> Result<HeaderName> {
-    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-        .map_err(|_| super::ConfigError { path: path.into(), msg: format!("invalid header name '{name}'") })
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| super::ConfigError {
+        path: path.into(),
+        msg: format!("invalid header name '{name}'"),
+    })
 }
 
 #[cfg(test)]
@@ -196,7 +225,11 @@ mod tests {
 
     #[test]
     fn formats() {
-        let f = Format::parse("a%%b-%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%-%REQ(X-Y)%", "p").expect("ok");
+        let f = Format::parse(
+            "a%%b-%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%-%REQ(X-Y)%",
+            "p",
+        )
+        .expect("ok");
         let mut h = http::HeaderMap::new();
         h.insert("x-y", HeaderValue::from_static("v"));
         let ctx = FormatCtx {

@@ -46,9 +46,15 @@ impl Cidr {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = c.prefix_len.as_ref().map_or(max, |l| l.value);
         if len > max {
-            return err(&format!("{path}.prefix_len"), format!("prefix length {len} exceeds {max}"));
+            return err(
+                &format!("{path}.prefix_len"),
+                format!("prefix length {len} exceeds {max}"),
+            );
         }
-        Ok(Cidr { addr, len: len as u8 })
+        Ok(Cidr {
+            addr,
+            len: len as u8,
+        })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -58,11 +64,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.len))
+                };
                 (u32::from(a) & mask) == (u32::from(b) & mask)
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.len))
+                };
                 (u128::from(a) & mask) == (u128::from(b) & mask)
             }
             _ => false,
@@ -94,7 +108,12 @@ pub struct ConnInfo<'a> {
 }
 
 pub fn socket_address(a: &Option<Address>, path: &str) -> Result<SocketAddr> {
-    let Some(Address { address: Some(kind) }) = a else { return err(path, "address is required") };
+    let Some(Address {
+        address: Some(kind),
+    }) = a
+    else {
+        return err(path, "address is required");
+    };
     match kind {
         AddrKind::SocketAddress(s) => {
             let sp = format!("{path}.socket_address");
@@ -136,9 +155,18 @@ impl Listener {
             .map(|c| FilterChain::from_proto(c, &format!("{path}.default_filter_chain")))
             .transpose()?;
         if chains.is_empty() && default_chain.is_none() {
-            return err(&format!("{path}.filter_chains"), "no filter chains specified");
+            return err(
+                &format!("{path}.filter_chains"),
+                "no filter chains specified",
+            );
         }
-        Ok(Listener { name: l.name.clone(), address, chains, default_chain, inbound: l.traffic_direction == 1 })
+        Ok(Listener {
+            name: l.name.clone(),
+            address,
+            chains,
+            default_chain,
+            inbound: l.traffic_direction == 1,
+        })
     }
 
     /// Envoy's selection order: destination port, destination IP, server name, transport
@@ -146,24 +174,41 @@ impl Listener {
     /// At each step the most specific matching criterion wins and the others drop out.
     pub fn select(&self, c: &ConnInfo<'_>) -> Option<&FilterChain> {
         let mut cand: Vec<&FilterChain> = self.chains.iter().collect();
-        narrow(&mut cand, |m| m.destination_port.map(|p| (p == c.local.port()).then_some(1)));
+        narrow(&mut cand, |m| {
+            m.destination_port
+                .map(|p| (p == c.local.port()).then_some(1))
+        });
         narrow(&mut cand, |m| prefix_score(&m.prefix_ranges, c.local.ip()));
         narrow(&mut cand, |m| name_score(&m.server_names, c.server_name));
-        narrow(&mut cand, |m| m.transport_protocol.as_ref().map(|t| (t == c.transport_protocol).then_some(1)));
+        narrow(&mut cand, |m| {
+            m.transport_protocol
+                .as_ref()
+                .map(|t| (t == c.transport_protocol).then_some(1))
+        });
         narrow(&mut cand, |m| {
             (!m.application_protocols.is_empty()).then(|| {
-                m.application_protocols.iter().any(|a| c.application_protocols.contains(a)).then_some(1)
+                m.application_protocols
+                    .iter()
+                    .any(|a| c.application_protocols.contains(a))
+                    .then_some(1)
             })
         });
-        narrow(&mut cand, |m| prefix_score(&m.direct_source_prefix_ranges, c.remote.ip()));
+        narrow(&mut cand, |m| {
+            prefix_score(&m.direct_source_prefix_ranges, c.remote.ip())
+        });
         narrow(&mut cand, |m| {
             (m.source_type != 0).then(|| {
                 let local = c.remote.ip().is_loopback() || c.remote.ip() == c.local.ip();
                 ((m.source_type == 1) == local).then_some(1)
             })
         });
-        narrow(&mut cand, |m| prefix_score(&m.source_prefix_ranges, c.remote.ip()));
-        narrow(&mut cand, |m| (!m.source_ports.is_empty()).then(|| m.source_ports.contains(&c.remote.port()).then_some(1)));
+        narrow(&mut cand, |m| {
+            prefix_score(&m.source_prefix_ranges, c.remote.ip())
+        });
+        narrow(&mut cand, |m| {
+            (!m.source_ports.is_empty())
+                .then(|| m.source_ports.contains(&c.remote.port()).then_some(1))
+        });
         cand.first().copied().or(self.default_chain.as_ref())
     }
 }
@@ -190,7 +235,13 @@ fn prefix_score(ranges: &[Cidr], ip: IpAddr) -> Option<Option<u32>> {
     if ranges.is_empty() {
         return None;
     }
-    Some(ranges.iter().filter(|r| r.contains(ip)).map(|r| u32::from(r.len) + 1).max())
+    Some(
+        ranges
+            .iter()
+            .filter(|r| r.contains(ip))
+            .map(|r| u32::from(r.len) + 1)
+            .max(),
+    )
 }
 
 /// Exact names beat wildcards (`*.example.com`), longer wildcards beat shorter ones.
@@ -206,7 +257,8 @@ fn name_score(names: &[String], sni: &str) -> Option<Option<u32>> {
                 if *n == sni {
                     Some(10_000)
                 } else if let Some(suffix) = n.strip_prefix('*') {
-                    (sni.len() > suffix.len() && sni.ends_with(suffix)).then_some(suffix.len() as u32)
+                    (sni.len() > suffix.len() && sni.ends_with(suffix))
+                        .then_some(suffix.len() as u32)
                 } else {
                     None
                 }
@@ -242,30 +294,61 @@ impl FilterChain {
             });
         }
         let Some(filter) = terminal else {
-            return err(&format!("{path}.filters"), "a filter chain needs a terminal filter (tcp_proxy or http_connection_manager)");
+            return err(
+                &format!("{path}.filters"),
+                "a filter chain needs a terminal filter (tcp_proxy or http_connection_manager)",
+            );
         };
-        Ok(FilterChain { name: c.name.clone(), matcher, filter })
+        Ok(FilterChain {
+            name: c.name.clone(),
+            matcher,
+            filter,
+        })
     }
 }
 
 impl ChainMatch {
     fn from_proto(m: &pb::FilterChainMatch, path: &str) -> Result<ChainMatch> {
         let cidrs = |v: &[CidrRange], f: &str| -> Result<Vec<Cidr>> {
-            v.iter().enumerate().map(|(i, c)| Cidr::from_proto(c, &format!("{path}.{f}[{i}]"))).collect()
+            v.iter()
+                .enumerate()
+                .map(|(i, c)| Cidr::from_proto(c, &format!("{path}.{f}[{i}]")))
+                .collect()
         };
         let port = |p: u32, f: &str| -> Result<u16> {
-            u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| ConfigError { path: format!("{path}.{f}"), msg: format!("port {p} out of range") })
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ConfigError {
+                    path: format!("{path}.{f}"),
+                    msg: format!("port {p} out of range"),
+                })
         };
         Ok(ChainMatch {
-            destination_port: m.destination_port.as_ref().map(|p| port(p.value, "destination_port")).transpose()?,
+            destination_port: m
+                .destination_port
+                .as_ref()
+                .map(|p| port(p.value, "destination_port"))
+                .transpose()?,
             prefix_ranges: cidrs(&m.prefix_ranges, "prefix_ranges")?,
-            server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            server_names: m
+                .server_names
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
             transport_protocol: Some(m.transport_protocol.clone()).filter(|t| !t.is_empty()),
             application_protocols: m.application_protocols.clone(),
-            direct_source_prefix_ranges: cidrs(&m.direct_source_prefix_ranges, "direct_source_prefix_ranges")?,
+            direct_source_prefix_ranges: cidrs(
+                &m.direct_source_prefix_ranges,
+                "direct_source_prefix_ranges",
+            )?,
             source_type: m.source_type,
             source_prefix_ranges: cidrs(&m.source_prefix_ranges, "source_prefix_ranges")?,
-            source_ports: m.source_ports.iter().map(|p| port(*p, "source_ports")).collect::<Result<_>>()?,
+            source_ports: m
+                .source_ports
+                .iter()
+                .map(|p| port(*p, "source_ports"))
+                .collect::<Result<_>>()?,
         })
     }
 }

@@ -33,31 +33,53 @@ pub fn bootstrap(
         msg = match ext {
             "yaml" | "yml" => from_yaml(&bytes, &desc, allow_unknown)?,
             "json" => from_json(&bytes, &desc, allow_unknown)?,
-            "pb" => DynamicMessage::decode(desc.clone(), bytes.as_slice())
-                .map_err(|e| ConfigError { path: shown, msg: format!("invalid binary proto: {e}") })?,
+            "pb" => {
+                DynamicMessage::decode(desc.clone(), bytes.as_slice()).map_err(|e| ConfigError {
+                    path: shown,
+                    msg: format!("invalid binary proto: {e}"),
+                })?
+            }
             // Envoy tries YAML (a superset of JSON) for any other extension.
             _ => from_yaml(&bytes, &desc, allow_unknown)?,
         };
     }
     if let Some(yaml) = config_yaml {
-        let overlay = from_yaml(yaml.as_bytes(), &desc, allow_unknown)
-            .map_err(|e| ConfigError { path: format!("--config-yaml: {}", e.path), msg: e.msg })?;
+        let overlay =
+            from_yaml(yaml.as_bytes(), &desc, allow_unknown).map_err(|e| ConfigError {
+                path: format!("--config-yaml: {}", e.path),
+                msg: e.msg,
+            })?;
         // Proto MergeFrom: scalars replace, messages merge, repeated fields append.
         msg.merge(overlay.encode_to_vec().as_slice())
-            .map_err(|e| ConfigError { path: "--config-yaml".into(), msg: e.to_string() })?;
+            .map_err(|e| ConfigError {
+                path: "--config-yaml".into(),
+                msg: e.to_string(),
+            })?;
     }
     Ok(msg)
 }
 
-pub fn from_yaml(bytes: &[u8], desc: &MessageDescriptor, allow_unknown: bool) -> Result<DynamicMessage> {
-    let value: serde_json::Value = serde_yaml_ng::from_slice(bytes)
-        .map_err(|e| ConfigError { path: String::new(), msg: format!("invalid YAML: {e}") })?;
+pub fn from_yaml(
+    bytes: &[u8],
+    desc: &MessageDescriptor,
+    allow_unknown: bool,
+) -> Result<DynamicMessage> {
+    let value: serde_json::Value = serde_yaml_ng::from_slice(bytes).map_err(|e| ConfigError {
+        path: String::new(),
+        msg: format!("invalid YAML: {e}"),
+    })?;
     from_value(value, desc, allow_unknown)
 }
 
-pub fn from_json(bytes: &[u8], desc: &MessageDescriptor, allow_unknown: bool) -> Result<DynamicMessage> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ConfigError { path: String::new(), msg: format!("invalid JSON: {e}") })?;
+pub fn from_json(
+    bytes: &[u8],
+    desc: &MessageDescriptor,
+    allow_unknown: bool,
+) -> Result<DynamicMessage> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ConfigError {
+        path: String::new(),
+        msg: format!("invalid JSON: {e}"),
+    })?;
     from_value(value, desc, allow_unknown)
 }
 
@@ -80,8 +102,15 @@ pub fn from_value(
             let mut path = if path == "." { String::new() } else { path };
             let msg = e.to_string();
             // serde reports an unknown field at its parent: name the field itself.
-            if let Some(field) = msg.strip_prefix("unrecognized field name '").and_then(|r| r.split('\'').next()) {
-                path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            if let Some(field) = msg
+                .strip_prefix("unrecognized field name '")
+                .and_then(|r| r.split('\'').next())
+            {
+                path = if path.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
             }
             err(&path, msg)
         }
@@ -90,6 +119,8 @@ pub fn from_value(
 
 /// Re-encodes a dynamic message into its generated `envoy-types` struct.
 pub fn to_typed<M: Message + Default>(msg: &DynamicMessage) -> Result<M> {
-    M::decode(msg.encode_to_vec().as_slice())
-        .map_err(|e| ConfigError { path: String::new(), msg: format!("re-decoding: {e}") })
+    M::decode(msg.encode_to_vec().as_slice()).map_err(|e| ConfigError {
+        path: String::new(),
+        msg: format!("re-decoding: {e}"),
+    })
 }

@@ -12,8 +12,10 @@ pub fn full_regex(m: &RegexMatcher, path: &str) -> Result<Regex> {
 }
 
 pub fn anchored(re: &str, path: &str) -> Result<Regex> {
-    Regex::new(&format!("^(?:{re})$"))
-        .map_err(|e| super::ConfigError { path: path.into(), msg: format!("invalid regex: {e}") })
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| super::ConfigError {
+        path: path.into(),
+        msg: format!("invalid regex: {e}"),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +35,13 @@ pub struct StringMatch {
 
 impl StringMatch {
     pub fn from_proto(m: &StringMatcher, path: &str) -> Result<Self> {
-        let lower = |s: &str| if m.ignore_case { s.to_ascii_lowercase() } else { s.to_string() };
+        let lower = |s: &str| {
+            if m.ignore_case {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
         let kind = match &m.match_pattern {
             Some(MatchPattern::Exact(s)) => StrMatch::Exact(lower(s)),
             Some(MatchPattern::Prefix(s)) => StrMatch::Prefix(lower(s)),
@@ -47,7 +55,10 @@ impl StringMatch {
             }
             None => return err(path, "a match pattern is required"),
         };
-        Ok(StringMatch { kind, ignore_case: m.ignore_case })
+        Ok(StringMatch {
+            kind,
+            ignore_case: m.ignore_case,
+        })
     }
 
     pub fn matches(&self, value: &str) -> bool {
@@ -73,7 +84,10 @@ mod tests {
     use super::*;
 
     fn sm(p: MatchPattern, ignore_case: bool) -> StringMatch {
-        let m = StringMatcher { match_pattern: Some(p), ignore_case };
+        let m = StringMatcher {
+            match_pattern: Some(p),
+            ignore_case,
+        };
         StringMatch::from_proto(&m, "m").expect("valid")
     }
 
@@ -85,12 +99,19 @@ mod tests {
             (sm(MatchPattern::Exact("Foo".into()), true), "fOO", true),
             (sm(MatchPattern::Prefix("/a".into()), false), "/abc", true),
             (sm(MatchPattern::Suffix(".js".into()), false), "x.js", true),
-            (sm(MatchPattern::Contains("mid".into()), true), "aMIDb", true),
+            (
+                sm(MatchPattern::Contains("mid".into()), true),
+                "aMIDb",
+                true,
+            ),
         ];
         for (m, v, want) in cases {
             assert_eq!(m.matches(v), want, "{m:?} on {v}");
         }
-        let re = RegexMatcher { regex: "[a-z]+".into(), ..Default::default() };
+        let re = RegexMatcher {
+            regex: "[a-z]+".into(),
+            ..Default::default()
+        };
         let r = sm(MatchPattern::SafeRegex(re), false);
         assert!(r.matches("abc"));
         assert!(!r.matches("abc1"), "safe_regex matches the whole value");

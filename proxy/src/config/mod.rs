@@ -29,7 +29,10 @@ pub struct ConfigError {
 pub type Result<T> = std::result::Result<T, ConfigError>;
 
 pub fn err<T>(path: &str, msg: impl Into<String>) -> Result<T> {
-    Err(ConfigError { path: path.to_string(), msg: msg.into() })
+    Err(ConfigError {
+        path: path.to_string(),
+        msg: msg.into(),
+    })
 }
 
 /// Converts a proto Duration; negative or out-of-range values are errors.

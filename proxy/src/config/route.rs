@@ -55,8 +55,20 @@ impl RouteTable {
             prefix: Vec::new(),
             any: None,
             ignore_port: rc.ignore_port_in_host_matching,
-            request: HeaderMutation::from_proto(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-            response: HeaderMutation::from_proto(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+            request: HeaderMutation::from_proto(
+                &rc.request_headers_to_add,
+                &rc.request_headers_to_remove,
+                path,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response: HeaderMutation::from_proto(
+                &rc.response_headers_to_add,
+                &rc.response_headers_to_remove,
+                path,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
             internal_only: rc
                 .internal_only_headers
                 .iter()
@@ -69,10 +81,16 @@ impl RouteTable {
         for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
             let vpath = format!("{path}.virtual_hosts[{vi}]");
             if !names.insert(vh.name.as_str()) {
-                return err(&format!("{vpath}.name"), format!("duplicate virtual host name '{}'", vh.name));
+                return err(
+                    &format!("{vpath}.name"),
+                    format!("duplicate virtual host name '{}'", vh.name),
+                );
             }
             if vh.domains.is_empty() {
-                return err(&format!("{vpath}.domains"), "at least one domain is required");
+                return err(
+                    &format!("{vpath}.domains"),
+                    "at least one domain is required",
+                );
             }
             for (di, d) in vh.domains.iter().enumerate() {
                 let dpath = format!("{vpath}.domains[{di}]");
@@ -91,7 +109,12 @@ impl RouteTable {
                     dup
                 } else {
                     if d.contains('*') {
-                        return err(&dpath, format!("invalid domain '{d}': a wildcard must be at the start or the end"));
+                        return err(
+                            &dpath,
+                            format!(
+                                "invalid domain '{d}': a wildcard must be at the start or the end"
+                            ),
+                        );
                     }
                     t.exact.insert(d.clone(), vi).is_some()
                 };
@@ -184,41 +207,87 @@ impl VirtualHost {
         Ok(VirtualHost {
             name: vh.name.clone(),
             routes,
-            request: HeaderMutation::from_proto(&vh.request_headers_to_add, &vh.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-            response: HeaderMutation::from_proto(&vh.response_headers_to_add, &vh.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+            request: HeaderMutation::from_proto(
+                &vh.request_headers_to_add,
+                &vh.request_headers_to_remove,
+                path,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response: HeaderMutation::from_proto(
+                &vh.response_headers_to_add,
+                &vh.response_headers_to_remove,
+                path,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
         })
     }
 }
 
 impl Route {
     fn from_proto(r: &pb::Route, path: &str) -> Result<Route> {
-        let Some(m) = &r.r#match else { return err(&format!("{path}.match"), "match is required") };
+        let Some(m) = &r.r#match else {
+            return err(&format!("{path}.match"), "match is required");
+        };
         let matcher = RouteMatch::from_proto(m, &format!("{path}.match"))?;
         let action = match &r.action {
-            Some(pb::route::Action::Route(a)) => Action::Forward(Forward::from_proto(a, &matcher, &format!("{path}.route"))?),
-            Some(pb::route::Action::Redirect(a)) => Action::Redirect(Redirect::from_proto(a, &matcher, &format!("{path}.redirect"))?),
-            Some(pb::route::Action::DirectResponse(a)) => Action::Direct(Direct::from_proto(a, &format!("{path}.direct_response"))?),
+            Some(pb::route::Action::Route(a)) => {
+                Action::Forward(Forward::from_proto(a, &matcher, &format!("{path}.route"))?)
+            }
+            Some(pb::route::Action::Redirect(a)) => Action::Redirect(Redirect::from_proto(
+                a,
+                &matcher,
+                &format!("{path}.redirect"),
+            )?),
+            Some(pb::route::Action::DirectResponse(a)) => {
+                Action::Direct(Direct::from_proto(a, &format!("{path}.direct_response"))?)
+            }
             Some(_) => return err(path, "this route action is not supported by Ferry"),
-            None => return err(path, "one of route, redirect or direct_response is required"),
+            None => {
+                return err(
+                    path,
+                    "one of route, redirect or direct_response is required",
+                )
+            }
         };
         Ok(Route {
             name: r.name.clone(),
             matcher,
             action,
-            request: HeaderMutation::from_proto(&r.request_headers_to_add, &r.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-            response: HeaderMutation::from_proto(&r.response_headers_to_add, &r.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+            request: HeaderMutation::from_proto(
+                &r.request_headers_to_add,
+                &r.request_headers_to_remove,
+                path,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response: HeaderMutation::from_proto(
+                &r.response_headers_to_add,
+                &r.response_headers_to_remove,
+                path,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
         })
     }
 }
 
-fn data_source(d: &Option<envoy_types::pb::envoy::config::core::v3::DataSource>, path: &str) -> Result<Option<bytes::Bytes>> {
+fn data_source(
+    d: &Option<envoy_types::pb::envoy::config::core::v3::DataSource>,
+    path: &str,
+) -> Result<Option<bytes::Bytes>> {
     let Some(d) = d else { return Ok(None) };
     Ok(match &d.specifier {
         Some(DataSpec::InlineString(s)) => Some(bytes::Bytes::from(s.clone())),
         Some(DataSpec::InlineBytes(b)) => Some(bytes::Bytes::from(b.clone())),
-        Some(DataSpec::Filename(f)) => Some(bytes::Bytes::from(std::fs::read(f).map_err(|e| super::ConfigError { path: format!("{path}.filename"), msg: format!("cannot read {f}: {e}") })?)),
+        Some(DataSpec::Filename(f)) => Some(bytes::Bytes::from(std::fs::read(f).map_err(|e| {
+            super::ConfigError {
+                path: format!("{path}.filename"),
+                msg: format!("cannot read {f}: {e}"),
+            }
+        })?)),
         Some(_) => return err(path, "this data source is not supported by Ferry"),
         None => None,
     })
 }
-

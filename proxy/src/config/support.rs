@@ -243,8 +243,12 @@ fn walk_value(value: &Value, path: &str, ignored: &mut Vec<Ignored>) -> Result<(
 }
 
 fn walk_any(msg: &DynamicMessage, path: &str, ignored: &mut Vec<Ignored>) -> Result<()> {
-    let type_url = msg.get_field_by_name("type_url").and_then(|v| v.as_str().map(str::to_string));
-    let bytes = msg.get_field_by_name("value").and_then(|v| v.as_bytes().cloned());
+    let type_url = msg
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_string));
+    let bytes = msg
+        .get_field_by_name("value")
+        .and_then(|v| v.as_bytes().cloned());
     let (Some(type_url), Some(bytes)) = (type_url, bytes) else {
         return err(path, "Any without @type");
     };
@@ -259,8 +263,10 @@ pub fn decode_any(type_url: &str, bytes: &[u8], path: &str) -> Result<DynamicMes
     else {
         return err(path, format!("unknown type {type_url}"));
     };
-    DynamicMessage::decode(desc, bytes)
-        .map_err(|e| super::ConfigError { path: path.into(), msg: format!("cannot decode {type_url}: {e}") })
+    DynamicMessage::decode(desc, bytes).map_err(|e| super::ConfigError {
+        path: path.into(),
+        msg: format!("cannot decode {type_url}: {e}"),
+    })
 }
 
 #[cfg(test)]

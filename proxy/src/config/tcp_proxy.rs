@@ -1,7 +1,9 @@
 //! `envoy.filters.network.tcp_proxy`.
 
 use super::{err, opt_duration, Result};
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy::ClusterSpecifier, TcpProxy as Pb};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    tcp_proxy::ClusterSpecifier, TcpProxy as Pb,
+};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -22,12 +24,19 @@ impl TcpProxy {
         }
         let clusters: Vec<(String, u32)> = match &t.cluster_specifier {
             Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => vec![(c.clone(), 1)],
-            Some(ClusterSpecifier::WeightedClusters(w)) => w.clusters.iter().map(|c| (c.name.clone(), c.weight)).collect(),
+            Some(ClusterSpecifier::WeightedClusters(w)) => w
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), c.weight))
+                .collect(),
             _ => return err(path, "cluster or weighted_clusters is required"),
         };
         let total_weight: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
         if total_weight == 0 {
-            return err(&format!("{path}.weighted_clusters.clusters[0].weight"), "sum of weights must be greater than 0");
+            return err(
+                &format!("{path}.weighted_clusters.clusters[0].weight"),
+                "sum of weights must be greater than 0",
+            );
         }
         let idle_timeout = match opt_duration(&t.idle_timeout, &format!("{path}.idle_timeout"))? {
             None => Some(Duration::from_secs(3600)),
@@ -36,8 +45,17 @@ impl TcpProxy {
         };
         let max_connect_attempts = t.max_connect_attempts.as_ref().map_or(1, |v| v.value);
         if max_connect_attempts == 0 {
-            return err(&format!("{path}.max_connect_attempts"), "must be at least 1");
+            return err(
+                &format!("{path}.max_connect_attempts"),
+                "must be at least 1",
+            );
         }
-        Ok(TcpProxy { stat_prefix: t.stat_prefix.clone(), clusters, total_weight, idle_timeout, max_connect_attempts })
+        Ok(TcpProxy {
+            stat_prefix: t.stat_prefix.clone(),
+            clusters,
+            total_weight,
+            idle_timeout,
+            max_connect_attempts,
+        })
     }
 }

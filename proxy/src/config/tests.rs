@@ -48,7 +48,10 @@ static_resources:
 fn a_valid_bootstrap_converts() {
     let b = bootstrap(LISTENER).expect("valid");
     assert_eq!(b.listeners.len(), 1);
-    assert_eq!(b.clusters[0].connect_timeout, std::time::Duration::from_secs(1));
+    assert_eq!(
+        b.clusters[0].connect_timeout,
+        std::time::Duration::from_secs(1)
+    );
 }
 
 #[test]
@@ -70,17 +73,26 @@ fn errors_name_the_field() {
     for (name, yaml, want) in cases {
         match bootstrap(yaml) {
             Ok(_) => panic!("{name}: accepted"),
-            Err(e) => assert!(e.to_string().contains(want), "{name}: '{e}' does not name {want}"),
+            Err(e) => assert!(
+                e.to_string().contains(want),
+                "{name}: '{e}' does not name {want}"
+            ),
         }
     }
 }
 
 #[test]
 fn tuning_fields_are_listed() {
-    let yaml = LISTENER.replace("  - name: c\n    connect_timeout: 1s\n", "  - name: c\n    connect_timeout: 1s\n    per_connection_buffer_limit_bytes: 1024\n");
+    let yaml = LISTENER.replace(
+        "  - name: c\n    connect_timeout: 1s\n",
+        "  - name: c\n    connect_timeout: 1s\n    per_connection_buffer_limit_bytes: 1024\n",
+    );
     let b = bootstrap(&yaml).expect("valid");
     assert_eq!(b.ignored.len(), 1);
-    assert_eq!(b.ignored[0].path, "static_resources.clusters[0].per_connection_buffer_limit_bytes");
+    assert_eq!(
+        b.ignored[0].path,
+        "static_resources.clusters[0].per_connection_buffer_limit_bytes"
+    );
 }
 
 #[test]
@@ -141,12 +153,20 @@ virtual_hosts:
     let pick = |path: &str, headers: &[(&str, &str)]| {
         let mut h = http::HeaderMap::new();
         for (k, v) in headers {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
         }
         let view = RequestView { path, headers: &h };
-        vh.routes.iter().find(|r| r.matcher.matches(&view)).map(|r| r.name.clone()).unwrap_or_default()
+        vh.routes
+            .iter()
+            .find(|r| r.matcher.matches(&view))
+            .map(|r| r.name.clone())
+            .unwrap_or_default()
     };
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("/exact", &[], "exact"),
         ("/exact?x=1", &[], "exact"),
         ("/exact/more", &[], "fallback"),
@@ -196,7 +216,13 @@ static_resources:
     let b = bootstrap(yaml).expect("valid");
     let l: &Listener = &b.listeners[0];
     let pick = |local: &str, remote: &str| {
-        let info = ConnInfo { local: local.parse().expect("addr"), remote: remote.parse().expect("addr"), server_name: "", transport_protocol: "raw_buffer", application_protocols: &[] };
+        let info = ConnInfo {
+            local: local.parse().expect("addr"),
+            remote: remote.parse().expect("addr"),
+            server_name: "",
+            transport_protocol: "raw_buffer",
+            application_protocols: &[],
+        };
         l.select(&info).map(|c| c.name.clone()).unwrap_or_default()
     };
     let cases = [

@@ -2,8 +2,8 @@
 //! upstream exchange with the route timeout, Envoy's error replies, and upgrades (websocket).
 
 use super::headers::{
-    strip_hop_by_hop, X_ENVOY_EXPECTED_TIMEOUT, X_ENVOY_ORIGINAL_HOST, X_ENVOY_ORIGINAL_PATH, X_ENVOY_PER_TRY_TIMEOUT,
-    X_ENVOY_RQ_TIMEOUT, X_ENVOY_SERVICE_TIME,
+    strip_hop_by_hop, X_ENVOY_EXPECTED_TIMEOUT, X_ENVOY_ORIGINAL_HOST, X_ENVOY_ORIGINAL_PATH,
+    X_ENVOY_PER_TRY_TIMEOUT, X_ENVOY_RQ_TIMEOUT, X_ENVOY_SERVICE_TIME,
 };
 use super::reply::{local, Body, Flag};
 use super::router::{finalize_response, format_ctx};
@@ -20,17 +20,27 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &RouteTable, vh: &VirtualHost, route: &Route, fwd: &Forward, upgrade: bool) -> Response<Body> {
+pub async fn forward(
+    ctx: &Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+    table: &RouteTable,
+    vh: &VirtualHost,
+    route: &Route,
+    fwd: &Forward,
+    upgrade: bool,
+) -> Response<Body> {
     let version = req.version();
     let (cluster_name, weighted) = match &fwd.target {
         Target::Cluster(c) => (c.clone(), None),
-        Target::Header { name, not_found } => match req.headers().get(name).and_then(|v| v.to_str().ok()) {
-            Some(c) if !c.is_empty() => (c.to_string(), None),
-            _ => {
-                ctx.stats.no_cluster.inc();
-                return local(*not_found, "");
+        Target::Header { name, not_found } => {
+            match req.headers().get(name).and_then(|v| v.to_str().ok()) {
+                Some(c) if !c.is_empty() => (c.to_string(), None),
+                _ => {
+                    ctx.stats.no_cluster.inc();
+                    return local(*not_found, "");
+                }
             }
-        },
+        }
         Target::Weighted(ws, total) => {
             let mut n = fastrand::u64(0..*total);
             let mut pick = &ws[ws.len() - 1];
@@ -72,7 +82,10 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         // Envoy answers `Expect: 100-continue` itself and does not forward it.
         h.remove(header::EXPECT);
         if let (Some(t), false) = (timeout, ctx.hcm.suppress_envoy_headers) {
-            h.insert(X_ENVOY_EXPECTED_TIMEOUT.clone(), HeaderValue::from(t.as_millis() as u64));
+            h.insert(
+                X_ENVOY_EXPECTED_TIMEOUT.clone(),
+                HeaderValue::from(t.as_millis() as u64),
+            );
         }
     }
     let snapshot_headers = req.headers().clone();
@@ -86,7 +99,11 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         vh.request.apply(h, &fctx);
         table.request.apply(h, &fctx);
     }
-    let original = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let original = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let path = match fwd.rewrite.apply(&original) {
         Some(new) => {
             if !ctx.hcm.suppress_envoy_headers {
@@ -127,7 +144,8 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
 
     if let Some(orig) = original_host {
         if req.headers().get(header::HOST) != Some(&orig) && !ctx.hcm.suppress_envoy_headers {
-            req.headers_mut().insert(X_ENVOY_ORIGINAL_HOST.clone(), orig);
+            req.headers_mut()
+                .insert(X_ENVOY_ORIGINAL_HOST.clone(), orig);
         }
     }
     // A request without a body, of a method that may carry one, says so with
@@ -135,10 +153,19 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
     if req.body().is_end_stream()
         && !req.headers().contains_key(header::CONTENT_LENGTH)
         && !req.headers().contains_key(header::TRANSFER_ENCODING)
-        && !matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS | http::Method::TRACE | http::Method::CONNECT)
+        && !matches!(
+            *req.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::DELETE
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::CONNECT
+        )
         && !upgrade
     {
-        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
     let use_h2 = !upgrade
         && match cluster.cfg.protocol {
@@ -148,10 +175,16 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
         };
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let authority = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     if use_h2 {
         parts.version = Version::HTTP_2;
-        parts.uri = Uri::try_from(format!("http://{authority}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
+        parts.uri = Uri::try_from(format!("http://{authority}{path}"))
+            .unwrap_or_else(|_| Uri::from_static("/"));
         parts.headers.remove(header::HOST);
     } else {
         parts.version = Version::HTTP_11;
@@ -180,7 +213,10 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
             cs.upstream_rq_timeout.inc();
             host.stats.rq_timeout.fetch_add(1, Relaxed);
             cs.charge(504);
-            tracing::debug!(flag = Flag::UpstreamRequestTimeout.code(), "upstream request timeout");
+            tracing::debug!(
+                flag = Flag::UpstreamRequestTimeout.code(),
+                "upstream request timeout"
+            );
             let mut r = local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
             finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
             return r;
@@ -191,7 +227,11 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
             if !e.is_connect() {
                 cs.upstream_rq_rx_reset.inc();
             }
-            let flag = if e.is_connect() { Flag::UpstreamConnectFailure } else { Flag::UpstreamConnectionTermination };
+            let flag = if e.is_connect() {
+                Flag::UpstreamConnectFailure
+            } else {
+                Flag::UpstreamConnectionTermination
+            };
             tracing::debug!(flag = flag.code(), "upstream failure: {e}");
             let mut r = local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e));
             finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
@@ -223,13 +263,23 @@ pub async fn forward(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, table: &Rou
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
     if !ctx.hcm.suppress_envoy_headers && !switching {
-        parts.headers.insert(X_ENVOY_SERVICE_TIME.clone(), HeaderValue::from(started.elapsed().as_millis() as u64));
+        parts.headers.insert(
+            X_ENVOY_SERVICE_TIME.clone(),
+            HeaderValue::from(started.elapsed().as_millis() as u64),
+        );
     }
     if let Some(via) = &ctx.hcm.via {
         super::headers::append_via(&mut parts.headers, via);
     }
     parts.version = version;
-    let mut r = Response::from_parts(parts, if switching { Body::empty() } else { Body::Upstream(body) });
+    let mut r = Response::from_parts(
+        parts,
+        if switching {
+            Body::empty()
+        } else {
+            Body::Upstream(body)
+        },
+    );
     finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
     r
 }

@@ -8,13 +8,17 @@ use std::net::SocketAddr;
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_ENVOY_EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
-pub static X_ENVOY_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+pub static X_ENVOY_EXPECTED_TIMEOUT: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+pub static X_ENVOY_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
 pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
-pub static X_ENVOY_RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
-pub static X_ENVOY_PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
+pub static X_ENVOY_RQ_TIMEOUT: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+pub static X_ENVOY_PER_TRY_TIMEOUT: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -22,16 +26,29 @@ static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// The upgrade a request asks for (`Connection: upgrade` + `Upgrade: X`), lowercased.
 pub fn requested_upgrade(h: &HeaderMap) -> Option<String> {
     let conn = h.get(header::CONNECTION)?.to_str().ok()?;
-    if !conn.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")) {
+    if !conn
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    {
         return None;
     }
-    Some(h.get(header::UPGRADE)?.to_str().ok()?.trim().to_ascii_lowercase())
+    Some(
+        h.get(header::UPGRADE)?
+            .to_str()
+            .ok()?
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Removes hop-by-hop headers (and those `Connection` names). `te: trailers` survives, as
 /// gRPC needs it; an allowed upgrade keeps its `Connection`/`Upgrade` pair.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
+    if let Some(conn) = h
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    {
         for name in conn.split(',').map(|t| t.trim().to_ascii_lowercase()) {
             if name.is_empty() || (keep_upgrade && name == "upgrade") {
                 continue;
@@ -52,7 +69,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         let token = h
             .get(header::CONNECTION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').map(str::trim).find(|t| t.eq_ignore_ascii_case("upgrade")).map(str::to_string))
+            .and_then(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .find(|t| t.eq_ignore_ascii_case("upgrade"))
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| "upgrade".into());
         if let Ok(v) = HeaderValue::from_str(&token) {
             h.insert(header::CONNECTION, v);
@@ -61,7 +83,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         h.remove(header::CONNECTION);
         h.remove(header::UPGRADE);
     }
-    let te_trailers = h.get(header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    let te_trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     h.remove(header::TE);
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -103,7 +131,11 @@ pub fn mutate_request(h: &mut HeaderMap, hcm: &HttpConnMgr, remote: SocketAddr) 
     let mut effective = remote.ip().to_canonical();
     if hcm.use_remote_address {
         // A loopback peer stands for this host: Envoy records the host's own address.
-        let ip = if effective.is_loopback() { crate::util::local_address().unwrap_or(effective) } else { effective };
+        let ip = if effective.is_loopback() {
+            crate::util::local_address().unwrap_or(effective)
+        } else {
+            effective
+        };
         if !hcm.skip_xff_append {
             let v = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.is_empty() => format!("{prev},{ip}"),
@@ -115,7 +147,11 @@ pub fn mutate_request(h: &mut HeaderMap, hcm: &HttpConnMgr, remote: SocketAddr) 
         }
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     } else {
-        if let Some(last) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next()) {
+        if let Some(last) = h
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+        {
             if let Ok(ip) = last.trim().parse::<std::net::IpAddr>() {
                 effective = ip;
             }
@@ -155,7 +191,9 @@ pub fn mutate_request(h: &mut HeaderMap, hcm: &HttpConnMgr, remote: SocketAddr) 
 /// Appends this proxy's `via` value (comma-joined, as Envoy does).
 pub fn append_via(h: &mut HeaderMap, via: &HeaderValue) {
     let v = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok(),
+        Some(prev) if !prev.is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
+        }
         _ => Some(via.clone()),
     };
     if let Some(v) = v {

@@ -2,8 +2,8 @@
 //! preface with `codec_type: AUTO`), each request routed by [`router`].
 
 mod forward;
-mod idle;
 pub mod headers;
+mod idle;
 pub mod reply;
 pub mod router;
 
@@ -21,8 +21,6 @@ use tokio::net::TcpStream;
 pub struct HcmStats {
     pub downstream_cx_total: Counter,
     pub downstream_cx_active: Gauge,
-    pub downstream_cx_http1_total: Counter,
-    pub downstream_cx_http2_total: Counter,
     pub downstream_rq_total: Counter,
     pub downstream_rq_active: Gauge,
     pub downstream_rq_http1_total: Counter,
@@ -45,13 +43,17 @@ impl HcmStats {
         Arc::new(HcmStats {
             downstream_cx_total: c("downstream_cx_total"),
             downstream_cx_active: r.gauge(Scope::Http(prefix), "downstream_cx_active"),
-            downstream_cx_http1_total: c("downstream_cx_http1_total"),
-            downstream_cx_http2_total: c("downstream_cx_http2_total"),
             downstream_rq_total: c("downstream_rq_total"),
             downstream_rq_active: r.gauge(Scope::Http(prefix), "downstream_rq_active"),
             downstream_rq_http1_total: c("downstream_rq_http1_total"),
             downstream_rq_http2_total: c("downstream_rq_http2_total"),
-            downstream_rq_xx: [c("downstream_rq_1xx"), c("downstream_rq_2xx"), c("downstream_rq_3xx"), c("downstream_rq_4xx"), c("downstream_rq_5xx")],
+            downstream_rq_xx: [
+                c("downstream_rq_1xx"),
+                c("downstream_rq_2xx"),
+                c("downstream_rq_3xx"),
+                c("downstream_rq_4xx"),
+                c("downstream_rq_5xx"),
+            ],
             downstream_rq_completed: c("downstream_rq_completed"),
             no_route: c("no_route"),
             rq_total: c("rq_total"),
@@ -73,13 +75,26 @@ pub struct ConnCtx {
     pub activity: Arc<idle::Activity>,
 }
 
-pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream, local: SocketAddr, remote: SocketAddr) {
+pub async fn serve(
+    server: Arc<Server>,
+    hcm: Arc<HttpConnMgr>,
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+) {
     let stats = HcmStats::get(&hcm.stat_prefix);
     stats.downstream_cx_total.inc();
     let _active = crate::stats::ActiveGuard::new(&stats.downstream_cx_active);
     let drain = server.drain.subscribe();
     let activity = idle::Activity::new();
-    let ctx = Arc::new(ConnCtx { server, hcm: hcm.clone(), stats, local, remote, activity: activity.clone() });
+    let ctx = Arc::new(ConnCtx {
+        server,
+        hcm: hcm.clone(),
+        stats,
+        local,
+        remote,
+        activity: activity.clone(),
+    });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(router::handle(ctx, req).await) }
@@ -121,8 +136,12 @@ pub async fn serve(server: Arc<Server>, hcm: Arc<HttpConnMgr>, stream: TcpStream
 }
 
 /// Runs a connection to its end, closing it gracefully on drain or after the idle timeout.
-async fn drive<C, E>(mut conn: std::pin::Pin<&mut C>, mut drain: tokio::sync::watch::Receiver<bool>, activity: &Arc<idle::Activity>, idle_timeout: Option<Duration>)
-where
+async fn drive<C, E>(
+    mut conn: std::pin::Pin<&mut C>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    activity: &Arc<idle::Activity>,
+    idle_timeout: Option<Duration>,
+) where
     C: std::future::Future<Output = Result<(), E>> + GracefulShutdown,
     E: std::fmt::Display,
 {
@@ -176,9 +195,13 @@ where
     }
 }
 
-impl<I, S, E> GracefulShutdown for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+impl<I, S, E> GracefulShutdown
+    for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
 where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<reply::Body>>,
+    S: hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<reply::Body>,
+    >,
     S::Future: 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

@@ -27,7 +27,10 @@ impl HttpBody for Body {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
             Body::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
@@ -78,7 +81,10 @@ pub fn local(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(Body::full(body.to_string()));
     *r.status_mut() = status;
     if !body.is_empty() {
-        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
     }
     r
 }

@@ -2,7 +2,7 @@
 //! redirect, direct response). Pure matching lives in `config::route`; this is the thin I/O part.
 
 use super::headers::{requested_upgrade, set_server, X_REQUEST_ID};
-use super::reply::{local, Body};
+use super::reply::{local, Body, Flag};
 use super::ConnCtx;
 use crate::config::hcm::{StripPort, Underscores};
 use crate::config::headers::FormatCtx;
@@ -47,7 +47,11 @@ fn protocol_name(v: Version) -> &'static str {
     }
 }
 
-async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &mut Option<HeaderValue>) -> Response<Body> {
+async fn dispatch(
+    ctx: &Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+    request_id: &mut Option<HeaderValue>,
+) -> Response<Body> {
     let hcm = &ctx.hcm;
     ctx.stats.rq_total.inc();
     // HTTP/2's :authority and an HTTP/1.1 absolute-form URI name the host; they win over a
@@ -61,7 +65,10 @@ async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &m
         if !hcm.accept_http_10 {
             return close(local(StatusCode::UPGRADE_REQUIRED, "Upgrade Required"));
         }
-        if let (false, Some(h)) = (req.headers().contains_key(header::HOST), &hcm.default_host_for_http_10) {
+        if let (false, Some(h)) = (
+            req.headers().contains_key(header::HOST),
+            &hcm.default_host_for_http_10,
+        ) {
             req.headers_mut().insert(header::HOST, h.clone());
         }
     }
@@ -69,7 +76,9 @@ async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &m
         return close(local(StatusCode::BAD_REQUEST, ""));
     }
     // Both framings at once is a smuggling vector: refuse, as Envoy does.
-    if req.headers().contains_key(header::CONTENT_LENGTH) && req.headers().contains_key(header::TRANSFER_ENCODING) {
+    if req.headers().contains_key(header::CONTENT_LENGTH)
+        && req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
         return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
     }
     strip_host_port(ctx, &mut req);
@@ -83,24 +92,44 @@ async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &m
             }
         }
         Underscores::Drop => {
-            let names: Vec<_> = req.headers().keys().filter(|k| k.as_str().contains('_')).cloned().collect();
+            let names: Vec<_> = req
+                .headers()
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .cloned()
+                .collect();
             for n in names {
                 req.headers_mut().remove(n);
             }
         }
     }
     let table: &RouteTable = &hcm.routes;
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let Some(vh) = table.find_vhost(&host) else {
         ctx.stats.no_route.inc();
+        tracing::debug!(flag = Flag::NoRoute.code(), route_config = %table.name, %host, "no virtual host");
         return local(StatusCode::NOT_FOUND, "");
     };
-    let view = RequestView { path: &path, headers: req.headers() };
+    let view = RequestView {
+        path: &path,
+        headers: req.headers(),
+    };
     let Some(route) = vh.routes.iter().find(|r| r.matcher.matches(&view)) else {
         ctx.stats.no_route.inc();
+        tracing::debug!(flag = Flag::NoRoute.code(), virtual_host = %vh.name, %path, "no route");
         return local(StatusCode::NOT_FOUND, "");
     };
+    tracing::trace!(virtual_host = %vh.name, route = %route.name, "routed");
     let upgrade = requested_upgrade(req.headers()).filter(|u| u != "h2c");
     match &route.action {
         Action::Direct(d) => {
@@ -108,25 +137,47 @@ async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &m
             let mut r = match &d.body {
                 Some(b) => {
                     let mut r = Response::new(Body::full(b.clone()));
-                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                     r
                 }
                 None => Response::new(Body::empty()),
             };
             *r.status_mut() = d.status;
-            finalize_response(ctx, (Some(req.headers()), req.version()), table, vh, route, None, &mut r);
+            finalize_response(
+                ctx,
+                (Some(req.headers()), req.version()),
+                table,
+                vh,
+                route,
+                None,
+                &mut r,
+            );
             r
         }
         Action::Redirect(rd) => {
             ctx.stats.rq_redirect.inc();
-            let scheme = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
+            let scheme = req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("http")
+                .to_string();
             let location = rd.location(&scheme, &host, &path);
             let mut r = Response::new(Body::empty());
             *r.status_mut() = rd.code;
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            finalize_response(ctx, (Some(req.headers()), req.version()), table, vh, route, None, &mut r);
+            finalize_response(
+                ctx,
+                (Some(req.headers()), req.version()),
+                table,
+                vh,
+                route,
+                None,
+                &mut r,
+            );
             r
         }
         Action::Forward(fwd) => {
@@ -149,7 +200,8 @@ async fn dispatch(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, request_id: &m
 
 /// Marks a local reply as the connection's last.
 fn close(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
@@ -159,7 +211,13 @@ fn strip_host_port(ctx: &ConnCtx, req: &mut Request<Incoming>) {
     if mode == StripPort::None {
         return;
     }
-    let Some(host) = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()) else { return };
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
     let stripped = crate::config::route::strip_port(host);
     if stripped.len() == host.len() {
         return;
@@ -183,7 +241,12 @@ pub(super) fn finalize_response(
     weighted: Option<&crate::config::headers::HeaderMutation>,
     resp: &mut Response<Body>,
 ) {
-    let fctx = FormatCtx { remote: ctx.remote, local: ctx.local, protocol: protocol_name(req.1), request: req.0 };
+    let fctx = FormatCtx {
+        remote: ctx.remote,
+        local: ctx.local,
+        protocol: protocol_name(req.1),
+        request: req.0,
+    };
     let h = resp.headers_mut();
     if let Some(w) = weighted {
         w.apply(h, &fctx);
@@ -193,6 +256,15 @@ pub(super) fn finalize_response(
     table.response.apply(h, &fctx);
 }
 
-pub(super) fn format_ctx<'a>(ctx: &ConnCtx, headers: &'a http::HeaderMap, v: Version) -> FormatCtx<'a> {
-    FormatCtx { remote: ctx.remote, local: ctx.local, protocol: protocol_name(v), request: Some(headers) }
+pub(super) fn format_ctx<'a>(
+    ctx: &ConnCtx,
+    headers: &'a http::HeaderMap,
+    v: Version,
+) -> FormatCtx<'a> {
+    FormatCtx {
+        remote: ctx.remote,
+        local: ctx.local,
+        protocol: protocol_name(v),
+        request: Some(headers),
+    }
 }

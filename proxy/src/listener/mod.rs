@@ -29,7 +29,11 @@ impl ListenerStats {
 
 /// Binds a listener socket the way Envoy does: SO_REUSEADDR, IPv6 sockets IPv6-only.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -74,16 +78,32 @@ pub fn spawn(server: Arc<Server>, cfg: Arc<Listener>, tcp: TcpListener) {
     });
 }
 
-fn on_accept(server: &Arc<Server>, cfg: &Arc<Listener>, stats: &Arc<ListenerStats>, stream: tokio::net::TcpStream, local: SocketAddr, remote: SocketAddr) {
+fn on_accept(
+    server: &Arc<Server>,
+    cfg: &Arc<Listener>,
+    stats: &Arc<ListenerStats>,
+    stream: tokio::net::TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+) {
     stats.downstream_cx_total.inc();
     let _ = stream.set_nodelay(true);
-    let info = ConnInfo { local, remote, server_name: "", transport_protocol: "raw_buffer", application_protocols: &[] };
+    let info = ConnInfo {
+        local,
+        remote,
+        server_name: "",
+        transport_protocol: "raw_buffer",
+        application_protocols: &[],
+    };
     let Some(chain) = cfg.select(&info) else {
         stats.no_filter_chain_match.inc();
         tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
         return;
     };
-    let guards = (ActiveGuard::new(&stats.downstream_cx_active), ActiveGuard::new(&server.stats.total_connections));
+    let guards = (
+        ActiveGuard::new(&stats.downstream_cx_active),
+        ActiveGuard::new(&server.stats.total_connections),
+    );
     let server = server.clone();
     match chain.filter.clone() {
         NetworkFilter::TcpProxy(t) => {

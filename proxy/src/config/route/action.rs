@@ -2,11 +2,15 @@
 
 use super::super::headers::{header_name, HeaderMutation};
 use super::super::matcher::full_regex;
-use super::super::{duration, err, opt_duration, Result};
+use super::super::{duration, err, Result};
 use super::matching::RouteMatch;
 use envoy_types::pb::envoy::config::route::v3 as pb;
-use envoy_types::pb::envoy::config::route::v3::redirect_action::{PathRewriteSpecifier, SchemeRewriteSpecifier};
-use envoy_types::pb::envoy::config::route::v3::route_action::{ClusterSpecifier, HostRewriteSpecifier};
+use envoy_types::pb::envoy::config::route::v3::redirect_action::{
+    PathRewriteSpecifier, SchemeRewriteSpecifier,
+};
+use envoy_types::pb::envoy::config::route::v3::route_action::{
+    ClusterSpecifier, HostRewriteSpecifier,
+};
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 use regex::Regex;
@@ -22,7 +26,10 @@ pub enum Action {
 #[derive(Debug)]
 pub enum Target {
     Cluster(String),
-    Header { name: HeaderName, not_found: StatusCode },
+    Header {
+        name: HeaderName,
+        not_found: StatusCode,
+    },
     Weighted(Vec<WeightedTarget>, u64),
 }
 
@@ -93,17 +100,38 @@ impl Forward {
                     targets.push(WeightedTarget {
                         name: c.name.clone(),
                         weight,
-                        request: HeaderMutation::from_proto(&c.request_headers_to_add, &c.request_headers_to_remove, &cp, "request_headers_to_add", "request_headers_to_remove")?,
-                        response: HeaderMutation::from_proto(&c.response_headers_to_add, &c.response_headers_to_remove, &cp, "response_headers_to_add", "response_headers_to_remove")?,
+                        request: HeaderMutation::from_proto(
+                            &c.request_headers_to_add,
+                            &c.request_headers_to_remove,
+                            &cp,
+                            "request_headers_to_add",
+                            "request_headers_to_remove",
+                        )?,
+                        response: HeaderMutation::from_proto(
+                            &c.response_headers_to_add,
+                            &c.response_headers_to_remove,
+                            &cp,
+                            "response_headers_to_add",
+                            "response_headers_to_remove",
+                        )?,
                     });
                 }
                 if targets.is_empty() {
-                    return err(&format!("{wp}.clusters"), "at least one cluster is required");
+                    return err(
+                        &format!("{wp}.clusters"),
+                        "at least one cluster is required",
+                    );
                 }
                 #[allow(deprecated)]
                 if let Some(t) = &w.total_weight {
                     if u64::from(t.value) != total {
-                        return err(&format!("{wp}.total_weight"), format!("sum of weights {total} does not match total_weight {}", t.value));
+                        return err(
+                            &format!("{wp}.total_weight"),
+                            format!(
+                                "sum of weights {total} does not match total_weight {}",
+                                t.value
+                            ),
+                        );
                     }
                 }
                 if total == 0 {
@@ -112,13 +140,21 @@ impl Forward {
                 Target::Weighted(targets, total)
             }
             Some(_) => return err(path, "this cluster specifier is not supported by Ferry"),
-            None => return err(path, "one of cluster, cluster_header or weighted_clusters is required"),
+            None => {
+                return err(
+                    path,
+                    "one of cluster, cluster_header or weighted_clusters is required",
+                )
+            }
         };
         let prefix = if a.prefix_rewrite.is_empty() {
             None
         } else {
             let Some(p) = m.literal_prefix() else {
-                return err(&format!("{path}.prefix_rewrite"), "prefix_rewrite needs a prefix or path_separated_prefix match");
+                return err(
+                    &format!("{path}.prefix_rewrite"),
+                    "prefix_rewrite needs a prefix or path_separated_prefix match",
+                );
             };
             Some((p.to_string(), a.prefix_rewrite.clone()))
         };
@@ -126,23 +162,38 @@ impl Forward {
             None => None,
             Some(r) => {
                 let rp = format!("{path}.regex_rewrite");
-                let Some(pattern) = &r.pattern else { return err(&format!("{rp}.pattern"), "pattern is required") };
+                let Some(pattern) = &r.pattern else {
+                    return err(&format!("{rp}.pattern"), "pattern is required");
+                };
                 // RE2 substitution, not anchored: every match in the path is replaced.
-                let re = Regex::new(&pattern.regex).map_err(|e| super::super::ConfigError { path: format!("{rp}.pattern"), msg: format!("invalid regex: {e}") })?;
+                let re = Regex::new(&pattern.regex).map_err(|e| super::super::ConfigError {
+                    path: format!("{rp}.pattern"),
+                    msg: format!("invalid regex: {e}"),
+                })?;
                 Some((re, re2_substitution(&r.substitution)))
             }
         };
         if prefix.is_some() && regex.is_some() {
-            return err(path, "only one of prefix_rewrite and regex_rewrite may be set");
+            return err(
+                path,
+                "only one of prefix_rewrite and regex_rewrite may be set",
+            );
         }
         let host_rewrite = match &a.host_rewrite_specifier {
             None => HostRewrite::Keep,
-            Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => HostRewrite::Literal(
-                HeaderValue::from_str(h).map_err(|_| super::super::ConfigError { path: format!("{path}.host_rewrite_literal"), msg: "invalid host".into() })?,
-            ),
+            Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => {
+                HostRewrite::Literal(HeaderValue::from_str(h).map_err(|_| {
+                    super::super::ConfigError {
+                        path: format!("{path}.host_rewrite_literal"),
+                        msg: "invalid host".into(),
+                    }
+                })?)
+            }
             Some(HostRewriteSpecifier::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
             Some(HostRewriteSpecifier::AutoHostRewrite(_)) => HostRewrite::Keep,
-            Some(HostRewriteSpecifier::HostRewriteHeader(h)) => HostRewrite::Header(header_name(h, &format!("{path}.host_rewrite_header"))?),
+            Some(HostRewriteSpecifier::HostRewriteHeader(h)) => {
+                HostRewrite::Header(header_name(h, &format!("{path}.host_rewrite_header"))?)
+            }
             Some(_) => return err(path, "this host rewrite is not supported by Ferry"),
         };
         let timeout = match &a.timeout {
@@ -152,7 +203,12 @@ impl Forward {
         let upgrades = a
             .upgrade_configs
             .iter()
-            .map(|u| (u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().is_none_or(|b| b.value)))
+            .map(|u| {
+                (
+                    u.upgrade_type.to_ascii_lowercase(),
+                    u.enabled.as_ref().is_none_or(|b| b.value),
+                )
+            })
             .collect();
         Ok(Forward {
             target,
@@ -225,10 +281,16 @@ pub enum RedirectPath {
 }
 
 impl Redirect {
-    pub(super) fn from_proto(a: &pb::RedirectAction, m: &RouteMatch, path: &str) -> Result<Redirect> {
+    pub(super) fn from_proto(
+        a: &pb::RedirectAction,
+        m: &RouteMatch,
+        path: &str,
+    ) -> Result<Redirect> {
         let scheme = match &a.scheme_rewrite_specifier {
             Some(SchemeRewriteSpecifier::HttpsRedirect(true)) => Some("https".to_string()),
-            Some(SchemeRewriteSpecifier::SchemeRedirect(s)) if !s.is_empty() => Some(s.to_ascii_lowercase()),
+            Some(SchemeRewriteSpecifier::SchemeRedirect(s)) if !s.is_empty() => {
+                Some(s.to_ascii_lowercase())
+            }
             _ => None,
         };
         let rpath = match &a.path_rewrite_specifier {
@@ -236,17 +298,31 @@ impl Redirect {
             Some(PathRewriteSpecifier::PathRedirect(p)) => RedirectPath::Path(p.clone()),
             Some(PathRewriteSpecifier::PrefixRewrite(p)) => {
                 let Some(prefix) = m.literal_prefix() else {
-                    return err(&format!("{path}.prefix_rewrite"), "prefix_rewrite needs a prefix match");
+                    return err(
+                        &format!("{path}.prefix_rewrite"),
+                        "prefix_rewrite needs a prefix match",
+                    );
                 };
-                RedirectPath::Rewrite(Rewrite { prefix: Some((prefix.to_string(), p.clone())), regex: None })
+                RedirectPath::Rewrite(Rewrite {
+                    prefix: Some((prefix.to_string(), p.clone())),
+                    regex: None,
+                })
             }
             Some(PathRewriteSpecifier::RegexRewrite(r)) => {
                 let rp = format!("{path}.regex_rewrite");
-                let Some(pattern) = &r.pattern else { return err(&format!("{rp}.pattern"), "pattern is required") };
+                let Some(pattern) = &r.pattern else {
+                    return err(&format!("{rp}.pattern"), "pattern is required");
+                };
                 let re = full_regex(pattern, &format!("{rp}.pattern")).and_then(|_| {
-                    Regex::new(&pattern.regex).map_err(|e| super::super::ConfigError { path: rp.clone(), msg: e.to_string() })
+                    Regex::new(&pattern.regex).map_err(|e| super::super::ConfigError {
+                        path: rp.clone(),
+                        msg: e.to_string(),
+                    })
                 })?;
-                RedirectPath::Rewrite(Rewrite { prefix: None, regex: Some((re, re2_substitution(&r.substitution))) })
+                RedirectPath::Rewrite(Rewrite {
+                    prefix: None,
+                    regex: Some((re, re2_substitution(&r.substitution))),
+                })
             }
             Some(_) => return err(path, "this path rewrite is not supported by Ferry"),
         };
@@ -259,7 +335,10 @@ impl Redirect {
         };
         let port = match a.port_redirect {
             0 => None,
-            p => Some(u16::try_from(p).map_err(|_| super::super::ConfigError { path: format!("{path}.port_redirect"), msg: "port out of range".into() })?),
+            p => Some(u16::try_from(p).map_err(|_| super::super::ConfigError {
+                path: format!("{path}.port_redirect"),
+                msg: "port out of range".into(),
+            })?),
         };
         Ok(Redirect {
             scheme,
@@ -287,7 +366,8 @@ impl Redirect {
             _ => None,
         };
         if let Some(p) = port {
-            let default = (new_scheme == "http" && p == "80") || (new_scheme == "https" && p == "443");
+            let default =
+                (new_scheme == "http" && p == "80") || (new_scheme == "https" && p == "443");
             if !default {
                 h = format!("{h}:{p}");
             }
@@ -333,9 +413,15 @@ impl Direct {
             .filter(|s| (200..600).contains(s))
             .and_then(|s| StatusCode::from_u16(s).ok());
         let Some(status) = status else {
-            return err(&format!("{path}.status"), format!("status {} is not in [200, 600)", a.status));
+            return err(
+                &format!("{path}.status"),
+                format!("status {} is not in [200, 600)", a.status),
+            );
         };
-        Ok(Direct { status, body: super::data_source(&a.body, &format!("{path}.body"))? })
+        Ok(Direct {
+            status,
+            body: super::data_source(&a.body, &format!("{path}.body"))?,
+        })
     }
 }
 
@@ -350,18 +436,53 @@ mod tests {
 
     #[test]
     fn rewrites() {
-        let rw = Rewrite { prefix: Some(("/api".into(), "/v1".into())), regex: None };
+        let rw = Rewrite {
+            prefix: Some(("/api".into(), "/v1".into())),
+            regex: None,
+        };
         assert_eq!(rw.apply("/api/users?q=1").as_deref(), Some("/v1/users?q=1"));
-        let rw = Rewrite { prefix: None, regex: Some((Regex::new("^/service/([^/]+)(/.*)$").expect("re"), re2_substitution(r"\2/instance/\1"))) };
-        assert_eq!(rw.apply("/service/foo/v1/api?x").as_deref(), Some("/v1/api/instance/foo?x"));
+        let rw = Rewrite {
+            prefix: None,
+            regex: Some((
+                Regex::new("^/service/([^/]+)(/.*)$").expect("re"),
+                re2_substitution(r"\2/instance/\1"),
+            )),
+        };
+        assert_eq!(
+            rw.apply("/service/foo/v1/api?x").as_deref(),
+            Some("/v1/api/instance/foo?x")
+        );
     }
 
     #[test]
     fn redirect_locations() {
-        let r = Redirect { scheme: Some("https".into()), host: None, port: None, path: RedirectPath::Keep, code: StatusCode::MOVED_PERMANENTLY, strip_query: false };
-        assert_eq!(r.location("http", "example.com:80", "/a?b"), "https://example.com/a?b");
-        assert_eq!(r.location("http", "example.com:8080", "/a"), "https://example.com:8080/a");
-        let r = Redirect { scheme: None, host: Some("new.com".into()), port: None, path: RedirectPath::Path("/x".into()), code: StatusCode::FOUND, strip_query: true };
-        assert_eq!(r.location("http", "old.com:8080", "/a?b"), "http://new.com/x");
+        let r = Redirect {
+            scheme: Some("https".into()),
+            host: None,
+            port: None,
+            path: RedirectPath::Keep,
+            code: StatusCode::MOVED_PERMANENTLY,
+            strip_query: false,
+        };
+        assert_eq!(
+            r.location("http", "example.com:80", "/a?b"),
+            "https://example.com/a?b"
+        );
+        assert_eq!(
+            r.location("http", "example.com:8080", "/a"),
+            "https://example.com:8080/a"
+        );
+        let r = Redirect {
+            scheme: None,
+            host: Some("new.com".into()),
+            port: None,
+            path: RedirectPath::Path("/x".into()),
+            code: StatusCode::FOUND,
+            strip_query: true,
+        };
+        assert_eq!(
+            r.location("http", "old.com:8080", "/a?b"),
+            "http://new.com/x"
+        );
     }
 }

@@ -72,23 +72,42 @@ impl RequestView<'_> {
 impl RouteMatch {
     pub fn from_proto(m: &pb::RouteMatch, path: &str) -> Result<RouteMatch> {
         let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
-        let fold = |s: &str| if case_sensitive { s.to_string() } else { s.to_ascii_lowercase() };
+        let fold = |s: &str| {
+            if case_sensitive {
+                s.to_string()
+            } else {
+                s.to_ascii_lowercase()
+            }
+        };
         let pmatch = match &m.path_specifier {
             Some(PathSpecifier::Prefix(p)) => PathMatch::Prefix(fold(p)),
             Some(PathSpecifier::Path(p)) => PathMatch::Exact(fold(p)),
             Some(PathSpecifier::SafeRegex(r)) => {
-                let re = if case_sensitive { r.regex.clone() } else { format!("(?i:{})", r.regex) };
-                let r2 = envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher { regex: re, ..r.clone() };
+                let re = if case_sensitive {
+                    r.regex.clone()
+                } else {
+                    format!("(?i:{})", r.regex)
+                };
+                let r2 = envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                    regex: re,
+                    ..r.clone()
+                };
                 PathMatch::Regex(full_regex(&r2, &format!("{path}.safe_regex"))?)
             }
             Some(PathSpecifier::PathSeparatedPrefix(p)) => {
                 if p.contains(['?', '#']) || (p.ends_with('/') && p != "/") {
-                    return err(&format!("{path}.path_separated_prefix"), "must not contain '?' or '#' or end with '/'");
+                    return err(
+                        &format!("{path}.path_separated_prefix"),
+                        "must not contain '?' or '#' or end with '/'",
+                    );
                 }
                 PathMatch::Separated(fold(p))
             }
             Some(_) => return err(path, "this path specifier is not supported by Ferry"),
-            None => return err(path, "a path specifier (prefix, path, safe_regex, path_separated_prefix) is required"),
+            None => return err(
+                path,
+                "a path specifier (prefix, path, safe_regex, path_separated_prefix) is required",
+            ),
         };
         let headers = m
             .headers
@@ -103,15 +122,31 @@ impl RouteMatch {
             .map(|(i, q)| {
                 let qp = format!("{path}.query_parameters[{i}]");
                 let value = match &q.query_parameter_match_specifier {
-                    Some(QMS::StringMatch(s)) => Some(StringMatch::from_proto(s, &format!("{qp}.string_match"))?),
+                    Some(QMS::StringMatch(s)) => {
+                        Some(StringMatch::from_proto(s, &format!("{qp}.string_match"))?)
+                    }
                     Some(QMS::PresentMatch(true)) => None,
-                    Some(QMS::PresentMatch(false)) => return err(&format!("{qp}.present_match"), "present_match: false is not supported"),
+                    Some(QMS::PresentMatch(false)) => {
+                        return err(
+                            &format!("{qp}.present_match"),
+                            "present_match: false is not supported",
+                        )
+                    }
                     None => return err(&qp, "string_match or present_match is required"),
                 };
-                Ok(QueryMatch { name: q.name.clone(), value })
+                Ok(QueryMatch {
+                    name: q.name.clone(),
+                    value,
+                })
             })
             .collect::<Result<_>>()?;
-        Ok(RouteMatch { path: pmatch, case_sensitive, headers, query, grpc: m.grpc.is_some() })
+        Ok(RouteMatch {
+            path: pmatch,
+            case_sensitive,
+            headers,
+            query,
+            grpc: m.grpc.is_some(),
+        })
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
@@ -124,13 +159,22 @@ impl RouteMatch {
     fn path_matches(&self, req: &RequestView<'_>) -> bool {
         let cs = self.case_sensitive;
         let starts = |s: &str, p: &str| {
-            s.len() >= p.len() && if cs { s.starts_with(p) } else { s[..p.len()].eq_ignore_ascii_case(p) }
+            s.len() >= p.len()
+                && if cs {
+                    s.starts_with(p)
+                } else {
+                    s[..p.len()].eq_ignore_ascii_case(p)
+                }
         };
         match &self.path {
             PathMatch::Prefix(p) => starts(req.path, p),
             PathMatch::Exact(p) => {
                 let s = req.path_only();
-                if cs { s == p } else { s.eq_ignore_ascii_case(p) }
+                if cs {
+                    s == p
+                } else {
+                    s.eq_ignore_ascii_case(p)
+                }
             }
             PathMatch::Regex(r) => r.is_match(req.path_only()),
             PathMatch::Separated(p) => {
@@ -165,7 +209,10 @@ impl HeaderMatch {
                 2 => envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Suffix(s.into()),
                 _ => envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Contains(s.into()),
             };
-            let m = envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher { match_pattern: Some(pattern), ignore_case: false };
+            let m = envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+                match_pattern: Some(pattern),
+                ignore_case: false,
+            };
             StringMatch::from_proto(&m, path)
         };
         #[allow(deprecated)]
@@ -179,15 +226,25 @@ impl HeaderMatch {
                     match_pattern: Some(envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::SafeRegex(r.clone())),
                     ignore_case: false,
                 };
-                HeaderMatchKind::Str(StringMatch::from_proto(&m, &format!("{path}.safe_regex_match"))?)
+                HeaderMatchKind::Str(StringMatch::from_proto(
+                    &m,
+                    &format!("{path}.safe_regex_match"),
+                )?)
             }
-            Some(HMS::StringMatch(s)) => HeaderMatchKind::Str(StringMatch::from_proto(s, &format!("{path}.string_match"))?),
+            Some(HMS::StringMatch(s)) => {
+                HeaderMatchKind::Str(StringMatch::from_proto(s, &format!("{path}.string_match"))?)
+            }
             Some(HMS::PresentMatch(b)) => HeaderMatchKind::Present(*b),
             Some(HMS::RangeMatch(r)) => HeaderMatchKind::Range(r.start, r.end),
             // No specifier: the header must be present (Envoy's default).
             None => HeaderMatchKind::Present(true),
         };
-        Ok(HeaderMatch { name, kind, invert: h.invert_match, missing_as_empty: h.treat_missing_header_as_empty })
+        Ok(HeaderMatch {
+            name,
+            kind,
+            invert: h.invert_match,
+            missing_as_empty: h.treat_missing_header_as_empty,
+        })
     }
 
     pub fn matches(&self, headers: &HeaderMap) -> bool {
@@ -213,11 +270,17 @@ impl HeaderMatch {
                 let present = joined.is_some();
                 // present_match: false matches an absent header; invert applies on top.
                 let _ = v;
-                return if self.invert { present != *want } else { present == *want };
+                return if self.invert {
+                    present != *want
+                } else {
+                    present == *want
+                };
             }
             (_, None) => return false, // a missing header never matches, inverted or not
             (HeaderMatchKind::Str(m), Some(v)) => m.matches(v),
-            (HeaderMatchKind::Range(a, b), Some(v)) => v.parse::<i64>().is_ok_and(|n| n >= *a && n < *b),
+            (HeaderMatchKind::Range(a, b), Some(v)) => {
+                v.parse::<i64>().is_ok_and(|n| n >= *a && n < *b)
+            }
         };
         result != self.invert
     }
