@@ -33,6 +33,13 @@ impl UpstreamError {
             UpstreamError::ConnectFailed(_) | UpstreamError::ConnectTimeout
         )
     }
+
+    /// The exchange failed because the downstream request body failed (a malformed chunk, or
+    /// the client went away), not because of the upstream: hyper reports the request body as
+    /// the "user" body that errored.
+    pub fn is_downstream_body(&self) -> bool {
+        matches!(self, UpstreamError::Reset(e) if e.is_user())
+    }
 }
 
 #[derive(Debug)]

@@ -66,13 +66,12 @@ impl Bootstrap {
             let path = format!("static_resources.listeners[{i}]");
             let listener = Listener::from_proto(l, &path)?;
             if !names.insert(listener.name.clone()) {
-                return err(
-                    &format!("{path}.name"),
-                    format!(
-                        "error adding listener named '{}': listener with that name already exists",
-                        listener.name
-                    ),
+                // Envoy keeps the first listener of a name and ignores later ones.
+                tracing::warn!(
+                    "{path}: a listener named '{}' already exists; ignored",
+                    listener.name
                 );
+                continue;
             }
             if listener.address.port() != 0 && !addrs.insert(listener.address) {
                 return err(

@@ -31,6 +31,14 @@ impl TcpProxy {
                 .collect(),
             _ => return err(path, "cluster or weighted_clusters is required"),
         };
+        if let Some(ClusterSpecifier::WeightedClusters(w)) = &t.cluster_specifier {
+            if let Some(i) = w.clusters.iter().position(|c| c.weight == 0) {
+                return err(
+                    &format!("{path}.weighted_clusters.clusters[{i}].weight"),
+                    "weight must be at least 1",
+                );
+            }
+        }
         let total_weight: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
         if total_weight == 0 {
             return err(

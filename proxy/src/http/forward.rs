@@ -221,6 +221,13 @@ pub async fn forward(
             finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
             return r;
         }
+        Some(Err(e)) if e.is_downstream_body() => {
+            tracing::debug!("malformed downstream request body: {e}");
+            let mut r = local(StatusCode::BAD_REQUEST, "Bad Request");
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
         Some(Err(e)) => {
             host.stats.rq_error.fetch_add(1, Relaxed);
             cs.charge(503);

@@ -1,0 +1,330 @@
+//! Upstream test servers: an HTTP/1.1 + h2c echo server, a TCP echo server,
+//! a "refusing" address and a "blackhole" listener. All bind 127.0.0.1:0.
+//!
+//! The HTTP echo answers every request with 200 and a JSON description of
+//! what it received:
+//! `{"method","path","version","authority","headers":{name:[values]},"body","upstream"}`
+//! plus the response header `x-upstream: <name>`. Special paths:
+//! - `/status/NNN` answers with status NNN (same JSON body);
+//! - `/delay/MS` waits MS milliseconds before answering;
+//! - `/close` drops the connection (HTTP/1) or resets the stream (h2)
+//!   without sending response headers;
+//! - `/big/N` answers with an N-byte body of `x`.
+//!
+//! Each request header `x-echo-response: NAME=VALUE` makes the echo add the
+//! response header `NAME: VALUE` (to test response header manipulation).
+//!
+//! A request carrying `Upgrade: websocket` is answered with 101 (with
+//! `x-echo-path`, `x-echo-connection` and `x-echo-upgrade` telling what the
+//! upstream saw) and the upgraded connection then echoes raw bytes back.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A running upstream server; the accept loop stops when this is dropped.
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn bind_local() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0 for a test upstream")
+}
+
+/// Starts the HTTP/1.1 + h2c (prior knowledge) echo server.
+pub async fn start_http(name: &str) -> Upstream {
+    let listener = bind_local().await;
+    let addr = listener.local_addr().expect("local_addr");
+    let upstream: Arc<str> = Arc::from(name);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(upstream.clone(), req));
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // Errors here are expected (e.g. `/close`, client resets).
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        name: name.to_string(),
+        addr,
+        task: Some(task),
+    }
+}
+
+/// Error returned by the echo service to make hyper drop the connection
+/// (HTTP/1) or reset the stream (h2) without answering.
+#[derive(Debug)]
+struct CloseWithoutAnswer;
+
+impl std::fmt::Display for CloseWithoutAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("close requested by /close")
+    }
+}
+
+impl std::error::Error for CloseWithoutAnswer {}
+
+type EchoResult = Result<Response<Full<Bytes>>, CloseWithoutAnswer>;
+
+async fn handle(upstream: Arc<str>, mut req: Request<Incoming>) -> EchoResult {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let bare_path = req.uri().path().to_string();
+
+    if bare_path == "/close" {
+        return Err(CloseWithoutAnswer);
+    }
+    if let Some(ms) = bare_path.strip_prefix("/delay/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    let is_upgrade = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let on_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let seen = |name: http::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    let seen_connection = seen(http::header::CONNECTION);
+    let seen_upgrade = seen(http::header::UPGRADE);
+
+    let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        })
+        .unwrap_or_default();
+    let extra_response_headers: Vec<(String, String)> = req
+        .headers()
+        .get_all("x-echo-response")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split_once('='))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        headers
+            .entry(name.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let body = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+
+    if let Some(n) = bare_path.strip_prefix("/big/") {
+        let n: usize = n.parse().unwrap_or(0);
+        let resp = Response::builder()
+            .status(StatusCode::OK)
+            .header("x-upstream", &*upstream)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .expect("valid /big response");
+        return Ok(resp);
+    }
+
+    let status = bare_path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+
+    let json = serde_json::json!({
+        "method": method,
+        "path": path,
+        "version": version,
+        "authority": authority,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "upstream": &*upstream,
+    });
+    let text = serde_json::to_vec(&json).expect("serialise echo JSON");
+
+    if let Some(on_upgrade) = on_upgrade {
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 4096];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = io.shutdown().await;
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("x-upstream", &*upstream)
+            // What the upstream saw, since a 101 has no body to echo it in.
+            .header("x-echo-path", path.as_str())
+            .header("x-echo-connection", seen_connection.as_str())
+            .header("x-echo-upgrade", seen_upgrade.as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("valid 101 response");
+        return Ok(resp);
+    }
+
+    let mut builder = Response::builder()
+        .status(status)
+        .header("x-upstream", &*upstream)
+        .header("content-type", "application/json");
+    for (name, value) in &extra_response_headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let resp = match builder.body(Full::new(Bytes::from(text.clone()))) {
+        Ok(resp) => resp,
+        // An invalid x-echo-response header: answer without the extras.
+        Err(_) => Response::builder()
+            .status(status)
+            .header("x-upstream", &*upstream)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(text)))
+            .expect("valid echo response"),
+    };
+    Ok(resp)
+}
+
+/// Starts a TCP server that echoes bytes back; when the client half-closes,
+/// it finishes echoing and then half-closes too.
+pub async fn start_tcp_echo(name: &str) -> Upstream {
+    start_tcp(name, false).await
+}
+
+/// Like [`start_tcp_echo`], but each connection is first greeted with
+/// `<name>\n`, so a client can tell which upstream it reached.
+pub async fn start_tcp_greeter(name: &str) -> Upstream {
+    start_tcp(name, true).await
+}
+
+async fn start_tcp(name: &str, greet: bool) -> Upstream {
+    let listener = bind_local().await;
+    let addr = listener.local_addr().expect("local_addr");
+    let name_owned = name.to_string();
+    let task = tokio::spawn(async move {
+        let name = name_owned;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let greeting = greet.then(|| format!("{name}\n"));
+            tokio::spawn(tcp_echo_conn(stream, greeting));
+        }
+    });
+    Upstream {
+        name: name.to_string(),
+        addr,
+        task: Some(task),
+    }
+}
+
+async fn tcp_echo_conn(mut stream: TcpStream, greeting: Option<String>) {
+    if let Some(greeting) = greeting {
+        if stream.write_all(greeting.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// A listener that accepts connections and never reads or answers; the
+/// connections are held open until the returned value is dropped.
+pub async fn start_blackhole(name: &str) -> Upstream {
+    let listener = bind_local().await;
+    let addr = listener.local_addr().expect("local_addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        }
+    });
+    Upstream {
+        name: name.to_string(),
+        addr,
+        task: Some(task),
+    }
+}
+
+/// An address where connections are refused: a port that was bound and
+/// released. (Another process could grab it in between; unlikely in tests.)
+pub fn refusing(name: &str) -> Upstream {
+    let addr = crate::ports::free_port_addr();
+    Upstream {
+        name: name.to_string(),
+        addr,
+        task: None,
+    }
+}

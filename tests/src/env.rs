@@ -1,0 +1,173 @@
+//! Setting up a differential environment: shared upstreams, one Envoy and
+//! one Ferry started on the same bootstrap (each on its own ports).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::case::Case;
+use crate::diff::{observe, Report};
+use crate::echo::{self, Upstream};
+use crate::normalise::Observation;
+use crate::proxy::{self, Proxy, ProxyKind, Target};
+
+enum Spec {
+    Http(String),
+    Tcp(String),
+    TcpGreeter(String),
+    Refusing,
+    Blackhole,
+}
+
+/// Builder for a [`DiffEnv`]. Placeholders registered here (upstreams) are
+/// shared by both proxies; every other `{{NAME}}` in the bootstrap (ADMIN,
+/// L1, ...) gets a fresh port per proxy instance.
+pub struct Setup {
+    title: String,
+    template: String,
+    specs: Vec<(String, Spec)>,
+}
+
+impl Setup {
+    pub fn new(title: &str, template: &str) -> Setup {
+        Setup {
+            title: title.to_string(),
+            template: template.to_string(),
+            specs: Vec::new(),
+        }
+    }
+
+    /// An HTTP echo upstream named `name`, its port substituted for
+    /// `{{placeholder}}`.
+    pub fn echo(mut self, placeholder: &str, name: &str) -> Setup {
+        self.specs
+            .push((placeholder.into(), Spec::Http(name.into())));
+        self
+    }
+
+    pub fn tcp_echo(mut self, placeholder: &str, name: &str) -> Setup {
+        self.specs
+            .push((placeholder.into(), Spec::Tcp(name.into())));
+        self
+    }
+
+    /// A TCP echo that first sends `<name>\n` on every connection.
+    pub fn tcp_greeter(mut self, placeholder: &str, name: &str) -> Setup {
+        self.specs
+            .push((placeholder.into(), Spec::TcpGreeter(name.into())));
+        self
+    }
+
+    /// A port where connections are refused.
+    pub fn refusing(mut self, placeholder: &str) -> Setup {
+        self.specs.push((placeholder.into(), Spec::Refusing));
+        self
+    }
+
+    /// A listener that accepts and never answers.
+    pub fn blackhole(mut self, placeholder: &str) -> Setup {
+        self.specs.push((placeholder.into(), Spec::Blackhole));
+        self
+    }
+
+    async fn upstreams(&self) -> (Vec<Upstream>, BTreeMap<String, String>) {
+        let mut ups = Vec::new();
+        let mut shared = BTreeMap::new();
+        for (placeholder, spec) in &self.specs {
+            let up = match spec {
+                Spec::Http(name) => echo::start_http(name).await,
+                Spec::Tcp(name) => echo::start_tcp_echo(name).await,
+                Spec::TcpGreeter(name) => echo::start_tcp_greeter(name).await,
+                Spec::Refusing => echo::refusing(placeholder),
+                Spec::Blackhole => echo::start_blackhole(placeholder).await,
+            };
+            shared.insert(placeholder.clone(), up.port().to_string());
+            ups.push(up);
+        }
+        (ups, shared)
+    }
+
+    /// Starts the upstreams, Envoy and Ferry, and waits until both are
+    /// ready. `None` (after a SKIP line) when Envoy is not installed.
+    pub async fn start(self) -> Option<DiffEnv> {
+        let envoy_bin = proxy::envoy_or_skip()?;
+        let ferry_bin = proxy::ferry_bin();
+        let (upstreams, shared) = self.upstreams().await;
+        let (envoy, ferry) = tokio::join!(
+            proxy::start(ProxyKind::Envoy, &envoy_bin, &self.template, &shared),
+            proxy::start(ProxyKind::Ferry, &ferry_bin, &self.template, &shared),
+        );
+        Some(DiffEnv {
+            title: self.title,
+            upstreams,
+            envoy,
+            ferry,
+            envoy_bin,
+            ferry_bin,
+        })
+    }
+}
+
+/// Two running proxies on the same bootstrap plus the shared upstreams.
+pub struct DiffEnv {
+    pub title: String,
+    pub upstreams: Vec<Upstream>,
+    pub envoy: Proxy,
+    pub ferry: Proxy,
+    pub envoy_bin: PathBuf,
+    pub ferry_bin: PathBuf,
+}
+
+impl DiffEnv {
+    /// Both proxies, Envoy first.
+    pub fn both(&self) -> [&Proxy; 2] {
+        [&self.envoy, &self.ferry]
+    }
+
+    pub fn both_mut(&mut self) -> [&mut Proxy; 2] {
+        [&mut self.envoy, &mut self.ferry]
+    }
+
+    pub fn upstream(&self, name: &str) -> &Upstream {
+        self.upstreams
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("no upstream named {name}"))
+    }
+
+    pub fn report(&self) -> Report {
+        Report::new(&self.title)
+    }
+
+    /// Runs every case against Envoy and then Ferry, comparing as it goes.
+    pub async fn run_cases(&self, report: &mut Report, cases: &[Case]) {
+        for case in cases {
+            let started = std::time::Instant::now();
+            let envoy = observe(&self.envoy, case).await;
+            let envoy_time = started.elapsed();
+            let ferry = observe(&self.ferry, case).await;
+            if std::env::var_os("FERRY_TESTS_DUMP").is_some() {
+                eprintln!("time: envoy {envoy_time:?}, total {:?}", started.elapsed());
+            }
+            report.compare_case(case, &envoy, &ferry);
+        }
+    }
+
+    /// Runs the table and fails once, listing every mismatch.
+    pub async fn run(&self, cases: Vec<Case>) {
+        let mut report = self.report();
+        self.run_cases(&mut report, &cases).await;
+        report.finish();
+    }
+
+    /// Runs a custom async observation against both proxies and compares.
+    /// The closure gets an owned [`Target`] describing one proxy.
+    pub async fn compare_with<F, Fut>(&self, report: &mut Report, case: &str, f: F)
+    where
+        F: Fn(Target) -> Fut,
+        Fut: std::future::Future<Output = Observation>,
+    {
+        let e = f(self.envoy.target()).await;
+        let g = f(self.ferry.target()).await;
+        report.compare(case, &e, &g);
+    }
+}

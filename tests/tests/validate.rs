@@ -1,0 +1,136 @@
+//! `--mode validate`: valid bootstraps pass on Envoy and Ferry, invalid ones
+//! are rejected by both, and Ferry names the offending field.
+
+use std::path::{Path, PathBuf};
+
+use ferry_tests::proxy::{self, TempDir};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    files
+}
+
+/// The binaries to validate with: Ferry always, Envoy when installed (its
+/// absence is a failure in CI and a SKIP line elsewhere).
+fn binaries() -> Vec<(&'static str, PathBuf)> {
+    let mut bins = vec![("ferry", proxy::ferry_bin())];
+    if let Some(envoy) = proxy::envoy_or_skip() {
+        bins.insert(0, ("envoy", envoy));
+    }
+    bins
+}
+
+fn check_valid(files: &[PathBuf], failures: &mut Vec<String>) {
+    for (name, bin) in binaries() {
+        for file in files {
+            let v = proxy::validate(&bin, file);
+            if !v.status.success() {
+                failures.push(format!(
+                    "{name} rejected valid {} ({}):\n{}{}",
+                    file.display(),
+                    v.status,
+                    v.stdout,
+                    v.stderr
+                ));
+            }
+        }
+    }
+}
+
+#[test]
+fn examples_validate() {
+    let files = yaml_files(&manifest_dir().join("../examples"));
+    eprintln!("validating {} example bootstrap(s)", files.len());
+    let mut failures = Vec::new();
+    check_valid(&files, &mut failures);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The bootstraps of the differential tests, with placeholders replaced by
+/// free ports, are valid for both binaries.
+#[test]
+fn test_bootstraps_validate() {
+    let dir = TempDir::new("validate");
+    let templates = yaml_files(&manifest_dir().join("configs"));
+    assert!(
+        templates.len() >= 10,
+        "expected the differential test bootstraps in tests/configs"
+    );
+    let mut files = Vec::new();
+    for template in &templates {
+        let text = std::fs::read_to_string(template).expect("read template");
+        let (yaml, _) = proxy::render_instance(&text, &Default::default());
+        let out = dir.path().join(template.file_name().expect("file name"));
+        std::fs::write(&out, yaml).expect("write rendered bootstrap");
+        files.push(out);
+    }
+    let mut failures = Vec::new();
+    check_valid(&files, &mut failures);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// True when FERRY_BIN is really the Envoy binary (used to check the suite
+/// itself, Envoy against Envoy); Ferry's own error wording is then not
+/// checked.
+fn ferry_is_envoy(ferry: &Path) -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    proxy::find_envoy().is_some_and(|envoy| canonical(&envoy) == canonical(ferry))
+}
+
+#[test]
+fn invalid_bootstraps_rejected() {
+    let files = yaml_files(&manifest_dir().join("configs/invalid"));
+    assert!(
+        files.len() >= 8,
+        "expected the invalid bootstraps in tests/configs/invalid"
+    );
+    let mut failures = Vec::new();
+    let skip_wording = ferry_is_envoy(&proxy::ferry_bin());
+    if skip_wording {
+        eprintln!("NOTE: FERRY_BIN is the Envoy binary; Ferry's .expect wording is not checked");
+    }
+    for (name, bin) in binaries() {
+        for file in &files {
+            let v = proxy::validate(&bin, file);
+            let file_name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if v.status.success() {
+                // `<name>.differs` holds the reason Ferry deliberately accepts what Envoy rejects.
+                let differs = std::fs::read_to_string(file.with_extension("differs")).ok();
+                match (name, differs) {
+                    ("ferry", Some(reason)) => {
+                        eprintln!("NOTE ferry accepts {file_name}: {}", reason.trim())
+                    }
+                    _ => failures.push(format!("{name} accepted invalid {file_name}")),
+                }
+                continue;
+            }
+            if name != "ferry" || skip_wording {
+                continue;
+            }
+            let expect_file = file.with_extension("expect");
+            let Ok(expected) = std::fs::read_to_string(&expect_file) else {
+                failures.push(format!("{} is missing", expect_file.display()));
+                continue;
+            };
+            let expected = expected.trim();
+            let output = format!("{}{}", v.stderr, v.stdout);
+            if !output.contains(expected) {
+                failures.push(format!(
+                    "ferry rejected {file_name} but its output does not name `{expected}`:\n{output}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
