@@ -32,4 +32,4 @@ fi
 bin="$(envoy_bin)"
 [ -x "$bin" ] || { echo "setup: the envoy binary was not found in $venv" >&2; exit 1; }
 echo "$bin" > target/envoy-bin
-echo "setup: $("$bin" --version | tr -s ' ' | sed 's/^ //')"
+echo "setup: $("$bin" --version | grep version | tr -s ' ' | sed 's/^ //')"
