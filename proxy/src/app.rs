@@ -152,17 +152,35 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
             }
         }
     }
-    for l in &server.bootstrap.listeners {
-        match crate::listener::bind(l.address) {
-            Ok(sock) => crate::listener::spawn(server.clone(), Arc::new(clone_listener(l)), sock),
-            Err(e) => {
-                eprintln!(
-                    "error: listener '{}' cannot bind to {}: {e}",
-                    l.name, l.address
-                );
-                return ExitCode::from(1);
+    // Dynamic configuration first: Envoy serves once the initial CDS/LDS responses are in, or
+    // once initial_fetch_timeout has passed (0s: wait for ever).
+    if let Some(x) = crate::xds::XdsState::start(&server) {
+        let _ = server.xds.set(x.clone());
+        let mut init = x.initialized.subscribe();
+        let wait = init.wait_for(|done| *done);
+        match bootstrap
+            .dynamic
+            .as_ref()
+            .and_then(|d| d.initial_fetch_timeout)
+        {
+            Some(t) => {
+                if tokio::time::timeout(t, wait).await.is_err() {
+                    tracing::warn!(
+                        "initial xDS fetch timed out after {t:?}; serving what is known"
+                    );
+                }
+            }
+            None => {
+                let _ = wait.await;
             }
         }
+    }
+    let errors = server
+        .listeners
+        .apply(&server, &server.bootstrap.listeners, false);
+    if let Some((name, e)) = errors.first() {
+        eprintln!("error: listener '{name}': {e}");
+        return ExitCode::from(1);
     }
     server.set_state(ServerState::Live);
     release_startup_memory();
@@ -193,35 +211,6 @@ async fn futures_join(clusters: Vec<Arc<ClusterRt>>) {
         set.spawn(async move { c.resolve_once().await });
     }
     while set.join_next().await.is_some() {}
-}
-
-/// Listener configs are owned by the bootstrap; the accept loops get their own `Arc`.
-fn clone_listener(l: &crate::config::listener::Listener) -> crate::config::listener::Listener {
-    crate::config::listener::Listener {
-        name: l.name.clone(),
-        address: l.address,
-        chains: l.chains.iter().map(clone_chain).collect(),
-        default_chain: l.default_chain.as_ref().map(clone_chain),
-        inbound: l.inbound,
-    }
-}
-
-fn clone_chain(c: &crate::config::listener::FilterChain) -> crate::config::listener::FilterChain {
-    crate::config::listener::FilterChain {
-        name: c.name.clone(),
-        matcher: crate::config::listener::ChainMatch {
-            destination_port: c.matcher.destination_port,
-            prefix_ranges: c.matcher.prefix_ranges.clone(),
-            server_names: c.matcher.server_names.clone(),
-            transport_protocol: c.matcher.transport_protocol.clone(),
-            application_protocols: c.matcher.application_protocols.clone(),
-            direct_source_prefix_ranges: c.matcher.direct_source_prefix_ranges.clone(),
-            source_type: c.matcher.source_type,
-            source_prefix_ranges: c.matcher.source_prefix_ranges.clone(),
-            source_ports: c.matcher.source_ports.clone(),
-        },
-        filter: c.filter.clone(),
-    }
 }
 
 /// SIGINT and `/quitquitquit` exit at once; SIGTERM drains (listeners close, connections are

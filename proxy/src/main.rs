@@ -11,6 +11,7 @@ mod snapshot;
 mod stats;
 mod tcp_proxy;
 mod util;
+mod xds;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub clusters: HashMap<String, Arc<ClusterRt>>,
+    /// Route configurations from RDS, by name.
+    pub routes: HashMap<String, Arc<crate::config::route::RouteTable>>,
 }
 
 impl Snapshot {
@@ -71,6 +73,9 @@ pub struct Server {
     pub stats: ServerStats,
     pub concurrency: usize,
     pub cli: crate::cli::Cli,
+    pub listeners: crate::listener::manager::Manager,
+    /// Dynamic configuration state, when the bootstrap has `dynamic_resources`.
+    pub xds: std::sync::OnceLock<Arc<crate::xds::XdsState>>,
 }
 
 impl Server {
@@ -111,6 +116,8 @@ impl Server {
             stats,
             concurrency,
             cli,
+            listeners: Default::default(),
+            xds: Default::default(),
         })
     }
 

@@ -84,6 +84,8 @@ pub enum Scope<'a> {
     Listener(&'a str),
     ListenerManager,
     ClusterManager,
+    /// Any other dotted prefix, without tags (`control_plane`, `cluster_manager.cds`).
+    Named(&'a str),
 }
 
 impl Registry {
@@ -97,35 +99,44 @@ impl Registry {
 
     fn get(&self, scope: Scope<'_>, stat: &str, kind: Kind) -> Arc<Stat> {
         let (name, prom_prefix, mut tags) = match scope {
-            Scope::Server => (format!("server.{stat}"), "envoy_server_", vec![]),
+            Scope::Server => (
+                format!("server.{stat}"),
+                "envoy_server_".to_string(),
+                vec![],
+            ),
             Scope::Cluster(c) => (
                 format!("cluster.{c}.{stat}"),
-                "envoy_cluster_",
+                "envoy_cluster_".to_string(),
                 vec![("envoy_cluster_name", c.to_string())],
             ),
             Scope::Http(p) => (
                 format!("http.{p}.{stat}"),
-                "envoy_http_",
+                "envoy_http_".to_string(),
                 vec![("envoy_http_conn_manager_prefix", p.to_string())],
             ),
             Scope::Tcp(p) => (
                 format!("tcp.{p}.{stat}"),
-                "envoy_tcp_",
+                "envoy_tcp_".to_string(),
                 vec![("envoy_tcp_prefix", p.to_string())],
             ),
             Scope::Listener(a) => (
                 format!("listener.{a}.{stat}"),
-                "envoy_listener_",
+                "envoy_listener_".to_string(),
                 vec![("envoy_listener_address", a.to_string())],
             ),
             Scope::ListenerManager => (
                 format!("listener_manager.{stat}"),
-                "envoy_listener_manager_",
+                "envoy_listener_manager_".to_string(),
+                vec![],
+            ),
+            Scope::Named(p) => (
+                format!("{p}.{stat}"),
+                format!("envoy_{}_", sanitize(p)),
                 vec![],
             ),
             Scope::ClusterManager => (
                 format!("cluster_manager.{stat}"),
-                "envoy_cluster_manager_",
+                "envoy_cluster_manager_".to_string(),
                 vec![],
             ),
         };

@@ -6,7 +6,7 @@ use prost_reflect::{DynamicMessage, SerializeOptions, Value};
 use serde_json::{json, Value as Json};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn to_json(msg: &DynamicMessage) -> Json {
+pub fn to_json(msg: &DynamicMessage) -> Json {
     let opts = SerializeOptions::new()
         .use_proto_field_name(true)
         .skip_default_fields(true);
@@ -14,7 +14,7 @@ fn to_json(msg: &DynamicMessage) -> Json {
         .unwrap_or(Json::Null)
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -142,7 +142,7 @@ fn static_routes(listeners: &[DynamicMessage]) -> Vec<Json> {
     out
 }
 
-pub fn config_dump(server: &Server, resource: Option<&str>) -> String {
+pub fn config_dump(server: &Server, resource: Option<&str>, include_eds: bool) -> String {
     let ts = rfc3339(started_at(server));
     let sr = static_resources(server);
     let listeners = sr
@@ -154,7 +154,7 @@ pub fn config_dump(server: &Server, resource: Option<&str>) -> String {
         .map(|s| list_field(s, "clusters"))
         .unwrap_or_default();
     let t = "type.googleapis.com/envoy.admin.v3.";
-    let configs = vec![
+    let mut configs = vec![
         json!({"@type": format!("{t}BootstrapConfigDump"), "bootstrap": to_json(&server.bootstrap.raw), "last_updated": ts}),
         json!({"@type": format!("{t}ClustersConfigDump"), "static_clusters": clusters.iter().map(|c| json!({"cluster": with_type(to_json(c), "envoy.config.cluster.v3.Cluster"), "last_updated": ts})).collect::<Vec<_>>()}),
         json!({"@type": format!("{t}ListenersConfigDump"), "static_listeners": listeners.iter().map(|l| json!({"listener": with_type(to_json(l), "envoy.config.listener.v3.Listener"), "last_updated": ts})).collect::<Vec<_>>()}),
@@ -162,6 +162,23 @@ pub fn config_dump(server: &Server, resource: Option<&str>) -> String {
         json!({"@type": format!("{t}RoutesConfigDump"), "static_route_configs": static_routes(&listeners).into_iter().map(|r| json!({"route_config": with_type(r, "envoy.config.route.v3.RouteConfiguration"), "last_updated": ts})).collect::<Vec<_>>()}),
         json!({"@type": format!("{t}SecretsConfigDump")}),
     ];
+    if let Some(x) = server.xds.get() {
+        let add = |c: &mut Json, key: &str, items: Vec<Json>| {
+            if !items.is_empty() {
+                c[key] = Json::Array(items);
+            }
+        };
+        add(
+            &mut configs[1],
+            "dynamic_active_clusters",
+            x.dump_clusters(),
+        );
+        add(&mut configs[2], "dynamic_listeners", x.dump_listeners());
+        add(&mut configs[4], "dynamic_route_configs", x.dump_routes());
+        if include_eds {
+            configs.insert(2, json!({"@type": format!("{t}EndpointsConfigDump"), "dynamic_endpoint_configs": x.dump_endpoints()}));
+        }
+    }
     let body = match resource {
         Some(r) => {
             let mut items = Vec::new();
@@ -258,10 +275,10 @@ pub fn clusters(server: &Server) -> String {
 /// Envoy's `/listeners` text: `name::address`.
 pub fn listeners(server: &Server) -> String {
     server
-        .bootstrap
         .listeners
+        .list()
         .iter()
-        .map(|l| format!("{}::{}\n", l.name, l.address))
+        .map(|(name, address)| format!("{name}::{address}\n"))
         .collect()
 }
 

@@ -1,6 +1,7 @@
 //! The admin API (the bootstrap's `admin` block), with Envoy's endpoints and answers.
 
 mod dump;
+pub use dump::{rfc3339, to_json};
 
 use crate::http::reply::Body;
 use crate::snapshot::{Server, ServerState};
@@ -168,7 +169,7 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
         "/config_dump" => reply(
             StatusCode::OK,
             "application/json",
-            dump::config_dump(server, param("resource").as_deref()),
+            dump::config_dump(server, param("resource").as_deref(), has("include_eds")),
         ),
         "/clusters" => text(StatusCode::OK, dump::clusters(server)),
         "/listeners" => text(StatusCode::OK, dump::listeners(server)),

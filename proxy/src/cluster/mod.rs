@@ -182,14 +182,30 @@ impl ClusterRt {
         hosts.iter().filter(|h| h.healthy).nth(n).cloned()
     }
 
+    /// EDS: the hosts of a load assignment (existing hosts keep their pools).
+    pub fn set_endpoints(&self, endpoints: &[EndpointCfg]) {
+        let hosts = endpoints
+            .iter()
+            .filter_map(|e| e.addr.map(|a| make_host(a, e, &self.cfg, &self.stats)))
+            .collect();
+        self.set_hosts(hosts);
+    }
+
+    fn uses_dns(&self) -> bool {
+        matches!(
+            self.cfg.discovery,
+            Discovery::StrictDns | Discovery::LogicalDns
+        )
+    }
+
     pub fn start_dns(self: &Arc<Self>) {
-        if self.cfg.discovery != Discovery::Static {
+        if self.uses_dns() {
             dns::spawn(self.clone());
         }
     }
 
     pub async fn resolve_once(self: &Arc<Self>) {
-        if self.cfg.discovery != Discovery::Static {
+        if self.uses_dns() {
             dns::resolve(self).await;
         }
     }

@@ -1,6 +1,7 @@
 //! The whole validated bootstrap: node, admin, static listeners and clusters.
 
 use super::cluster::Cluster;
+use super::hcm::RouteSource;
 use super::listener::{socket_address, Listener, NetworkFilter};
 use super::support::{self, Ignored};
 use super::{err, load, Result};
@@ -20,7 +21,10 @@ pub struct Node {
 pub struct Bootstrap {
     pub node: Node,
     pub admin: Option<SocketAddr>,
-    pub listeners: Vec<Listener>,
+    pub listeners: Vec<std::sync::Arc<Listener>>,
+    pub dynamic: Option<super::xds::Dynamic>,
+    /// Where the ADS stream goes, from the static cluster `dynamic.cluster` names.
+    pub xds_target: Option<ferry_xds::ads::Target>,
     pub clusters: Vec<Cluster>,
     /// Tuning-only fields that were set and are not acted on.
     pub ignored: Vec<Ignored>,
@@ -83,13 +87,24 @@ impl Bootstrap {
                 );
             }
             check_route_clusters(&listener, &cluster_names, &path)?;
-            listeners.push(listener);
+            listeners.push(std::sync::Arc::new(listener));
         }
+        let dynamic = b
+            .dynamic_resources
+            .as_ref()
+            .map(|d| super::xds::dynamic(d, "dynamic_resources"))
+            .transpose()?;
+        let xds_target = match &dynamic {
+            None => None,
+            Some(d) => Some(xds_target(&clusters, &d.cluster)?),
+        };
         Ok(Bootstrap {
             node: node.unwrap_or_default(),
             admin,
             listeners,
             clusters,
+            dynamic,
+            xds_target,
             ignored,
             raw,
         })
@@ -102,10 +117,13 @@ fn check_route_clusters(l: &Listener, clusters: &HashSet<String>, path: &str) ->
         let NetworkFilter::Http(hcm) = &chain.filter else {
             continue;
         };
-        if hcm.routes.validate_clusters == Some(false) {
+        let RouteSource::Static(routes) = &hcm.routes else {
+            continue;
+        };
+        if routes.validate_clusters == Some(false) {
             continue;
         }
-        for (name, at) in hcm.routes.clusters() {
+        for (name, at) in routes.clusters() {
             if !clusters.contains(name) {
                 return err(
                     &format!(
@@ -117,4 +135,32 @@ fn check_route_clusters(l: &Listener, clusters: &HashSet<String>, path: &str) ->
         }
     }
     Ok(())
+}
+
+/// The control plane's address: the single endpoint of the static cluster ADS names (a socket
+/// address, or a Unix socket `pipe` as Istio's sidecar uses).
+fn xds_target(clusters: &[Cluster], name: &str) -> Result<ferry_xds::ads::Target> {
+    let path = "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name";
+    let Some(c) = clusters.iter().find(|c| c.name == name) else {
+        return err(path, format!("unknown static cluster '{name}'"));
+    };
+    let Some(e) = c.endpoints.first() else {
+        return err(path, format!("cluster '{name}' has no endpoint"));
+    };
+    if let Some(p) = &e.pipe {
+        return Ok(ferry_xds::ads::Target::Unix(p.clone()));
+    }
+    if let Some(a) = e.addr {
+        return Ok(ferry_xds::ads::Target::Tcp(a));
+    }
+    // A DNS cluster: resolved once here.
+    use std::net::ToSocketAddrs;
+    match (e.host.as_str(), e.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    {
+        Some(a) => Ok(ferry_xds::ads::Target::Tcp(a)),
+        None => err(path, format!("cannot resolve {}:{}", e.host, e.port)),
+    }
 }

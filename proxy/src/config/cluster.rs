@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::config::core::v3::{
     address::Address as AddrKind, socket_address::PortSpecifier,
 };
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options::UpstreamProtocolOptions, HttpProtocolOptions,
 };
@@ -18,6 +19,8 @@ pub enum Discovery {
     Static,
     StrictDns,
     LogicalDns,
+    /// Endpoints from EDS (`ClusterLoadAssignment` named `eds_service_name`).
+    Eds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +45,10 @@ pub enum DnsFamily {
 pub struct EndpointCfg {
     pub host: String,
     pub port: u16,
-    /// Set for STATIC endpoints.
+    /// Set for STATIC and EDS endpoints.
     pub addr: Option<SocketAddr>,
+    /// A Unix domain socket endpoint (`pipe`), e.g. the control plane's socket.
+    pub pipe: Option<std::path::PathBuf>,
     /// `Endpoint.hostname`, or for DNS clusters the name resolved.
     pub hostname: String,
     pub healthy: bool,
@@ -59,6 +64,8 @@ pub struct Cluster {
     pub dns_family: DnsFamily,
     pub dns_refresh: Duration,
     pub idle_timeout: Option<Duration>,
+    /// For EDS clusters: the assignment name (`eds_cluster_config.service_name`, else the name).
+    pub eds_service_name: String,
 }
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -74,6 +81,7 @@ impl Cluster {
             Some(pb::cluster::ClusterDiscoveryType::Type(0)) => Discovery::Static,
             Some(pb::cluster::ClusterDiscoveryType::Type(1)) => Discovery::StrictDns,
             Some(pb::cluster::ClusterDiscoveryType::Type(2)) => Discovery::LogicalDns,
+            Some(pb::cluster::ClusterDiscoveryType::Type(3)) => Discovery::Eds,
             Some(pb::cluster::ClusterDiscoveryType::Type(t)) => {
                 let name = pb::cluster::DiscoveryType::try_from(*t)
                     .map(|d| d.as_str_name())
@@ -104,7 +112,51 @@ impl Cluster {
         if connect_timeout.is_zero() {
             return err(&format!("{path}.connect_timeout"), "must be greater than 0");
         }
-        let endpoints = endpoints(c, discovery, path)?;
+        let endpoints = match &c.load_assignment {
+            Some(la) if discovery != Discovery::Eds => {
+                endpoints(la, discovery, &format!("{path}.load_assignment"))?
+            }
+            Some(_) => {
+                return err(
+                    &format!("{path}.load_assignment"),
+                    "an EDS cluster takes its endpoints from EDS",
+                )
+            }
+            None => Vec::new(),
+        };
+        if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
+            return err(
+                &format!("{path}.load_assignment"),
+                "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint",
+            );
+        }
+        let eds_service_name = match (&c.eds_cluster_config, discovery) {
+            (Some(e), Discovery::Eds) => {
+                let ep = format!("{path}.eds_cluster_config");
+                match &e.eds_config {
+                    Some(cs) => super::xds::ads_source(cs, &format!("{ep}.eds_config"))?,
+                    None => return err(&format!("{ep}.eds_config"), "eds_config is required"),
+                };
+                if e.service_name.is_empty() {
+                    c.name.clone()
+                } else {
+                    e.service_name.clone()
+                }
+            }
+            (None, Discovery::Eds) => {
+                return err(
+                    &format!("{path}.eds_cluster_config"),
+                    "an EDS cluster needs eds_cluster_config",
+                )
+            }
+            (Some(_), _) => {
+                return err(
+                    &format!("{path}.eds_cluster_config"),
+                    "only EDS clusters take eds_cluster_config",
+                )
+            }
+            (None, _) => String::new(),
+        };
         let mut protocol = if c.http2_protocol_options.is_some() {
             UpstreamProtocol::Http2
         } else {
@@ -165,16 +217,18 @@ impl Cluster {
             idle_timeout: idle_timeout
                 .or(Some(Duration::from_secs(3600)))
                 .filter(|d| !d.is_zero()),
+            eds_service_name,
         })
     }
 }
 
-fn endpoints(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Vec<EndpointCfg>> {
+/// The endpoints of a load assignment (a cluster's own, or an EDS resource at `lp`).
+pub fn endpoints(
+    la: &ClusterLoadAssignment,
+    discovery: Discovery,
+    lp: &str,
+) -> Result<Vec<EndpointCfg>> {
     let mut out = Vec::new();
-    let Some(la) = &c.load_assignment else {
-        return Ok(out);
-    };
-    let lp = format!("{path}.load_assignment");
     let mut weight = None;
     for (li, loc) in la.endpoints.iter().enumerate() {
         let locp = format!("{lp}.endpoints[{li}]");
@@ -202,6 +256,20 @@ fn endpoints(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Vec<En
                 return err(&format!("{ep}.endpoint"), "endpoint is required");
             };
             let ap = format!("{ep}.endpoint.address");
+            if let Some(envoy_types::pb::envoy::config::core::v3::Address {
+                address: Some(AddrKind::Pipe(p)),
+            }) = &e.address
+            {
+                out.push(EndpointCfg {
+                    host: p.path.clone(),
+                    port: 0,
+                    addr: None,
+                    pipe: Some(p.path.clone().into()),
+                    hostname: e.hostname.clone(),
+                    healthy: true,
+                });
+                continue;
+            }
             let (host, port) = match &e.address {
                 Some(envoy_types::pb::envoy::config::core::v3::Address {
                     address: Some(AddrKind::SocketAddress(s)),
@@ -225,12 +293,13 @@ fn endpoints(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Vec<En
                 _ => return err(&ap, "a socket_address is required"),
             };
             let addr = match discovery {
-                Discovery::Static => Some(socket_address(&e.address, &ap)?),
+                Discovery::Static | Discovery::Eds => Some(socket_address(&e.address, &ap)?),
                 _ => None,
             };
             // UNHEALTHY (2), DRAINING (3) and TIMEOUT (4) endpoints take no traffic.
             let healthy = !matches!(lbe.health_status, 2..=4);
-            let hostname = if e.hostname.is_empty() && discovery != Discovery::Static {
+            let dns = matches!(discovery, Discovery::StrictDns | Discovery::LogicalDns);
+            let hostname = if e.hostname.is_empty() && dns {
                 host.clone()
             } else {
                 e.hostname.clone()
@@ -239,16 +308,11 @@ fn endpoints(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Vec<En
                 host,
                 port,
                 addr,
+                pipe: None,
                 hostname,
                 healthy,
             });
         }
-    }
-    if discovery == Discovery::LogicalDns && out.len() != 1 {
-        return err(
-            &lp,
-            "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint",
-        );
     }
     Ok(out)
 }

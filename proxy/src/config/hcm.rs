@@ -37,11 +37,19 @@ pub enum StripPort {
     Any,
 }
 
+/// Where a connection manager's routes come from.
+#[derive(Debug)]
+pub enum RouteSource {
+    Static(Arc<RouteTable>),
+    /// RDS: the route configuration of this name in the current snapshot.
+    Rds(String),
+}
+
 #[derive(Debug)]
 pub struct HttpConnMgr {
     pub stat_prefix: String,
     pub codec: Codec,
-    pub routes: Arc<RouteTable>,
+    pub routes: RouteSource,
     pub server_name: String,
     pub server_header: ServerHeader,
     pub use_remote_address: bool,
@@ -63,8 +71,6 @@ pub struct HttpConnMgr {
     pub default_host_for_http_10: Option<http::HeaderValue>,
     /// `internal_address_config.cidr_ranges`: peers whose requests count as internal.
     pub internal: Vec<super::listener::Cidr>,
-    /// The route configuration's `internal_only_headers`, removed from external requests.
-    pub routes_internal_only: Vec<http::HeaderName>,
 }
 
 fn nonzero(d: Option<Duration>) -> Option<Duration> {
@@ -88,17 +94,32 @@ impl HttpConnMgr {
             }
         };
         let routes = match &h.route_specifier {
-            Some(RouteSpecifier::RouteConfig(rc)) => {
-                RouteTable::from_proto(rc, &format!("{path}.route_config"))?
+            Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Static(Arc::new(
+                RouteTable::from_proto(rc, &format!("{path}.route_config"))?,
+            )),
+            Some(RouteSpecifier::Rds(rds)) => {
+                let rp = format!("{path}.rds");
+                match &rds.config_source {
+                    Some(cs) => super::xds::ads_source(cs, &format!("{rp}.config_source"))?,
+                    None => {
+                        return err(&format!("{rp}.config_source"), "config_source is required")
+                    }
+                };
+                if rds.route_config_name.is_empty() {
+                    return err(
+                        &format!("{rp}.route_config_name"),
+                        "route_config_name is required",
+                    );
+                }
+                RouteSource::Rds(rds.route_config_name.clone())
             }
             _ => {
                 return err(
                     path,
-                    "route_config is required (rds and scoped routes are not supported yet)",
+                    "route_config or rds is required (scoped routes are not supported yet)",
                 )
             }
         };
-        let routes_internal_only = routes.internal_only.clone();
         let mut suppress_envoy_headers = false;
         let n = h.http_filters.len();
         if n == 0 {
@@ -164,7 +185,7 @@ impl HttpConnMgr {
         Ok(HttpConnMgr {
             stat_prefix: h.stat_prefix.clone(),
             codec,
-            routes: Arc::new(routes),
+            routes,
             server_name: if h.server_name.is_empty() {
                 "envoy".into()
             } else {
@@ -229,7 +250,6 @@ impl HttpConnMgr {
                     })
                     .collect::<Result<_>>()?,
             },
-            routes_internal_only,
         })
     }
 }

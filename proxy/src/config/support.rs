@@ -14,8 +14,18 @@ use std::sync::OnceLock;
 /// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
-    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "dynamic_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats"]),
     ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", &["lds_config", "cds_config", "ads_config"]),
+    ("envoy.config.core.v3.ConfigSource", &["ads", "resource_api_version", "initial_fetch_timeout"]),
+    ("envoy.config.core.v3.AggregatedConfigSource", &["*"]),
+    ("envoy.config.core.v3.ApiConfigSource", &["api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only", "~refresh_delay", "~request_timeout", "~rate_limit_settings"]),
+    ("envoy.config.core.v3.RateLimitSettings", &["*"]),
+    ("envoy.config.core.v3.GrpcService", &["envoy_grpc", "~timeout", "~initial_metadata"]),
+    ("envoy.config.core.v3.GrpcService.EnvoyGrpc", &["cluster_name", "~authority", "~retry_policy", "~max_receive_message_length"]),
+    ("envoy.config.core.v3.RetryPolicy", &["*"]),
+    ("envoy.config.core.v3.BackoffStrategy", &["*"]),
+    ("envoy.config.core.v3.Pipe", &["path", "~mode"]),
     ("envoy.config.bootstrap.v3.Admin", &["address", "~access_log", "~access_log_path", "~profile_path", "~socket_options", "~ignore_global_conn_limit"]),
     ("envoy.config.core.v3.Node", &["*"]),
     ("envoy.config.core.v3.Locality", &["*"]),
@@ -49,7 +59,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.SubstitutionFormatString", &["*"]),
     ("envoy.config.core.v3.TypedExtensionConfig", &["name", "typed_config"]),
     // addresses
-    ("envoy.config.core.v3.Address", &["socket_address"]),
+    ("envoy.config.core.v3.Address", &["socket_address", "pipe"]),
     ("envoy.config.core.v3.SocketAddress", &["address", "port_value", "protocol", "ipv4_compat"]),
     ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
     // listeners
@@ -61,7 +71,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts", "~access_log", "~access_log_options", "~max_downstream_connection_duration"]),
     ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &["clusters"]),
     ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", &["name", "weight"]),
-    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", &["codec_type", "stat_prefix", "route_config", "http_filters", "server_name", "server_header_transformation", "use_remote_address", "skip_xff_append", "via", "generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response", "upgrade_configs", "request_headers_timeout", "max_request_headers_kb", "common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "strip_matching_host_port", "strip_any_host_port", "internal_address_config", "~access_log", "~access_log_options", "~drain_timeout", "~delayed_close_timeout", "~stream_flush_timeout"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", &["codec_type", "stat_prefix", "route_config", "rds", "http_filters", "server_name", "server_header_transformation", "use_remote_address", "skip_xff_append", "via", "generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response", "upgrade_configs", "request_headers_timeout", "max_request_headers_kb", "common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "strip_matching_host_port", "strip_any_host_port", "internal_address_config", "~access_log", "~access_log_options", "~drain_timeout", "~delayed_close_timeout", "~stream_flush_timeout"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.Rds", &["config_source", "route_config_name"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", &["upgrade_type", "enabled"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig", &["cidr_ranges"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
@@ -95,8 +106,9 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     // clusters
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "~cleanup_interval", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "~cleanup_interval", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats"]),
     ("envoy.config.cluster.v3.UpstreamConnectionOptions", &["*"]),
+    ("envoy.config.cluster.v3.Cluster.EdsClusterConfig", &["eds_config", "service_name"]),
     ("envoy.config.cluster.v3.Cluster.RefreshRate", &["*"]),
     ("envoy.config.cluster.v3.TrackClusterStats", &["*"]),
     ("envoy.config.endpoint.v3.ClusterLoadAssignment", &["cluster_name", "endpoints", "~policy"]),

@@ -125,7 +125,12 @@ static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-e
 /// The connection manager's request mutation, before routing: x-forwarded-for/-proto, internal
 /// vs external (`internal_address_config`; nothing is internal unless configured), removal of
 /// internal-only headers from external requests, via, and x-request-id.
-pub fn mutate_request(h: &mut HeaderMap, hcm: &HttpConnMgr, remote: SocketAddr) {
+pub fn mutate_request(
+    h: &mut HeaderMap,
+    hcm: &HttpConnMgr,
+    remote: SocketAddr,
+    internal_only: &[HeaderName],
+) {
     // The address the request is taken to come from: the connection's peer with
     // use_remote_address, else the last x-forwarded-for entry when there is one.
     let mut effective = remote.ip().to_canonical();
@@ -165,7 +170,7 @@ pub fn mutate_request(h: &mut HeaderMap, hcm: &HttpConnMgr, remote: SocketAddr) 
         for name in INTERNAL_ONLY {
             h.remove(*name);
         }
-        for name in &hcm.routes_internal_only {
+        for name in internal_only {
             h.remove(name);
         }
     }

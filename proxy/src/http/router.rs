@@ -4,7 +4,7 @@
 use super::headers::{requested_upgrade, set_server, X_REQUEST_ID};
 use super::reply::{local, Body, Flag};
 use super::ConnCtx;
-use crate::config::hcm::{StripPort, Underscores};
+use crate::config::hcm::{RouteSource, StripPort, Underscores};
 use crate::config::headers::FormatCtx;
 use crate::config::route::{Action, RequestView, Route, RouteTable, VirtualHost};
 use crate::stats::ActiveGuard;
@@ -82,7 +82,20 @@ async fn dispatch(
         return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
     }
     strip_host_port(ctx, &mut req);
-    super::headers::mutate_request(req.headers_mut(), hcm, ctx.remote);
+    // The route table: inline, or the RDS one in the current snapshot.
+    let table: Arc<RouteTable> = match &hcm.routes {
+        RouteSource::Static(t) => t.clone(),
+        RouteSource::Rds(name) => match ctx.server.snapshot.load().routes.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                ctx.stats.no_route.inc();
+                tracing::debug!(flag = Flag::NoRoute.code(), route_config = %name, "RDS route configuration not known yet");
+                return local(StatusCode::NOT_FOUND, "");
+            }
+        },
+    };
+    let table: &RouteTable = &table;
+    super::headers::mutate_request(req.headers_mut(), hcm, ctx.remote, &table.internal_only);
     *request_id = req.headers().get(&X_REQUEST_ID).cloned();
     match hcm.underscores {
         Underscores::Allow => {}
@@ -103,7 +116,6 @@ async fn dispatch(
             }
         }
     }
-    let table: &RouteTable = &hcm.routes;
     let host = req
         .headers()
         .get(header::HOST)

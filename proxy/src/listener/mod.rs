@@ -4,10 +4,14 @@
 use crate::config::listener::{ConnInfo, Listener, NetworkFilter};
 use crate::snapshot::Server;
 use crate::stats::{listener_scope, registry, ActiveGuard, Counter, Gauge, Scope};
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub mod manager;
 
 pub struct ListenerStats {
     pub downstream_cx_total: Counter,
@@ -45,10 +49,18 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Runs the accept loop of one listener until the listeners are stopped.
-pub fn spawn(server: Arc<Server>, cfg: Arc<Listener>, tcp: TcpListener) {
-    let local = tcp.local_addr().unwrap_or(cfg.address);
-    let stats = Arc::new(ListenerStats::new(&cfg.address));
+/// Runs the accept loop of one listener until it is stopped (by the listener manager, or by
+/// `/drain_listeners` and shutdown). Each connection takes the listener's config current at
+/// accept time: an update never touches connections already accepted.
+pub fn spawn(
+    server: Arc<Server>,
+    cfg: Arc<ArcSwap<Listener>>,
+    tcp: TcpListener,
+    mut removed: watch::Receiver<bool>,
+) {
+    let first = cfg.load_full();
+    let local = tcp.local_addr().unwrap_or(first.address);
+    let stats = Arc::new(ListenerStats::new(&first.address));
     server.stats.listener_added.inc();
     server.stats.total_listeners_active.inc();
     let mut stop = server.stop_listeners.subscribe();
@@ -56,17 +68,22 @@ pub fn spawn(server: Arc<Server>, cfg: Arc<Listener>, tcp: TcpListener) {
         loop {
             tokio::select! {
                 accepted = tcp.accept() => match accepted {
-                    Ok((stream, remote)) => on_accept(&server, &cfg, &stats, stream, local, remote),
+                    Ok((stream, remote)) => on_accept(&server, &cfg.load_full(), &stats, stream, local, remote),
                     Err(e) => {
-                        tracing::warn!(listener = %cfg.name, "accept failed: {e}");
+                        tracing::warn!(listener = %first.name, "accept failed: {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
                 },
+                changed = removed.changed() => {
+                    if changed.is_err() || *removed.borrow() {
+                        break;
+                    }
+                }
                 changed = stop.changed() => {
                     let Ok(()) = changed else { break };
                     let req = *stop.borrow();
                     if let Some((_, inbound_only)) = req {
-                        if !inbound_only || cfg.inbound {
+                        if !inbound_only || cfg.load().inbound {
                             break;
                         }
                     }
@@ -74,7 +91,7 @@ pub fn spawn(server: Arc<Server>, cfg: Arc<Listener>, tcp: TcpListener) {
             }
         }
         server.stats.total_listeners_active.dec();
-        tracing::info!(listener = %cfg.name, "listener closed");
+        tracing::info!(listener = %first.name, "listener closed");
     });
 }
 
@@ -100,6 +117,7 @@ fn on_accept(
         tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
         return;
     };
+    tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
     let guards = (
         ActiveGuard::new(&stats.downstream_cx_active),
         ActiveGuard::new(&server.stats.total_connections),

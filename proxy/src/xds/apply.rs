@@ -1,0 +1,298 @@
+//! Applying one response per resource type. Every resource is checked alone: a good one is
+//! applied, a bad one is named in the NACK and keeps its last good version.
+
+use super::{Accepted, Resources, XdsState};
+use crate::cluster::ClusterRt;
+use crate::config::cluster::{endpoints, Cluster, Discovery};
+use crate::config::hcm::RouteSource;
+use crate::config::listener::{Listener, NetworkFilter};
+use crate::config::route::RouteTable;
+use crate::config::support;
+use envoy_types::pb::envoy::config::cluster::v3 as cluster_pb;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3 as listener_pb;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+use ferry_xds::ads;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A resource decoded and checked against what Ferry supports.
+struct Decoded<T> {
+    name: String,
+    typed: T,
+    raw: Vec<u8>,
+    json: serde_json::Value,
+}
+
+/// `Err((name if known, message))`.
+fn decode<T: Message + Default>(
+    any: &Any,
+    want: &str,
+    kind: &str,
+    name_of: fn(&T) -> &str,
+) -> Result<Decoded<T>, (Option<String>, String)> {
+    if any.type_url != want {
+        return Err((None, format!("{kind}: unexpected type {}", any.type_url)));
+    }
+    let typed = T::decode(any.value.as_slice())
+        .map_err(|e| (None, format!("{kind}: cannot decode: {e}")))?;
+    let name = name_of(&typed).to_string();
+    let fail =
+        |e: crate::config::ConfigError| (Some(name.clone()), format!("{kind} '{name}': {e}"));
+    let dynamic = support::decode_any(want, &any.value, "").map_err(fail)?;
+    support::check(&dynamic, "").map_err(fail)?;
+    Ok(Decoded {
+        json: crate::admin::to_json(&dynamic),
+        name,
+        typed,
+        raw: any.value.clone(),
+    })
+}
+
+fn accepted<T>(value: T, d_raw: Vec<u8>, version: &str, json: serde_json::Value) -> Accepted<T> {
+    Accepted {
+        value,
+        raw: d_raw,
+        version: version.to_string(),
+        updated: SystemTime::now(),
+        json,
+    }
+}
+
+fn finish(stats: &[crate::stats::Counter; 3], errors: Vec<String>) -> Result<(), String> {
+    if errors.is_empty() {
+        stats[1].inc();
+        Ok(())
+    } else {
+        stats[2].inc();
+        Err(errors.join("; "))
+    }
+}
+
+impl XdsState {
+    pub(super) fn apply_clusters(
+        &self,
+        res: &mut Resources,
+        version: &str,
+        resources: Vec<Any>,
+    ) -> Result<(), String> {
+        self.stats.cds[0].inc();
+        let mut errors = Vec::new();
+        let mut next = BTreeMap::new();
+        for any in &resources {
+            let d = match decode::<cluster_pb::Cluster>(any, ads::CLUSTER, "Cluster", |c| &c.name) {
+                Ok(d) => d,
+                Err((name, e)) => {
+                    errors.push(e);
+                    if let Some(old) =
+                        name.and_then(|n| res.clusters.get(&n).map(|o| (n, o.clone())))
+                    {
+                        next.insert(old.0, old.1);
+                    }
+                    continue;
+                }
+            };
+            if self.static_clusters.contains_key(&d.name) {
+                errors.push(format!(
+                    "Cluster '{}': a static cluster of that name exists",
+                    d.name
+                ));
+                continue;
+            }
+            if let Some(old) = res.clusters.get(&d.name).filter(|o| o.raw == d.raw) {
+                next.insert(d.name, old.clone());
+                continue;
+            }
+            match Cluster::from_proto(&d.typed, "") {
+                Ok(cfg) => {
+                    let rt = ClusterRt::new(cfg);
+                    if rt.cfg.discovery == Discovery::Eds {
+                        if let Some(a) = res.assignments.get(&rt.cfg.eds_service_name) {
+                            rt.set_endpoints(&a.value);
+                        }
+                    }
+                    rt.start_dns();
+                    next.insert(d.name, accepted(rt, d.raw, version, d.json));
+                }
+                Err(e) => {
+                    errors.push(format!("Cluster '{}': {e}", d.name));
+                    if let Some(old) = res.clusters.get(&d.name) {
+                        next.insert(d.name, old.clone());
+                    }
+                }
+            }
+        }
+        res.clusters = next;
+        res.received.insert(ads::CLUSTER);
+        self.publish(res);
+        let eds: BTreeSet<String> = res
+            .clusters
+            .values()
+            .filter(|c| c.value.cfg.discovery == Discovery::Eds)
+            .map(|c| c.value.cfg.eds_service_name.clone())
+            .collect();
+        self.subscribe(ads::ENDPOINT, eds);
+        finish(&self.stats.cds, errors)
+    }
+
+    pub(super) fn apply_assignments(
+        &self,
+        res: &mut Resources,
+        version: &str,
+        resources: Vec<Any>,
+    ) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for any in &resources {
+            let d = match decode::<ClusterLoadAssignment>(
+                any,
+                ads::ENDPOINT,
+                "ClusterLoadAssignment",
+                |c| &c.cluster_name,
+            ) {
+                Ok(d) => d,
+                Err((_, e)) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match endpoints(&d.typed, Discovery::Eds, "") {
+                Ok(eps) => {
+                    for c in res.clusters.values() {
+                        if c.value.cfg.discovery == Discovery::Eds
+                            && c.value.cfg.eds_service_name == d.name
+                        {
+                            c.value.set_endpoints(&eps);
+                        }
+                    }
+                    res.assignments
+                        .insert(d.name, accepted(eps, d.raw, version, d.json));
+                }
+                Err(e) => errors.push(format!("ClusterLoadAssignment '{}': {e}", d.name)),
+            }
+        }
+        res.received.insert(ads::ENDPOINT);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    pub(super) fn apply_listeners(
+        &self,
+        res: &mut Resources,
+        version: &str,
+        resources: Vec<Any>,
+    ) -> Result<(), String> {
+        self.stats.lds[0].inc();
+        let Some(server) = self.server() else {
+            return Ok(());
+        };
+        let static_names: BTreeSet<&str> = server
+            .bootstrap
+            .listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        let mut errors = Vec::new();
+        let mut next = BTreeMap::new();
+        for any in &resources {
+            let d = match decode::<listener_pb::Listener>(any, ads::LISTENER, "Listener", |l| {
+                &l.name
+            }) {
+                Ok(d) => d,
+                Err((name, e)) => {
+                    errors.push(e);
+                    if let Some(old) =
+                        name.and_then(|n| res.listeners.get(&n).map(|o| (n, o.clone())))
+                    {
+                        next.insert(old.0, old.1);
+                    }
+                    continue;
+                }
+            };
+            if static_names.contains(d.name.as_str()) {
+                errors.push(format!(
+                    "Listener '{}': a static listener of that name exists",
+                    d.name
+                ));
+                continue;
+            }
+            if let Some(old) = res.listeners.get(&d.name).filter(|o| o.raw == d.raw) {
+                next.insert(d.name, old.clone());
+                continue;
+            }
+            match Listener::from_proto(&d.typed, "") {
+                Ok(l) => {
+                    next.insert(d.name, accepted(Arc::new(l), d.raw, version, d.json));
+                }
+                Err(e) => {
+                    errors.push(format!("Listener '{}': {e}", d.name));
+                    if let Some(old) = res.listeners.get(&d.name) {
+                        next.insert(d.name, old.clone());
+                    }
+                }
+            }
+        }
+        let desired: Vec<Arc<Listener>> = next.values().map(|a| a.value.clone()).collect();
+        for (name, e) in server.listeners.apply(&server, &desired, true) {
+            errors.push(format!("Listener '{name}': {e}"));
+            next.remove(&name);
+        }
+        res.listeners = next;
+        res.received.insert(ads::LISTENER);
+        let rds: BTreeSet<String> = server
+            .bootstrap
+            .listeners
+            .iter()
+            .chain(res.listeners.values().map(|a| &a.value))
+            .flat_map(|l| l.chains.iter().chain(l.default_chain.iter()))
+            .filter_map(|c| match &c.filter {
+                NetworkFilter::Http(h) => match &h.routes {
+                    RouteSource::Rds(name) => Some(name.clone()),
+                    RouteSource::Static(_) => None,
+                },
+                NetworkFilter::TcpProxy(_) => None,
+            })
+            .collect();
+        self.subscribe(ads::ROUTE, rds);
+        finish(&self.stats.lds, errors)
+    }
+
+    pub(super) fn apply_routes(
+        &self,
+        res: &mut Resources,
+        version: &str,
+        resources: Vec<Any>,
+    ) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for any in &resources {
+            let d = match decode::<RouteConfiguration>(any, ads::ROUTE, "RouteConfiguration", |r| {
+                &r.name
+            }) {
+                Ok(d) => d,
+                Err((_, e)) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match RouteTable::from_proto(&d.typed, "") {
+                Ok(t) => {
+                    res.routes
+                        .insert(d.name, accepted(Arc::new(t), d.raw, version, d.json));
+                }
+                Err(e) => errors.push(format!("RouteConfiguration '{}': {e}", d.name)),
+            }
+        }
+        res.received.insert(ads::ROUTE);
+        self.publish(res);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Dynamic resources in `/config_dump`, shaped as Envoy shows them.
+
+use super::{Accepted, XdsState};
+use serde_json::{json, Value};
+
+fn ts(a: &Accepted<impl Sized>) -> String {
+    crate::admin::rfc3339(a.updated)
+}
+
+fn typed(mut v: Value, name: &str) -> Value {
+    if let Value::Object(m) = &mut v {
+        let mut out = serde_json::Map::new();
+        out.insert(
+            "@type".into(),
+            Value::String(format!("type.googleapis.com/{name}")),
+        );
+        out.extend(std::mem::take(m));
+        return Value::Object(out);
+    }
+    v
+}
+
+impl XdsState {
+    pub fn dump_clusters(&self) -> Vec<Value> {
+        let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        res.clusters
+            .values()
+            .map(|c| json!({"version_info": c.version, "cluster": typed(c.json.clone(), "envoy.config.cluster.v3.Cluster"), "last_updated": ts(c)}))
+            .collect()
+    }
+
+    pub fn dump_listeners(&self) -> Vec<Value> {
+        let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        res.listeners
+            .iter()
+            .map(|(name, l)| json!({"name": name, "active_state": {"version_info": l.version, "listener": typed(l.json.clone(), "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}}))
+            .collect()
+    }
+
+    pub fn dump_routes(&self) -> Vec<Value> {
+        let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        res.routes
+            .values()
+            .map(|r| json!({"version_info": r.version, "route_config": typed(r.json.clone(), "envoy.config.route.v3.RouteConfiguration"), "last_updated": ts(r)}))
+            .collect()
+    }
+
+    pub fn dump_endpoints(&self) -> Vec<Value> {
+        let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        res.assignments
+            .values()
+            .map(|a| json!({"version_info": a.version, "endpoint_config": typed(a.json.clone(), "envoy.config.endpoint.v3.ClusterLoadAssignment"), "last_updated": ts(a)}))
+            .collect()
+    }
+}

@@ -1,0 +1,182 @@
+//! Dynamic configuration from ADS: each response is validated resource by resource (the same
+//! support check and conversion as the bootstrap), the good resources are applied and the bad
+//! ones NACKed by name — a bad resource never takes good ones down, it keeps its last good
+//! version — and the result is published as a new snapshot with one swap.
+
+mod apply;
+pub mod dump;
+
+use crate::cluster::ClusterRt;
+use crate::config::cluster::EndpointCfg;
+use crate::config::listener::Listener;
+use crate::config::route::RouteTable;
+use crate::snapshot::{Server, Snapshot};
+use crate::stats::{registry, Counter, Gauge, Scope};
+use envoy_types::pb::google::protobuf::Any;
+use ferry_xds::ads::{self, AdsHandle, Handler};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// One accepted dynamic resource, as `/config_dump` shows it.
+#[derive(Clone)]
+pub struct Accepted<T> {
+    pub value: T,
+    /// The resource's encoding: an unchanged resource keeps its runtime state.
+    pub raw: Vec<u8>,
+    pub version: String,
+    pub updated: SystemTime,
+    pub json: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Resources {
+    clusters: BTreeMap<String, Accepted<Arc<ClusterRt>>>,
+    assignments: BTreeMap<String, Accepted<Vec<EndpointCfg>>>,
+    routes: BTreeMap<String, Accepted<Arc<RouteTable>>>,
+    listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
+    /// Types whose first response has been applied.
+    received: BTreeSet<&'static str>,
+}
+
+struct XdsStats {
+    connected: Gauge,
+    cds: [Counter; 3],
+    lds: [Counter; 3],
+}
+
+/// `update_attempt`, `update_success`, `update_rejected`.
+fn update_stats(scope: Scope<'_>) -> [Counter; 3] {
+    let r = registry();
+    [
+        r.counter(scope.clone(), "update_attempt"),
+        r.counter(scope.clone(), "update_success"),
+        r.counter(scope, "update_rejected"),
+    ]
+}
+
+pub struct XdsState {
+    server: Weak<Server>,
+    handle: OnceLock<AdsHandle>,
+    static_clusters: HashMap<String, Arc<ClusterRt>>,
+    res: Mutex<Resources>,
+    stats: XdsStats,
+    /// Flips to true once the initial LDS/CDS responses are applied.
+    pub initialized: watch::Sender<bool>,
+    wants_lds: bool,
+    wants_cds: bool,
+}
+
+impl XdsState {
+    pub fn start(server: &Arc<Server>) -> Option<Arc<XdsState>> {
+        let b = &server.bootstrap;
+        let (dynamic, target) = (b.dynamic.as_ref()?, b.xds_target.clone()?);
+        let r = registry();
+        let state = Arc::new(XdsState {
+            server: Arc::downgrade(server),
+            handle: OnceLock::new(),
+            static_clusters: server.snapshot.load().clusters.clone(),
+            res: Mutex::new(Resources::default()),
+            stats: XdsStats {
+                connected: r.gauge(Scope::Named("control_plane"), "connected_state"),
+                cds: update_stats(Scope::Named("cluster_manager.cds")),
+                lds: update_stats(Scope::Named("listener_manager.lds")),
+            },
+            initialized: watch::channel(!dynamic.lds && !dynamic.cds).0,
+            wants_lds: dynamic.lds,
+            wants_cds: dynamic.cds,
+        });
+        let mut wildcard = Vec::new();
+        if dynamic.cds {
+            wildcard.push(ads::CLUSTER);
+        }
+        if dynamic.lds {
+            wildcard.push(ads::LISTENER);
+        }
+        let cfg = ads::AdsConfig {
+            target,
+            node: node(server),
+            node_on_first_only: dynamic.node_on_first_only,
+            wildcard,
+            backoff_base: std::time::Duration::from_millis(500),
+            backoff_max: std::time::Duration::from_secs(30),
+            connect_timeout: std::time::Duration::from_secs(5),
+        };
+        let handle = ads::spawn(cfg, state.clone());
+        let _ = state.handle.set(handle);
+        Some(state)
+    }
+
+    fn server(&self) -> Option<Arc<Server>> {
+        self.server.upgrade()
+    }
+
+    /// Publishes clusters and routes as one new snapshot.
+    fn publish(&self, res: &Resources) {
+        let Some(server) = self.server() else { return };
+        let mut clusters = self.static_clusters.clone();
+        for (name, c) in &res.clusters {
+            clusters.insert(name.clone(), c.value.clone());
+        }
+        let routes = res
+            .routes
+            .iter()
+            .map(|(n, r)| (n.clone(), r.value.clone()))
+            .collect();
+        server.stats.active_clusters.set(clusters.len() as u64);
+        server
+            .snapshot
+            .store(Arc::new(Snapshot { clusters, routes }));
+    }
+
+    fn subscribe(&self, type_url: &str, names: BTreeSet<String>) {
+        if let Some(h) = self.handle.get() {
+            h.subscribe(type_url, names);
+        }
+    }
+
+    fn check_initialized(&self, res: &Resources) {
+        let done = (!self.wants_cds || res.received.contains(ads::CLUSTER))
+            && (!self.wants_lds || res.received.contains(ads::LISTENER));
+        if done && !*self.initialized.borrow() {
+            let _ = self.initialized.send(true);
+        }
+    }
+}
+
+impl Handler for XdsState {
+    fn apply(&self, type_url: &str, version: &str, resources: Vec<Any>) -> Result<(), String> {
+        let mut res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match type_url {
+            ads::CLUSTER => self.apply_clusters(&mut res, version, resources),
+            ads::ENDPOINT => self.apply_assignments(&mut res, version, resources),
+            ads::LISTENER => self.apply_listeners(&mut res, version, resources),
+            ads::ROUTE => self.apply_routes(&mut res, version, resources),
+            other => Err(format!("resource type {other} is not supported by Ferry")),
+        };
+        self.check_initialized(&res);
+        result
+    }
+
+    fn connected(&self, up: bool) {
+        self.stats.connected.set(u64::from(up));
+    }
+}
+
+/// The node as Envoy sends it: the bootstrap's node with the CLI overrides, and this build.
+fn node(server: &Server) -> envoy_types::pb::envoy::config::core::v3::Node {
+    use envoy_types::pb::envoy::config::core::v3::{node::UserAgentVersionType, Node};
+    let raw = &server.bootstrap.raw;
+    let mut n: Node = match raw.get_field_by_name("node").as_deref() {
+        Some(prost_reflect::Value::Message(m)) => {
+            crate::config::load::to_typed(m).unwrap_or_default()
+        }
+        _ => Node::default(),
+    };
+    n.user_agent_name = "ferry".into();
+    n.user_agent_version_type = Some(UserAgentVersionType::UserAgentVersion(
+        crate::VERSION.into(),
+    ));
+    n
+}

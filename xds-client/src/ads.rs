@@ -1,0 +1,238 @@
+//! The ADS client (state of the world): one `StreamAggregatedResources` stream to the control
+//! plane carrying every resource type, with Envoy's request/ACK/NACK rules — `version_info` of
+//! the last accepted response and the `response_nonce` of the latest one, `error_detail` on a
+//! NACK, wildcard subscriptions for listeners and clusters, named ones for routes and
+//! endpoints — and reconnection with jittered exponential backoff, re-sending the last accepted
+//! versions.
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// Where the control plane listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    /// A Unix domain socket (Istio's agent serves xDS on `./etc/istio/proxy/XDS`).
+    Unix(PathBuf),
+}
+
+/// What the proxy does with the resources of a response.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies one response. State of the world: the complete set for wildcard types (listeners,
+    /// clusters), the subscribed ones otherwise. `Err(message)` NACKs the response; the handler
+    /// keeps whatever it could apply and says in the message which resources it rejected.
+    fn apply(&self, type_url: &str, version: &str, resources: Vec<Any>) -> Result<(), String>;
+
+    /// The stream went up or down (`control_plane.connected_state`).
+    fn connected(&self, _up: bool) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct AdsConfig {
+    pub target: Target,
+    pub node: Node,
+    /// Send `node` only in the first request of a stream (`set_node_on_first_message_only`).
+    pub node_on_first_only: bool,
+    /// Types subscribed as wildcards from the start, in the order Envoy asks for them.
+    pub wildcard: Vec<&'static str>,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub connect_timeout: Duration,
+}
+
+enum Cmd {
+    Subscribe(String, BTreeSet<String>),
+}
+
+/// Changes the named subscriptions of a running client.
+#[derive(Clone)]
+pub struct AdsHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+impl AdsHandle {
+    /// Subscribes to exactly `names` of `type_url` (routes, endpoints); sends a request when the
+    /// set changes.
+    pub fn subscribe(&self, type_url: &str, names: BTreeSet<String>) {
+        let _ = self.tx.send(Cmd::Subscribe(type_url.to_string(), names));
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct TypeState {
+    /// `None`: wildcard.
+    names: Option<BTreeSet<String>>,
+    /// version_info of the last accepted response.
+    version: String,
+    /// Nonce of the latest response on the current stream.
+    nonce: String,
+}
+
+/// Starts the client on the current runtime.
+pub fn spawn(cfg: AdsConfig, handler: Arc<dyn Handler>) -> AdsHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(cfg, handler, rx));
+    AdsHandle { tx }
+}
+
+struct Client {
+    cfg: AdsConfig,
+    states: BTreeMap<String, TypeState>,
+    /// Types in the order their first request is sent.
+    order: Vec<String>,
+}
+
+impl Client {
+    fn request(&self, type_url: &str, first: bool, error: Option<String>) -> DiscoveryRequest {
+        let st = self.states.get(type_url).cloned().unwrap_or_default();
+        DiscoveryRequest {
+            version_info: st.version,
+            node: (first || !self.cfg.node_on_first_only).then(|| self.cfg.node.clone()),
+            resource_names: st
+                .names
+                .map(|n| n.into_iter().collect())
+                .unwrap_or_default(),
+            type_url: type_url.to_string(),
+            response_nonce: st.nonce,
+            error_detail: error.map(|message| Status {
+                code: 3,
+                message,
+                details: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn subscribe(&mut self, type_url: String, names: BTreeSet<String>) -> bool {
+        if !self.order.contains(&type_url) {
+            self.order.push(type_url.clone());
+        }
+        let st = self.states.entry(type_url).or_default();
+        if st.names.as_ref() == Some(&names) {
+            return false;
+        }
+        st.names = Some(names);
+        true
+    }
+}
+
+async fn run(cfg: AdsConfig, handler: Arc<dyn Handler>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    let mut client = Client {
+        order: cfg.wildcard.iter().map(|t| t.to_string()).collect(),
+        cfg,
+        states: BTreeMap::new(),
+    };
+    for t in client.order.clone() {
+        client.states.insert(t, TypeState::default());
+    }
+    let mut backoff = client.cfg.backoff_base;
+    loop {
+        match stream_once(&mut client, handler.as_ref(), &mut cmds).await {
+            Ok(()) => backoff = client.cfg.backoff_base,
+            Err(e) => tracing::warn!("xDS stream to {:?}: {e}", client.cfg.target),
+        }
+        handler.connected(false);
+        // Jittered exponential backoff; subscription changes meanwhile are kept for the next
+        // stream.
+        let wait = backoff.mul_f64(0.5 + fastrand::f64());
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Subscribe(t, names)) => { client.subscribe(t, names); }
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(client.cfg.backoff_max);
+    }
+}
+
+/// One stream: connect, (re)send every subscription with the last accepted versions, then
+/// answer responses and subscription changes until the stream ends.
+async fn stream_once(
+    client: &mut Client,
+    handler: &dyn Handler,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+) -> Result<(), String> {
+    let channel = crate::channel::connect(&client.cfg.target, client.cfg.connect_timeout)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut grpc =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
+    let mut first = true;
+    for t in client.order.clone() {
+        if let Some(st) = client.states.get_mut(&t) {
+            st.nonce.clear();
+        }
+        let _ = tx.send(client.request(&t, first, None));
+        first = false;
+    }
+    let mut inbound = grpc
+        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("open stream: {s}"))?
+        .into_inner();
+    handler.connected(true);
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(resp)) => on_response(client, handler, &tx, resp),
+                Ok(None) => return Err("closed by the control plane".into()),
+                Err(s) => return Err(format!("stream error: {s}")),
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Subscribe(t, names)) => {
+                    if client.subscribe(t.clone(), names) {
+                        let _ = tx.send(client.request(&t, false, None));
+                    }
+                }
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+fn on_response(
+    client: &mut Client,
+    handler: &dyn Handler,
+    tx: &mpsc::UnboundedSender<DiscoveryRequest>,
+    resp: DiscoveryResponse,
+) {
+    let t = resp.type_url.clone();
+    if !client.order.contains(&t) {
+        client.order.push(t.clone());
+    }
+    let result = handler.apply(&t, &resp.version_info, resp.resources);
+    let st = client.states.entry(t.clone()).or_default();
+    st.nonce = resp.nonce;
+    let error = match result {
+        Ok(()) => {
+            st.version = resp.version_info;
+            None
+        }
+        Err(message) => {
+            tracing::warn!(type_url = %t, version = %resp.version_info, "xDS update rejected: {message}");
+            Some(message)
+        }
+    };
+    let _ = tx.send(client.request(&t, false, error));
+}
