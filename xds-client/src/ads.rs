@@ -50,12 +50,14 @@ pub struct AdsConfig {
     pub node_on_first_only: bool,
     /// Types subscribed as wildcards from the start, in the order Envoy asks for them.
     pub wildcard: Vec<&'static str>,
+    /// Incremental xDS (`DELTA_GRPC`) instead of state of the world.
+    pub delta: bool,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Subscribe(String, BTreeSet<String>),
 }
 
@@ -86,7 +88,11 @@ struct TypeState {
 /// Starts the client on the current runtime.
 pub fn spawn(cfg: AdsConfig, handler: Arc<dyn Handler>) -> AdsHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(cfg, handler, rx));
+    if cfg.delta {
+        tokio::spawn(crate::delta::run(cfg, handler, rx));
+    } else {
+        tokio::spawn(run(cfg, handler, rx));
+    }
     AdsHandle { tx }
 }
 
@@ -143,25 +149,69 @@ async fn run(cfg: AdsConfig, handler: Arc<dyn Handler>, mut cmds: mpsc::Unbounde
     let mut backoff = client.cfg.backoff_base;
     loop {
         match stream_once(&mut client, handler.as_ref(), &mut cmds).await {
-            Ok(()) => backoff = client.cfg.backoff_base,
-            Err(e) => tracing::warn!("xDS stream to {:?}: {e}", client.cfg.target),
-        }
-        handler.connected(false);
-        // Jittered exponential backoff; subscription changes meanwhile are kept for the next
-        // stream.
-        let wait = backoff.mul_f64(0.5 + fastrand::f64());
-        let sleep = tokio::time::sleep(wait);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                () = &mut sleep => break,
-                cmd = cmds.recv() => match cmd {
-                    Some(Cmd::Subscribe(t, names)) => { client.subscribe(t, names); }
-                    None => return,
-                },
+            Ok(()) => return,
+            Err(StreamEnd {
+                established,
+                reason,
+            }) => {
+                tracing::warn!("xDS stream to {:?}: {reason}", client.cfg.target);
+                if established {
+                    backoff = client.cfg.backoff_base;
+                }
             }
         }
-        backoff = (backoff * 2).min(client.cfg.backoff_max);
+        handler.connected(false);
+        if !backoff_wait(&mut backoff, client.cfg.backoff_max, &mut cmds, |t, n| {
+            client.subscribe(t, n);
+        })
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// Waits a jittered exponential backoff, keeping subscription changes for the next stream.
+/// Returns false when the handle is gone.
+pub(crate) async fn backoff_wait(
+    backoff: &mut Duration,
+    max: Duration,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    mut on_subscribe: impl FnMut(String, BTreeSet<String>),
+) -> bool {
+    let wait = backoff.mul_f64(0.5 + fastrand::f64());
+    let sleep = tokio::time::sleep(wait);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => break,
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Subscribe(t, names)) => on_subscribe(t, names),
+                None => return false,
+            },
+        }
+    }
+    *backoff = (*backoff * 2).min(max);
+    true
+}
+
+/// Why a stream ended, and whether it had been established (which resets the backoff).
+pub(crate) struct StreamEnd {
+    pub established: bool,
+    pub reason: String,
+}
+
+pub(crate) fn before(reason: String) -> StreamEnd {
+    StreamEnd {
+        established: false,
+        reason,
+    }
+}
+
+pub(crate) fn after(reason: String) -> StreamEnd {
+    StreamEnd {
+        established: true,
+        reason,
     }
 }
 
@@ -171,10 +221,10 @@ async fn stream_once(
     client: &mut Client,
     handler: &dyn Handler,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
-) -> Result<(), String> {
+) -> Result<(), StreamEnd> {
     let channel = crate::channel::connect(&client.cfg.target, client.cfg.connect_timeout)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| before(format!("connect: {e}")))?;
     let mut grpc =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
@@ -189,15 +239,15 @@ async fn stream_once(
     let mut inbound = grpc
         .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
         .await
-        .map_err(|s| format!("open stream: {s}"))?
+        .map_err(|s| before(format!("open stream: {s}")))?
         .into_inner();
     handler.connected(true);
     loop {
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(resp)) => on_response(client, handler, &tx, resp),
-                Ok(None) => return Err("closed by the control plane".into()),
-                Err(s) => return Err(format!("stream error: {s}")),
+                Ok(None) => return Err(after("closed by the control plane".into())),
+                Err(s) => return Err(after(format!("stream error: {s}"))),
             },
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Subscribe(t, names)) => {

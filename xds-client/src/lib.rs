@@ -6,4 +6,5 @@ pub use prost_reflect;
 
 pub mod ads;
 pub mod channel;
+mod delta;
 pub mod pool;

@@ -6,10 +6,15 @@ use crate::config::cluster::{Discovery, DnsFamily};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Refreshes until the cluster is gone (removed by CDS and no request holds it).
 pub fn spawn(c: Arc<ClusterRt>) {
+    let refresh = c.cfg.dns_refresh;
+    let weak = Arc::downgrade(&c);
+    drop(c);
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(c.cfg.dns_refresh).await;
+            tokio::time::sleep(refresh).await;
+            let Some(c) = weak.upgrade() else { return };
             resolve(&c).await;
         }
     });

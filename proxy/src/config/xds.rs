@@ -13,6 +13,8 @@ pub struct Dynamic {
     /// The static cluster the ADS gRPC stream goes to.
     pub cluster: String,
     pub node_on_first_only: bool,
+    /// `api_type: DELTA_GRPC`.
+    pub delta: bool,
     pub lds: bool,
     pub cds: bool,
     /// Envoy's default is 15 s; `0s` waits for ever.
@@ -53,17 +55,11 @@ pub fn dynamic(d: &DynamicResources, path: &str) -> Result<Dynamic> {
     };
     let ap = format!("{path}.ads_config");
     match ads.api_type {
-        2 => {}
-        3 => {
-            return err(
-                &format!("{ap}.api_type"),
-                "DELTA_GRPC is not supported yet (GRPC is)",
-            )
-        }
+        2 | 3 => {}
         _ => {
             return err(
                 &format!("{ap}.api_type"),
-                "only GRPC (state of the world) is supported",
+                "only GRPC and DELTA_GRPC are supported",
             )
         }
     }
@@ -92,6 +88,7 @@ pub fn dynamic(d: &DynamicResources, path: &str) -> Result<Dynamic> {
     Ok(Dynamic {
         cluster,
         node_on_first_only: ads.set_node_on_first_message_only,
+        delta: ads.api_type == 3,
         lds: d.lds_config.is_some(),
         cds: d.cds_config.is_some(),
         initial_fetch_timeout,

@@ -28,11 +28,15 @@ struct Decoded<T> {
 }
 
 /// `Err((name if known, message))`.
-fn decode<T: Message + Default>(
+///
+/// A resource whose encoding equals `known(name)` (what is in force) is not checked again:
+/// pushes that repeat thousands of unchanged resources stay cheap.
+fn decode<'a, T: Message + Default>(
     any: &Any,
     want: &str,
     kind: &str,
     name_of: fn(&T) -> &str,
+    known: impl Fn(&str) -> Option<&'a [u8]>,
 ) -> Result<Decoded<T>, (Option<String>, String)> {
     if any.type_url != want {
         return Err((None, format!("{kind}: unexpected type {}", any.type_url)));
@@ -40,6 +44,15 @@ fn decode<T: Message + Default>(
     let typed = T::decode(any.value.as_slice())
         .map_err(|e| (None, format!("{kind}: cannot decode: {e}")))?;
     let name = name_of(&typed).to_string();
+    if known(&name) == Some(any.value.as_slice()) {
+        let raw = any.value.clone();
+        return Ok(Decoded {
+            name,
+            typed,
+            raw,
+            json: serde_json::Value::Null,
+        });
+    }
     let fail =
         |e: crate::config::ConfigError| (Some(name.clone()), format!("{kind} '{name}': {e}"));
     let dynamic = support::decode_any(want, &any.value, "").map_err(fail)?;
@@ -83,7 +96,13 @@ impl XdsState {
         let mut errors = Vec::new();
         let mut next = BTreeMap::new();
         for any in &resources {
-            let d = match decode::<cluster_pb::Cluster>(any, ads::CLUSTER, "Cluster", |c| &c.name) {
+            let d = match decode::<cluster_pb::Cluster>(
+                any,
+                ads::CLUSTER,
+                "Cluster",
+                |c| &c.name,
+                |n| res.clusters.get(n).map(|o| o.raw.as_slice()),
+            ) {
                 Ok(d) => d,
                 Err((name, e)) => {
                     errors.push(e);
@@ -151,6 +170,7 @@ impl XdsState {
                 ads::ENDPOINT,
                 "ClusterLoadAssignment",
                 |c| &c.cluster_name,
+                |n| res.assignments.get(n).map(|o| o.raw.as_slice()),
             ) {
                 Ok(d) => d,
                 Err((_, e)) => {
@@ -158,6 +178,9 @@ impl XdsState {
                     continue;
                 }
             };
+            if res.assignments.get(&d.name).is_some_and(|o| o.raw == d.raw) {
+                continue;
+            }
             match endpoints(&d.typed, Discovery::Eds, "") {
                 Ok(eps) => {
                     for c in res.clusters.values() {
@@ -200,9 +223,13 @@ impl XdsState {
         let mut errors = Vec::new();
         let mut next = BTreeMap::new();
         for any in &resources {
-            let d = match decode::<listener_pb::Listener>(any, ads::LISTENER, "Listener", |l| {
-                &l.name
-            }) {
+            let d = match decode::<listener_pb::Listener>(
+                any,
+                ads::LISTENER,
+                "Listener",
+                |l| &l.name,
+                |n| res.listeners.get(n).map(|o| o.raw.as_slice()),
+            ) {
                 Ok(d) => d,
                 Err((name, e)) => {
                     errors.push(e);
@@ -270,15 +297,22 @@ impl XdsState {
     ) -> Result<(), String> {
         let mut errors = Vec::new();
         for any in &resources {
-            let d = match decode::<RouteConfiguration>(any, ads::ROUTE, "RouteConfiguration", |r| {
-                &r.name
-            }) {
+            let d = match decode::<RouteConfiguration>(
+                any,
+                ads::ROUTE,
+                "RouteConfiguration",
+                |r| &r.name,
+                |n| res.routes.get(n).map(|o| o.raw.as_slice()),
+            ) {
                 Ok(d) => d,
                 Err((_, e)) => {
                     errors.push(e);
                     continue;
                 }
             };
+            if res.routes.get(&d.name).is_some_and(|o| o.raw == d.raw) {
+                continue;
+            }
             match RouteTable::from_proto(&d.typed, "") {
                 Ok(t) => {
                     res.routes

@@ -98,6 +98,7 @@ impl XdsState {
             target,
             node: node(server),
             node_on_first_only: dynamic.node_on_first_only,
+            delta: dynamic.delta,
             wildcard,
             backoff_base: std::time::Duration::from_millis(500),
             backoff_max: std::time::Duration::from_secs(30),
