@@ -156,6 +156,7 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     // once initial_fetch_timeout has passed (0s: wait for ever).
     if let Some(x) = crate::xds::XdsState::start(&server) {
         let _ = server.xds.set(x.clone());
+        server.set_state(ServerState::PreInitializing);
         let mut init = x.initialized.subscribe();
         let wait = init.wait_for(|done| *done);
         match bootstrap

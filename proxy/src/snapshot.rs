@@ -30,6 +30,7 @@ impl Snapshot {
 pub enum ServerState {
     Live = 0,
     Draining = 1,
+    PreInitializing = 2,
     Initializing = 3,
 }
 
@@ -38,6 +39,7 @@ impl ServerState {
         match self {
             ServerState::Live => "LIVE",
             ServerState::Draining => "DRAINING",
+            ServerState::PreInitializing => "PRE_INITIALIZING",
             ServerState::Initializing => "INITIALIZING",
         }
     }

@@ -59,6 +59,8 @@ pub struct AdsConfig {
 
 pub(crate) enum Cmd {
     Subscribe(String, BTreeSet<String>),
+    /// Starts a wildcard subscription (listeners once clusters are in, as Envoy orders them).
+    Wildcard(String),
 }
 
 /// Changes the named subscriptions of a running client.
@@ -72,6 +74,11 @@ impl AdsHandle {
     /// set changes.
     pub fn subscribe(&self, type_url: &str, names: BTreeSet<String>) {
         let _ = self.tx.send(Cmd::Subscribe(type_url.to_string(), names));
+    }
+
+    /// Starts a wildcard subscription to `type_url`.
+    pub fn subscribe_wildcard(&self, type_url: &str) {
+        let _ = self.tx.send(Cmd::Wildcard(type_url.to_string()));
     }
 }
 
@@ -124,6 +131,15 @@ impl Client {
         }
     }
 
+    fn wildcard(&mut self, type_url: String) -> bool {
+        if self.order.contains(&type_url) {
+            return false;
+        }
+        self.order.push(type_url.clone());
+        self.states.insert(type_url, TypeState::default());
+        true
+    }
+
     fn subscribe(&mut self, type_url: String, names: BTreeSet<String>) -> bool {
         if !self.order.contains(&type_url) {
             self.order.push(type_url.clone());
@@ -161,9 +177,19 @@ async fn run(cfg: AdsConfig, handler: Arc<dyn Handler>, mut cmds: mpsc::Unbounde
             }
         }
         handler.connected(false);
-        if !backoff_wait(&mut backoff, client.cfg.backoff_max, &mut cmds, |t, n| {
-            client.subscribe(t, n);
-        })
+        if !backoff_wait(
+            &mut backoff,
+            client.cfg.backoff_max,
+            &mut cmds,
+            |cmd| match cmd {
+                Cmd::Subscribe(t, n) => {
+                    client.subscribe(t, n);
+                }
+                Cmd::Wildcard(t) => {
+                    client.wildcard(t);
+                }
+            },
+        )
         .await
         {
             return;
@@ -177,7 +203,7 @@ pub(crate) async fn backoff_wait(
     backoff: &mut Duration,
     max: Duration,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
-    mut on_subscribe: impl FnMut(String, BTreeSet<String>),
+    mut on_cmd: impl FnMut(Cmd),
 ) -> bool {
     let wait = backoff.mul_f64(0.5 + fastrand::f64());
     let sleep = tokio::time::sleep(wait);
@@ -186,7 +212,7 @@ pub(crate) async fn backoff_wait(
         tokio::select! {
             () = &mut sleep => break,
             cmd = cmds.recv() => match cmd {
-                Some(Cmd::Subscribe(t, names)) => on_subscribe(t, names),
+                Some(cmd) => on_cmd(cmd),
                 None => return false,
             },
         }
@@ -252,6 +278,11 @@ async fn stream_once(
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Subscribe(t, names)) => {
                     if client.subscribe(t.clone(), names) {
+                        let _ = tx.send(client.request(&t, false, None));
+                    }
+                }
+                Some(Cmd::Wildcard(t)) => {
+                    if client.wildcard(t.clone()) {
                         let _ = tx.send(client.request(&t, false, None));
                     }
                 }

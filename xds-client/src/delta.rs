@@ -45,6 +45,15 @@ impl Client {
         }
     }
 
+    fn wildcard(&mut self, type_url: String) -> bool {
+        if self.order.contains(&type_url) {
+            return false;
+        }
+        self.order.push(type_url.clone());
+        self.states.insert(type_url, TypeState::default());
+        true
+    }
+
     /// The request that moves a subscription to `names`, if it changes.
     fn subscribe(
         &mut self,
@@ -117,9 +126,19 @@ pub(crate) async fn run(
             }
         }
         handler.connected(false);
-        let keep = backoff_wait(&mut backoff, client.cfg.backoff_max, &mut cmds, |t, n| {
-            let _ = client.subscribe(t, n);
-        })
+        let keep = backoff_wait(
+            &mut backoff,
+            client.cfg.backoff_max,
+            &mut cmds,
+            |cmd| match cmd {
+                Cmd::Subscribe(t, n) => {
+                    let _ = client.subscribe(t, n);
+                }
+                Cmd::Wildcard(t) => {
+                    let _ = client.wildcard(t);
+                }
+            },
+        )
         .await;
         if !keep {
             return;
@@ -170,6 +189,11 @@ async fn stream_once(
                 Some(Cmd::Subscribe(t, names)) => {
                     if let Some(req) = client.subscribe(t, names) {
                         let _ = tx.send(req);
+                    }
+                }
+                Some(Cmd::Wildcard(t)) => {
+                    if client.wildcard(t.clone()) {
+                        let _ = tx.send(client.initial(&t, false));
                     }
                 }
                 None => return Ok(()),

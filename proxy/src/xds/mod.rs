@@ -66,6 +66,7 @@ pub struct XdsState {
     pub initialized: watch::Sender<bool>,
     wants_lds: bool,
     wants_cds: bool,
+    lds_requested: std::sync::atomic::AtomicBool,
 }
 
 impl XdsState {
@@ -86,13 +87,17 @@ impl XdsState {
             initialized: watch::channel(!dynamic.lds && !dynamic.cds).0,
             wants_lds: dynamic.lds,
             wants_cds: dynamic.cds,
+            lds_requested: std::sync::atomic::AtomicBool::new(false),
         });
+        // Envoy asks for clusters first and for listeners once the clusters are initialised.
         let mut wildcard = Vec::new();
         if dynamic.cds {
             wildcard.push(ads::CLUSTER);
-        }
-        if dynamic.lds {
+        } else if dynamic.lds {
             wildcard.push(ads::LISTENER);
+            state
+                .lds_requested
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let cfg = ads::AdsConfig {
             target,
@@ -106,6 +111,14 @@ impl XdsState {
         };
         let handle = ads::spawn(cfg, state.clone());
         let _ = state.handle.set(handle);
+        // Clusters that never get their endpoints do not hold listeners back for ever.
+        if let Some(t) = dynamic.initial_fetch_timeout {
+            let s = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(t).await;
+                s.request_lds();
+            });
+        }
         Some(state)
     }
 
@@ -137,7 +150,31 @@ impl XdsState {
         }
     }
 
+    fn request_lds(&self) {
+        if self.wants_lds
+            && !self
+                .lds_requested
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Some(h) = self.handle.get() {
+                h.subscribe_wildcard(ads::LISTENER);
+            }
+        }
+    }
+
+    /// Clusters are initialised once CDS is in and every EDS cluster has its endpoints.
+    fn clusters_initialized(&self, res: &Resources) -> bool {
+        res.received.contains(ads::CLUSTER)
+            && res.clusters.values().all(|c| {
+                c.value.cfg.discovery != crate::config::cluster::Discovery::Eds
+                    || res.assignments.contains_key(&c.value.cfg.eds_service_name)
+            })
+    }
+
     fn check_initialized(&self, res: &Resources) {
+        if self.clusters_initialized(res) {
+            self.request_lds();
+        }
         let done = (!self.wants_cds || res.received.contains(ads::CLUSTER))
             && (!self.wants_lds || res.received.contains(ads::LISTENER));
         if done && !*self.initialized.borrow() {
