@@ -154,9 +154,11 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     }
     // Dynamic configuration first: Envoy serves once the initial CDS/LDS responses are in, or
     // once initial_fetch_timeout has passed (0s: wait for ever).
+    if bootstrap.dynamic.is_some() {
+        server.set_state(ServerState::PreInitializing);
+    }
     if let Some(x) = crate::xds::XdsState::start(&server) {
         let _ = server.xds.set(x.clone());
-        server.set_state(ServerState::PreInitializing);
         let mut init = x.initialized.subscribe();
         let wait = init.wait_for(|done| *done);
         match bootstrap
@@ -252,7 +254,7 @@ async fn wait_for_exit(server: &Arc<Server>, drain_time: Duration) -> ExitCode {
 /// the drain time.
 pub fn drain_listeners(server: &Arc<Server>, graceful: bool, inbound_only: bool) {
     if graceful {
-        server.set_state(ServerState::Draining);
+        // Envoy keeps reporting LIVE through a graceful listener drain.
         let _ = server.drain.send(true);
         let s = server.clone();
         let wait = Duration::from_secs(s.cli.drain_time_s);

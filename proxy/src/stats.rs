@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub enum Kind {
     Counter,
     Gauge,
+    /// A text readout (shown as `name: ""` in `/stats`; not exported to Prometheus). Ferry's
+    /// text readouts are all empty for now.
+    Text,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,17 @@ impl Stat {
     #[inline]
     pub fn get(&self) -> u64 {
         self.value.load(Relaxed)
+    }
+}
+
+/// A counter outside the registry (for stats Envoy does not keep in some scope).
+pub fn detached() -> Stat {
+    Stat {
+        name: String::new(),
+        prom: String::new(),
+        tags: Vec::new(),
+        kind: Kind::Counter,
+        value: AtomicU64::new(0),
     }
 }
 
@@ -95,6 +109,10 @@ impl Registry {
 
     pub fn gauge(&self, scope: Scope<'_>, stat: &str) -> Gauge {
         self.get(scope, stat, Kind::Gauge)
+    }
+
+    pub fn text(&self, scope: Scope<'_>, stat: &str) {
+        self.get(scope, stat, Kind::Text);
     }
 
     fn get(&self, scope: Scope<'_>, stat: &str, kind: Kind) -> Arc<Stat> {
@@ -177,7 +195,11 @@ impl Registry {
             }
             out.push_str(&s.name);
             out.push_str(": ");
-            out.push_str(&s.get().to_string());
+            if s.kind == Kind::Text {
+                out.push_str("\"\"");
+            } else {
+                out.push_str(&s.get().to_string());
+            }
             out.push('\n');
         }
         out
@@ -194,7 +216,9 @@ impl Registry {
             if filter.is_some_and(|f| !f.is_match(&s.name)) {
                 continue;
             }
-            families.entry(s.prom.as_str()).or_default().push(s);
+            if s.kind != Kind::Text {
+                families.entry(s.prom.as_str()).or_default().push(s);
+            }
         }
         let mut out = String::new();
         for (name, stats) in families {

@@ -22,41 +22,37 @@ pub async fn handle(server: &Arc<Server>, cfg: &TcpProxy, downstream: TcpStream)
         return;
     };
     let mut upstream = None;
-    for attempt in 0..cfg.max_connect_attempts {
+    for _ in 0..cfg.max_connect_attempts {
         let Some(host) = cluster.pick() else { break };
-        if attempt > 0 {
-            cluster.stats.upstream_cx_total.inc(); // counted per attempt, as Envoy does
-        }
+        // Every attempt is an upstream connection in Envoy's count.
+        cluster.stats.upstream_cx_total.inc();
+        host.stats.cx_total.fetch_add(1, Relaxed);
         match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(host.addr)).await
         {
             Ok(Ok(s)) => {
-                if attempt == 0 {
-                    cluster.stats.upstream_cx_total.inc();
-                }
-                host.stats.cx_total.fetch_add(1, Relaxed);
                 upstream = Some(s);
                 break;
             }
             Ok(Err(_)) | Err(_) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.fetch_add(1, Relaxed);
-                if attempt + 1 < cfg.max_connect_attempts {
-                    r.counter(scope(), "upstream_connect_attempts_exceeded")
-                        .add(0);
-                }
             }
         }
     }
     let Some(upstream) = upstream else {
-        if cfg.max_connect_attempts > 1 {
-            r.counter(scope(), "upstream_connect_attempts_exceeded")
-                .inc();
-        }
+        r.counter(
+            Scope::Cluster(name),
+            "upstream_cx_connect_attempts_exceeded",
+        )
+        .inc();
         return;
     };
     let _ = upstream.set_nodelay(true);
     let _active = crate::stats::ActiveGuard::new(&cluster.stats.upstream_cx_active);
-    let (rx, tx) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
+    let (rx, tx, idled) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
+    if idled {
+        r.counter(scope(), "idle_timeout").inc();
+    }
     r.counter(scope(), "downstream_cx_rx_bytes_total").add(rx);
     r.counter(scope(), "downstream_cx_tx_bytes_total").add(tx);
     cluster.stats.upstream_cx_tx_bytes_total.add(rx);
@@ -80,33 +76,42 @@ pub fn pick_weighted(clusters: &[(String, u32)], total: u64) -> &str {
 
 /// Copies both directions until both are done; a read EOF on one side becomes a write
 /// shutdown on the other (half-close). With an idle timeout, the connection closes when no
-/// byte moves for that long. Returns (downstream→upstream, upstream→downstream) byte counts.
-pub async fn copy_bidirectional(a: TcpStream, b: TcpStream, idle: Option<Duration>) -> (u64, u64) {
-    let activity = Arc::new(AtomicU64::new(0));
+/// byte has moved for that long. Returns (downstream→upstream bytes, upstream→downstream
+/// bytes, closed for idleness).
+pub async fn copy_bidirectional(
+    a: TcpStream,
+    b: TcpStream,
+    idle: Option<Duration>,
+) -> (u64, u64, bool) {
+    let epoch = std::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
     let (ar, aw) = a.into_split();
     let (br, bw) = b.into_split();
-    let up = tokio::spawn(pump(ar, bw, activity.clone()));
-    let down = tokio::spawn(pump(br, aw, activity.clone()));
+    let up = tokio::spawn(pump(ar, bw, last.clone(), epoch));
+    let down = tokio::spawn(pump(br, aw, last.clone(), epoch));
     let (ua, da) = (up.abort_handle(), down.abort_handle());
     let both = async { (up.await.unwrap_or(0), down.await.unwrap_or(0)) };
-    let Some(idle) = idle else { return both.await };
+    let Some(idle) = idle else {
+        let (x, y) = both.await;
+        return (x, y, false);
+    };
     let watchdog = async {
-        let mut seen = activity.load(Relaxed);
         loop {
-            tokio::time::sleep(idle).await;
-            let now = activity.load(Relaxed);
-            if now == seen {
-                return;
+            let since = epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Relaxed)));
+            match idle.checked_sub(since).filter(|d| !d.is_zero()) {
+                Some(left) => tokio::time::sleep(left).await,
+                None => return,
             }
-            seen = now;
         }
     };
     tokio::select! {
-        r = both => r,
+        (x, y) = both => (x, y, false),
         () = watchdog => {
             ua.abort();
             da.abort();
-            (0, 0)
+            (0, 0, true)
         }
     }
 }
@@ -114,7 +119,8 @@ pub async fn copy_bidirectional(a: TcpStream, b: TcpStream, idle: Option<Duratio
 async fn pump(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
-    activity: Arc<AtomicU64>,
+    last: Arc<AtomicU64>,
+    epoch: std::time::Instant,
 ) -> u64 {
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
@@ -122,7 +128,7 @@ async fn pump(
         match r.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
-                activity.fetch_add(1, Relaxed);
+                last.store(epoch.elapsed().as_millis() as u64, Relaxed);
                 if w.write_all(&buf[..n]).await.is_err() {
                     return total;
                 }

@@ -168,6 +168,13 @@ pub fn config_dump(server: &Server, resource: Option<&str>, include_eds: bool) -
                 c[key] = Json::Array(items);
             }
         };
+        let (cds, lds) = x.versions();
+        if !cds.is_empty() {
+            configs[1]["version_info"] = Json::String(cds);
+        }
+        if !lds.is_empty() {
+            configs[2]["version_info"] = Json::String(lds);
+        }
         add(
             &mut configs[1],
             "dynamic_active_clusters",

@@ -42,6 +42,7 @@ pub async fn resolve(c: &Arc<ClusterRt>) {
         }
     }
     c.set_hosts(hosts);
+    c.stats.update_success.inc();
 }
 
 /// Envoy's lookup families: AUTO prefers IPv6 and falls back to IPv4; V4_PREFERRED the reverse.

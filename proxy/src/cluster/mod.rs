@@ -166,7 +166,6 @@ impl ClusterRt {
         self.stats
             .membership_healthy
             .set(merged.iter().filter(|h| h.healthy).count() as u64);
-        self.stats.update_success.inc();
         self.hosts.store(Arc::new(merged));
     }
 

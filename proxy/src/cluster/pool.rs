@@ -50,6 +50,8 @@ pub struct HostPool {
     stats: Arc<ClusterStats>,
     idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Held while the HTTP/2 connection is being opened, so that concurrent requests share it.
+    h2_connecting: tokio::sync::Mutex<()>,
 }
 
 impl HostPool {
@@ -61,6 +63,7 @@ impl HostPool {
             stats,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -176,23 +179,30 @@ impl HostPool {
         host: &Arc<super::Host>,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let existing = {
+        let current = || {
             let g = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             g.as_ref().filter(|s| !s.is_closed()).cloned()
         };
-        let mut sender = match existing {
+        let mut sender = match current() {
             Some(s) => s,
             None => {
-                let stream = self.connect(&host.stats).await?;
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(UpstreamError::Reset)?;
-                self.stats.upstream_cx_http2_total.inc();
-                self.spawn_conn(host, async move { conn.await.is_ok() });
-                *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-                sender
+                // One opener at a time; the others then find its connection.
+                let _opening = self.h2_connecting.lock().await;
+                match current() {
+                    Some(s) => s,
+                    None => {
+                        let stream = self.connect(&host.stats).await?;
+                        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(UpstreamError::Reset)?;
+                        self.stats.upstream_cx_http2_total.inc();
+                        self.spawn_conn(host, async move { conn.await.is_ok() });
+                        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                        sender
+                    }
+                }
             }
         };
         sender.ready().await.map_err(UpstreamError::Reset)?;

@@ -61,6 +61,8 @@ pub struct HttpConnMgr {
     pub upgrades: Vec<String>,
     pub request_headers_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// How long a connection drains (after an idle timeout) before it is closed.
+    pub drain_timeout: Duration,
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
     pub underscores: Underscores,
@@ -213,6 +215,8 @@ impl HttpConnMgr {
                 &format!("{path}.request_headers_timeout"),
             )?),
             idle_timeout,
+            drain_timeout: opt_duration(&h.drain_timeout, &format!("{path}.drain_timeout"))?
+                .unwrap_or(Duration::from_secs(5)),
             max_request_headers_kb,
             max_headers_count: common.max_headers_count.as_ref().map_or(100, |v| v.value),
             underscores: match common.headers_with_underscores_action {

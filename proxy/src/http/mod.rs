@@ -33,10 +33,26 @@ pub struct HcmStats {
     pub rq_redirect: Counter,
     pub rq_direct_response: Counter,
     pub downstream_rq_ws_on_non_ws_route: Counter,
+    pub downstream_cx_idle_timeout: Counter,
 }
 
 impl HcmStats {
+    /// The stats of a prefix, built once and then shared by its connections.
     pub fn get(prefix: &str) -> Arc<HcmStats> {
+        static CACHE: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<String, Arc<HcmStats>>>,
+        > = std::sync::OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(prefix) {
+            return s.clone();
+        }
+        let s = Self::build(prefix);
+        map.insert(prefix.to_string(), s.clone());
+        s
+    }
+
+    fn build(prefix: &str) -> Arc<HcmStats> {
         // One set per prefix; the registry hands back the same atomics for the same names.
         let r = registry();
         let c = |s: &str| r.counter(Scope::Http(prefix), s);
@@ -61,6 +77,7 @@ impl HcmStats {
             rq_redirect: c("rq_redirect"),
             rq_direct_response: c("rq_direct_response"),
             downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
+            downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
         })
     }
 }
@@ -90,7 +107,7 @@ pub async fn serve(
     let ctx = Arc::new(ConnCtx {
         server,
         hcm: hcm.clone(),
-        stats,
+        stats: stats.clone(),
         local,
         remote,
         activity: activity.clone(),
@@ -127,12 +144,12 @@ pub async fn serve(
             .serve_connection(io, svc)
             .with_upgrades();
         tokio::pin!(conn);
-        drive(conn, drain, &activity, hcm.idle_timeout).await;
+        drive(conn, drain, &activity, &hcm, &stats).await;
         return;
     }
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    drive(conn, drain, &activity, hcm.idle_timeout).await;
+    drive(conn, drain, &activity, &hcm, &stats).await;
 }
 
 /// Runs a connection to its end, closing it gracefully on drain or after the idle timeout.
@@ -140,7 +157,8 @@ async fn drive<C, E>(
     mut conn: std::pin::Pin<&mut C>,
     mut drain: tokio::sync::watch::Receiver<bool>,
     activity: &Arc<idle::Activity>,
-    idle_timeout: Option<Duration>,
+    hcm: &HttpConnMgr,
+    stats: &HcmStats,
 ) where
     C: std::future::Future<Output = Result<(), E>> + GracefulShutdown,
     E: std::fmt::Display,
@@ -149,7 +167,10 @@ async fn drive<C, E>(
     if draining {
         conn.as_mut().begin_shutdown();
     }
+    let idle_timeout = hcm.idle_timeout;
     let mut idle_closed = false;
+    // After the idle timeout, Envoy drains the connection for drain_timeout before closing.
+    let mut close_at: Option<tokio::time::Instant> = None;
     loop {
         let idle_wait = match (idle_timeout, idle_closed) {
             (Some(t), false) => activity.remaining(t),
@@ -171,8 +192,13 @@ async fn drive<C, E>(
             () = tokio::time::sleep(idle_wait.unwrap_or(Duration::ZERO)), if idle_timeout.is_some() && !idle_closed => {
                 if idle_wait.is_none() || activity.remaining(idle_timeout.unwrap_or_default()).is_none() {
                     idle_closed = true;
-                    conn.as_mut().begin_shutdown();
+                    stats.downstream_cx_idle_timeout.inc();
+                    close_at = Some(tokio::time::Instant::now() + hcm.drain_timeout);
                 }
+            }
+            () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
+                close_at = None;
+                conn.as_mut().begin_shutdown();
             }
         }
     }

@@ -75,14 +75,34 @@ fn accepted<T>(value: T, d_raw: Vec<u8>, version: &str, json: serde_json::Value)
     }
 }
 
-fn finish(stats: &[crate::stats::Counter; 3], errors: Vec<String>) -> Result<(), String> {
+/// Charges a response to its subscription's stats and turns the errors into the NACK.
+fn finish(
+    stats: &super::stats::SubStats,
+    version: &str,
+    changed: bool,
+    empty: bool,
+    errors: Vec<String>,
+) -> Result<(), String> {
+    stats.response(errors.is_empty(), version, changed, empty);
     if errors.is_empty() {
-        stats[1].inc();
         Ok(())
     } else {
-        stats[2].inc();
         Err(errors.join("; "))
     }
+}
+
+/// Which names were added, modified (present in both with another encoding) and removed.
+fn diff<T>(
+    old: &BTreeMap<String, Accepted<T>>,
+    new: &BTreeMap<String, Accepted<T>>,
+) -> (usize, usize, usize) {
+    let added = new.keys().filter(|k| !old.contains_key(*k)).count();
+    let removed = old.keys().filter(|k| !new.contains_key(*k)).count();
+    let modified = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_some_and(|o| o.raw != v.raw))
+        .count();
+    (added, modified, removed)
 }
 
 impl XdsState {
@@ -92,7 +112,6 @@ impl XdsState {
         version: &str,
         resources: Vec<Any>,
     ) -> Result<(), String> {
-        self.stats.cds[0].inc();
         let mut errors = Vec::new();
         let mut next = BTreeMap::new();
         for any in &resources {
@@ -129,6 +148,11 @@ impl XdsState {
                 Ok(cfg) => {
                     let rt = ClusterRt::new(cfg);
                     if rt.cfg.discovery == Discovery::Eds {
+                        let eds = res
+                            .eds_stats
+                            .entry(rt.cfg.name.clone())
+                            .or_insert_with(|| super::stats::SubStats::for_cluster(&rt.cfg.name));
+                        eds.attempt.inc();
                         if let Some(a) = res.assignments.get(&rt.cfg.eds_service_name) {
                             rt.set_endpoints(&a.value);
                         }
@@ -144,7 +168,13 @@ impl XdsState {
                 }
             }
         }
+        let (added, modified, removed) = diff(&res.clusters, &next);
+        let m = &self.manager;
+        m.cluster_added.add(added as u64);
+        m.cluster_modified.add(modified as u64);
+        m.cluster_removed.add(removed as u64);
         res.clusters = next;
+        res.cds_version = version.to_string();
         res.received.insert(ads::CLUSTER);
         self.publish(res);
         let eds: BTreeSet<String> = res
@@ -154,7 +184,14 @@ impl XdsState {
             .map(|c| c.value.cfg.eds_service_name.clone())
             .collect();
         self.subscribe(ads::ENDPOINT, eds);
-        finish(&self.stats.cds, errors)
+        let changed = added + modified + removed > 0;
+        finish(
+            &self.stats.cds,
+            version,
+            changed,
+            resources.is_empty(),
+            errors,
+        )
     }
 
     pub(super) fn apply_assignments(
@@ -178,22 +215,49 @@ impl XdsState {
                     continue;
                 }
             };
+            let users: Vec<String> = res
+                .clusters
+                .values()
+                .filter(|c| {
+                    c.value.cfg.discovery == Discovery::Eds
+                        && c.value.cfg.eds_service_name == d.name
+                })
+                .map(|c| c.value.cfg.name.clone())
+                .collect();
+            let charge = |res: &mut Resources, ok: bool, changed: bool, empty: bool| {
+                for name in &users {
+                    let st = res
+                        .eds_stats
+                        .entry(name.clone())
+                        .or_insert_with(|| super::stats::SubStats::for_cluster(name));
+                    st.response(ok, version, changed, empty);
+                    if ok && !changed {
+                        crate::stats::registry()
+                            .counter(crate::stats::Scope::Cluster(name), "update_no_rebuild")
+                            .inc();
+                    }
+                }
+            };
             if res.assignments.get(&d.name).is_some_and(|o| o.raw == d.raw) {
+                charge(res, true, false, false);
                 continue;
             }
             match endpoints(&d.typed, Discovery::Eds, "") {
                 Ok(eps) => {
                     for c in res.clusters.values() {
-                        if c.value.cfg.discovery == Discovery::Eds
-                            && c.value.cfg.eds_service_name == d.name
-                        {
+                        if users.contains(&c.value.cfg.name) {
                             c.value.set_endpoints(&eps);
                         }
                     }
+                    let empty = eps.is_empty();
                     res.assignments
                         .insert(d.name, accepted(eps, d.raw, version, d.json));
+                    charge(res, true, true, empty);
                 }
-                Err(e) => errors.push(format!("ClusterLoadAssignment '{}': {e}", d.name)),
+                Err(e) => {
+                    errors.push(format!("ClusterLoadAssignment '{}': {e}", d.name));
+                    charge(res, false, false, false);
+                }
             }
         }
         res.received.insert(ads::ENDPOINT);
@@ -210,7 +274,6 @@ impl XdsState {
         version: &str,
         resources: Vec<Any>,
     ) -> Result<(), String> {
-        self.stats.lds[0].inc();
         let Some(server) = self.server() else {
             return Ok(());
         };
@@ -269,9 +332,17 @@ impl XdsState {
             errors.push(format!("Listener '{name}': {e}"));
             next.remove(&name);
         }
+        let (added, modified, removed) = diff(&res.listeners, &next);
+        let m = &self.manager;
+        m.listener_modified.add(modified as u64);
+        m.listener_removed.add(removed as u64);
+        // Envoy counts a listener created once per worker.
+        m.listener_create_success
+            .add(((added + modified) * server.concurrency) as u64);
         res.listeners = next;
+        res.lds_version = version.to_string();
         res.received.insert(ads::LISTENER);
-        let rds: BTreeSet<String> = server
+        let pairs: BTreeSet<(String, String)> = server
             .bootstrap
             .listeners
             .iter()
@@ -279,14 +350,29 @@ impl XdsState {
             .flat_map(|l| l.chains.iter().chain(l.default_chain.iter()))
             .filter_map(|c| match &c.filter {
                 NetworkFilter::Http(h) => match &h.routes {
-                    RouteSource::Rds(name) => Some(name.clone()),
+                    RouteSource::Rds(name) => Some((name.clone(), h.stat_prefix.clone())),
                     RouteSource::Static(_) => None,
                 },
                 NetworkFilter::TcpProxy(_) => None,
             })
             .collect();
-        self.subscribe(ads::ROUTE, rds);
-        finish(&self.stats.lds, errors)
+        for (name, prefix) in &pairs {
+            let entry = res.rds_stats.entry(name.clone()).or_default();
+            if !entry.iter().any(|(p, _)| p == prefix) {
+                let st = super::stats::SubStats::for_rds(&format!("http.{prefix}.rds.{name}"));
+                st.attempt.inc();
+                entry.push((prefix.clone(), st));
+            }
+        }
+        self.subscribe(ads::ROUTE, pairs.into_iter().map(|(n, _)| n).collect());
+        let changed = added + modified + removed > 0;
+        finish(
+            &self.stats.lds,
+            version,
+            changed,
+            resources.is_empty(),
+            errors,
+        )
     }
 
     pub(super) fn apply_routes(
@@ -310,15 +396,25 @@ impl XdsState {
                     continue;
                 }
             };
+            let charge = |res: &Resources, ok: bool, changed: bool| {
+                for (_, st) in res.rds_stats.get(&d.name).into_iter().flatten() {
+                    st.response(ok, version, changed, false);
+                }
+            };
             if res.routes.get(&d.name).is_some_and(|o| o.raw == d.raw) {
+                charge(res, true, false);
                 continue;
             }
             match RouteTable::from_proto(&d.typed, "") {
                 Ok(t) => {
+                    charge(res, true, true);
                     res.routes
                         .insert(d.name, accepted(Arc::new(t), d.raw, version, d.json));
                 }
-                Err(e) => errors.push(format!("RouteConfiguration '{}': {e}", d.name)),
+                Err(e) => {
+                    charge(res, false, false);
+                    errors.push(format!("RouteConfiguration '{}': {e}", d.name));
+                }
             }
         }
         res.received.insert(ads::ROUTE);

@@ -21,6 +21,12 @@ fn typed(mut v: Value, name: &str) -> Value {
 }
 
 impl XdsState {
+    /// `version_info` of the last accepted CDS and LDS responses.
+    pub fn versions(&self) -> (String, String) {
+        let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        (res.cds_version.clone(), res.lds_version.clone())
+    }
+
     pub fn dump_clusters(&self) -> Vec<Value> {
         let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
         res.clusters
@@ -49,7 +55,7 @@ impl XdsState {
         let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
         res.assignments
             .values()
-            .map(|a| json!({"version_info": a.version, "endpoint_config": typed(a.json.clone(), "envoy.config.endpoint.v3.ClusterLoadAssignment"), "last_updated": ts(a)}))
+            .map(|a| json!({"endpoint_config": typed(a.json.clone(), "envoy.config.endpoint.v3.ClusterLoadAssignment"), "last_updated": ts(a)}))
             .collect()
     }
 }

@@ -5,13 +5,14 @@
 
 mod apply;
 pub mod dump;
+mod stats;
 
 use crate::cluster::ClusterRt;
 use crate::config::cluster::EndpointCfg;
 use crate::config::listener::Listener;
 use crate::config::route::RouteTable;
 use crate::snapshot::{Server, Snapshot};
-use crate::stats::{registry, Counter, Gauge, Scope};
+use crate::stats::{registry, Gauge, Scope};
 use envoy_types::pb::google::protobuf::Any;
 use ferry_xds::ads::{self, AdsHandle, Handler};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,22 +39,18 @@ struct Resources {
     listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
     /// Types whose first response has been applied.
     received: BTreeSet<&'static str>,
+    cds_version: String,
+    lds_version: String,
+    /// EDS subscription stats by cluster name.
+    eds_stats: BTreeMap<String, stats::SubStats>,
+    /// RDS subscription stats by route configuration name, one per HCM stat prefix.
+    rds_stats: BTreeMap<String, Vec<(String, stats::SubStats)>>,
 }
 
 struct XdsStats {
     connected: Gauge,
-    cds: [Counter; 3],
-    lds: [Counter; 3],
-}
-
-/// `update_attempt`, `update_success`, `update_rejected`.
-fn update_stats(scope: Scope<'_>) -> [Counter; 3] {
-    let r = registry();
-    [
-        r.counter(scope.clone(), "update_attempt"),
-        r.counter(scope.clone(), "update_success"),
-        r.counter(scope, "update_rejected"),
-    ]
+    cds: stats::SubStats,
+    lds: stats::SubStats,
 }
 
 pub struct XdsState {
@@ -62,6 +59,7 @@ pub struct XdsState {
     static_clusters: HashMap<String, Arc<ClusterRt>>,
     res: Mutex<Resources>,
     stats: XdsStats,
+    manager: stats::ManagerStats,
     /// Flips to true once the initial LDS/CDS responses are applied.
     pub initialized: watch::Sender<bool>,
     wants_lds: bool,
@@ -81,9 +79,10 @@ impl XdsState {
             res: Mutex::new(Resources::default()),
             stats: XdsStats {
                 connected: r.gauge(Scope::Named("control_plane"), "connected_state"),
-                cds: update_stats(Scope::Named("cluster_manager.cds")),
-                lds: update_stats(Scope::Named("listener_manager.lds")),
+                cds: stats::SubStats::for_named("cluster_manager.cds"),
+                lds: stats::SubStats::for_named("listener_manager.lds"),
             },
+            manager: stats::ManagerStats::new(),
             initialized: watch::channel(!dynamic.lds && !dynamic.cds).0,
             wants_lds: dynamic.lds,
             wants_cds: dynamic.cds,
@@ -109,6 +108,9 @@ impl XdsState {
             backoff_max: std::time::Duration::from_secs(30),
             connect_timeout: std::time::Duration::from_secs(5),
         };
+        if dynamic.cds {
+            state.stats.cds.attempt.inc();
+        }
         let handle = ads::spawn(cfg, state.clone());
         let _ = state.handle.set(handle);
         // Clusters that never get their endpoints do not hold listeners back for ever.
@@ -116,6 +118,10 @@ impl XdsState {
             let s = state.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(t).await;
+                let received = s.res.lock().map(|r| r.received.clone()).unwrap_or_default();
+                if s.wants_cds && !received.contains(ads::CLUSTER) {
+                    s.stats.cds.init_fetch_timeout.inc();
+                }
                 s.request_lds();
             });
         }
@@ -156,6 +162,13 @@ impl XdsState {
                 .lds_requested
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
+            self.stats.lds.attempt.inc();
+            // Clusters are in: Envoy's server moves from PRE_INITIALIZING to INITIALIZING.
+            if let Some(server) = self.server() {
+                if server.state() == crate::snapshot::ServerState::PreInitializing {
+                    server.set_state(crate::snapshot::ServerState::Initializing);
+                }
+            }
             if let Some(h) = self.handle.get() {
                 h.subscribe_wildcard(ads::LISTENER);
             }
@@ -199,6 +212,17 @@ impl Handler for XdsState {
 
     fn connected(&self, up: bool) {
         self.stats.connected.set(u64::from(up));
+        if !up {
+            self.stats.cds.failure.inc();
+            self.stats.lds.failure.inc();
+            let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+            for st in res.eds_stats.values() {
+                st.failure.inc();
+            }
+            for (_, st) in res.rds_stats.values().flatten() {
+                st.failure.inc();
+            }
+        }
     }
 }
 
