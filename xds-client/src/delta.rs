@@ -75,6 +75,7 @@ impl Client {
         }
         st.names = Some(names);
         Some(DeltaDiscoveryRequest {
+            node: (!self.cfg.node_on_first_only).then(|| self.cfg.node.clone()),
             type_url,
             resource_names_subscribe: sub,
             resource_names_unsubscribe: unsub,
@@ -176,6 +177,7 @@ async fn stream_once(
                         tracing::warn!(type_url = %resp.type_url, "delta xDS update rejected: {m}");
                     }
                     let _ = tx.send(DeltaDiscoveryRequest {
+                        node: (!client.cfg.node_on_first_only).then(|| client.cfg.node.clone()),
                         type_url: resp.type_url.clone(),
                         response_nonce: resp.nonce.clone(),
                         error_detail: error.map(|message| Status { code: 3, message, details: vec![] }),

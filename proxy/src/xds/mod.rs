@@ -79,8 +79,8 @@ impl XdsState {
             res: Mutex::new(Resources::default()),
             stats: XdsStats {
                 connected: r.gauge(Scope::Named("control_plane"), "connected_state"),
-                cds: stats::SubStats::for_named("cluster_manager.cds"),
-                lds: stats::SubStats::for_named("listener_manager.lds"),
+                cds: stats::SubStats::for_cds(),
+                lds: stats::SubStats::for_lds(),
             },
             manager: stats::ManagerStats::new(),
             initialized: watch::channel(!dynamic.lds && !dynamic.cds).0,

@@ -16,17 +16,22 @@ pub struct SubStats {
 }
 
 impl SubStats {
-    /// CDS and LDS: Envoy keeps no `update_empty` or `config_reload` for these.
-    pub fn for_named(prefix: &str) -> SubStats {
-        Self::build(Scope::Named(prefix), false)
+    /// CDS: Envoy keeps `config_reload` but no `update_empty`.
+    pub fn for_cds() -> SubStats {
+        Self::build(Scope::Named("cluster_manager.cds"), false, true)
+    }
+
+    /// LDS: Envoy keeps neither `update_empty` nor `config_reload`.
+    pub fn for_lds() -> SubStats {
+        Self::build(Scope::Named("listener_manager.lds"), false, false)
     }
 
     /// RDS (`http.<prefix>.rds.<name>`).
     pub fn for_rds(prefix: &str) -> SubStats {
-        Self::build(Scope::Named(prefix), true)
+        Self::build(Scope::Named(prefix), true, true)
     }
 
-    fn build(scope: Scope<'_>, reload_stats: bool) -> SubStats {
+    fn build(scope: Scope<'_>, empty_stat: bool, reload_stat: bool) -> SubStats {
         let r = registry();
         let c = |n: &str| r.counter(scope.clone(), n);
         let detached = || std::sync::Arc::new(crate::stats::detached());
@@ -35,13 +40,13 @@ impl SubStats {
             success: c("update_success"),
             rejected: c("update_rejected"),
             failure: c("update_failure"),
-            empty: if reload_stats {
+            empty: if empty_stat {
                 c("update_empty")
             } else {
                 detached()
             },
             init_fetch_timeout: c("init_fetch_timeout"),
-            config_reload: if reload_stats {
+            config_reload: if reload_stat {
                 c("config_reload")
             } else {
                 detached()
@@ -53,7 +58,7 @@ impl SubStats {
     /// EDS: the cluster's own scope, with `update_no_rebuild`.
     pub fn for_cluster(name: &str) -> SubStats {
         registry().counter(Scope::Cluster(name), "update_no_rebuild");
-        Self::build(Scope::Cluster(name), true)
+        Self::build(Scope::Cluster(name), true, true)
     }
 
     /// A response: accepted or NACKed; `changed` when it altered the configuration.
