@@ -98,6 +98,7 @@ pub async fn serve(
     stream: TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
+    listener_drain: tokio::sync::watch::Receiver<bool>,
 ) {
     let stats = HcmStats::get(&hcm.stat_prefix);
     stats.downstream_cx_total.inc();
@@ -144,18 +145,19 @@ pub async fn serve(
             .serve_connection(io, svc)
             .with_upgrades();
         tokio::pin!(conn);
-        drive(conn, drain, &activity, &hcm, &stats).await;
+        drive(conn, drain, listener_drain, &activity, &hcm, &stats).await;
         return;
     }
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    drive(conn, drain, &activity, &hcm, &stats).await;
+    drive(conn, drain, listener_drain, &activity, &hcm, &stats).await;
 }
 
 /// Runs a connection to its end, closing it gracefully on drain or after the idle timeout.
 async fn drive<C, E>(
     mut conn: std::pin::Pin<&mut C>,
     mut drain: tokio::sync::watch::Receiver<bool>,
+    mut listener_drain: tokio::sync::watch::Receiver<bool>,
     activity: &Arc<idle::Activity>,
     hcm: &HttpConnMgr,
     stats: &HcmStats,
@@ -163,7 +165,8 @@ async fn drive<C, E>(
     C: std::future::Future<Output = Result<(), E>> + GracefulShutdown,
     E: std::fmt::Display,
 {
-    let mut draining = *drain.borrow();
+    let mut draining = *drain.borrow() || *listener_drain.borrow();
+    let mut listener_open = true;
     if draining {
         conn.as_mut().begin_shutdown();
     }
@@ -187,6 +190,17 @@ async fn drive<C, E>(
                 if changed.is_err() || *drain.borrow() {
                     draining = true;
                     conn.as_mut().begin_shutdown();
+                }
+            }
+            // The listener was removed or replaced: its connections drain.
+            changed = listener_drain.changed(), if !draining && listener_open => {
+                match changed {
+                    Ok(()) if *listener_drain.borrow() => {
+                        draining = true;
+                        conn.as_mut().begin_shutdown();
+                    }
+                    Ok(()) => {}
+                    Err(_) => listener_open = false,
                 }
             }
             () = tokio::time::sleep(idle_wait.unwrap_or(Duration::ZERO)), if idle_timeout.is_some() && !idle_closed => {

@@ -15,7 +15,17 @@ struct Running {
     address: SocketAddr,
     cfg: Arc<ArcSwap<Listener>>,
     stop: watch::Sender<bool>,
+    /// Asks the listener's connections to drain.
+    drain: watch::Sender<bool>,
     dynamic: bool,
+}
+
+impl Running {
+    /// Stops accepting and drains the connections (Envoy's listener removal).
+    fn retire(self) {
+        let _ = self.stop.send(true);
+        let _ = self.drain.send(true);
+    }
 }
 
 #[derive(Default)]
@@ -43,7 +53,7 @@ impl Manager {
             .collect();
         for name in gone {
             if let Some(r) = running.remove(&name) {
-                let _ = r.stop.send(true);
+                r.retire();
             }
         }
         for l in desired {
@@ -53,20 +63,22 @@ impl Manager {
                     continue;
                 }
                 if let Some(old) = running.remove(&l.name) {
-                    let _ = old.stop.send(true);
+                    old.retire();
                 }
             }
             match bind(l.address) {
                 Ok(sock) => {
                     let cfg = Arc::new(ArcSwap::new(l.clone()));
                     let (stop, removed) = watch::channel(false);
-                    spawn(server.clone(), cfg.clone(), sock, removed);
+                    let (drain, drain_rx) = watch::channel(false);
+                    spawn(server.clone(), cfg.clone(), sock, removed, drain_rx);
                     running.insert(
                         l.name.clone(),
                         Running {
                             address: l.address,
                             cfg,
                             stop,
+                            drain,
                             dynamic,
                         },
                     );

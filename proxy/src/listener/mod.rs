@@ -57,6 +57,7 @@ pub fn spawn(
     cfg: Arc<ArcSwap<Listener>>,
     tcp: TcpListener,
     mut removed: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
     let first = cfg.load_full();
     let local = tcp.local_addr().unwrap_or(first.address);
@@ -68,7 +69,7 @@ pub fn spawn(
         loop {
             tokio::select! {
                 accepted = tcp.accept() => match accepted {
-                    Ok((stream, remote)) => on_accept(&server, &cfg.load_full(), &stats, stream, local, remote),
+                    Ok((stream, remote)) => on_accept(&server, &cfg.load_full(), &stats, stream, local, remote, &drain),
                     Err(e) => {
                         tracing::warn!(listener = %first.name, "accept failed: {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -102,6 +103,7 @@ fn on_accept(
     stream: tokio::net::TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
+    drain: &watch::Receiver<bool>,
 ) {
     stats.downstream_cx_total.inc();
     let _ = stream.set_nodelay(true);
@@ -131,8 +133,9 @@ fn on_accept(
             });
         }
         NetworkFilter::Http(h) => {
+            let drain = drain.clone();
             tokio::spawn(async move {
-                crate::http::serve(server, h, stream, local, remote).await;
+                crate::http::serve(server, h, stream, local, remote, drain).await;
                 drop(guards);
             });
         }

@@ -106,6 +106,30 @@ fn diff<T>(
 }
 
 impl XdsState {
+    fn start_draining(
+        &self,
+        res: &mut Resources,
+        server: &Arc<crate::snapshot::Server>,
+        name: String,
+        old: Accepted<Arc<Listener>>,
+    ) {
+        self.manager.listeners_draining.inc();
+        res.draining.insert(name.clone(), old);
+        let (me, drain) = (
+            self.me.get().cloned(),
+            std::time::Duration::from_secs(server.cli.drain_time_s),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(drain).await;
+            if let Some(state) = me.and_then(|w| w.upgrade()) {
+                let mut res = state.res.lock().unwrap_or_else(|p| p.into_inner());
+                if res.draining.remove(&name).is_some() {
+                    state.manager.listeners_draining.dec();
+                }
+            }
+        });
+    }
+
     pub(super) fn apply_clusters(
         &self,
         res: &mut Resources,
@@ -339,6 +363,23 @@ impl XdsState {
         // Envoy counts a listener created once per worker.
         m.listener_create_success
             .add(((added + modified) * server.concurrency) as u64);
+        // Removed listeners drain for the drain time, as Envoy's do.
+        let gone: Vec<String> = res
+            .listeners
+            .keys()
+            .filter(|k| !next.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(old) = res.listeners.remove(&name) {
+                self.start_draining(res, &server, name, old);
+            }
+        }
+        for name in next.keys() {
+            if res.draining.remove(name).is_some() {
+                self.manager.listeners_draining.dec();
+            }
+        }
         res.listeners = next;
         res.lds_version = version.to_string();
         res.received.insert(ads::LISTENER);

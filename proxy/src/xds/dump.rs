@@ -37,9 +37,13 @@ impl XdsState {
 
     pub fn dump_listeners(&self) -> Vec<Value> {
         let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        let draining = res.draining.iter().map(|(name, l)| {
+            json!({"name": name, "draining_state": {"version_info": l.version, "listener": typed(l.json.clone(), "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}})
+        });
         res.listeners
             .iter()
             .map(|(name, l)| json!({"name": name, "active_state": {"version_info": l.version, "listener": typed(l.json.clone(), "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}}))
+            .chain(draining)
             .collect()
     }
 

@@ -41,6 +41,8 @@ struct Resources {
     received: BTreeSet<&'static str>,
     cds_version: String,
     lds_version: String,
+    /// Removed listeners whose connections are draining (`draining_state` in /config_dump).
+    draining: BTreeMap<String, Accepted<Arc<Listener>>>,
     /// EDS subscription stats by cluster name.
     eds_stats: BTreeMap<String, stats::SubStats>,
     /// RDS subscription stats by route configuration name, one per HCM stat prefix.
@@ -60,6 +62,7 @@ pub struct XdsState {
     res: Mutex<Resources>,
     stats: XdsStats,
     manager: stats::ManagerStats,
+    me: OnceLock<Weak<XdsState>>,
     /// Flips to true once the initial LDS/CDS responses are applied.
     pub initialized: watch::Sender<bool>,
     wants_lds: bool,
@@ -83,6 +86,7 @@ impl XdsState {
                 lds: stats::SubStats::for_lds(),
             },
             manager: stats::ManagerStats::new(),
+            me: OnceLock::new(),
             initialized: watch::channel(!dynamic.lds && !dynamic.cds).0,
             wants_lds: dynamic.lds,
             wants_cds: dynamic.cds,
@@ -111,6 +115,7 @@ impl XdsState {
         if dynamic.cds {
             state.stats.cds.attempt.inc();
         }
+        let _ = state.me.set(Arc::downgrade(&state));
         let handle = ads::spawn(cfg, state.clone());
         let _ = state.handle.set(handle);
         // Clusters that never get their endpoints do not hold listeners back for ever.
