@@ -83,12 +83,11 @@ pub async fn copy_bidirectional(
     b: TcpStream,
     idle: Option<Duration>,
 ) -> (u64, u64, bool) {
-    let epoch = std::time::Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(crate::util::coarse_ms()));
     let (ar, aw) = a.into_split();
     let (br, bw) = b.into_split();
-    let up = tokio::spawn(pump(ar, bw, last.clone(), epoch));
-    let down = tokio::spawn(pump(br, aw, last.clone(), epoch));
+    let up = tokio::spawn(pump(ar, bw, last.clone()));
+    let down = tokio::spawn(pump(br, aw, last.clone()));
     let (ua, da) = (up.abort_handle(), down.abort_handle());
     let both = async { (up.await.unwrap_or(0), down.await.unwrap_or(0)) };
     let Some(idle) = idle else {
@@ -97,9 +96,8 @@ pub async fn copy_bidirectional(
     };
     let watchdog = async {
         loop {
-            let since = epoch
-                .elapsed()
-                .saturating_sub(Duration::from_millis(last.load(Relaxed)));
+            let since =
+                Duration::from_millis(crate::util::coarse_ms().saturating_sub(last.load(Relaxed)));
             match idle.checked_sub(since).filter(|d| !d.is_zero()) {
                 Some(left) => tokio::time::sleep(left).await,
                 None => return,
@@ -120,7 +118,6 @@ async fn pump(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     last: Arc<AtomicU64>,
-    epoch: std::time::Instant,
 ) -> u64 {
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
@@ -128,7 +125,7 @@ async fn pump(
         match r.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
-                last.store(epoch.elapsed().as_millis() as u64, Relaxed);
+                last.store(crate::util::coarse_ms(), Relaxed);
                 if w.write_all(&buf[..n]).await.is_err() {
                     return total;
                 }

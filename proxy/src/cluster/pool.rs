@@ -90,26 +90,27 @@ impl HostPool {
         }
     }
 
+    /// The most recently used connection that is ready for a request. Connections still
+    /// streaming a response stay in the list; closed and expired ones are dropped.
     fn checkout_h1(&self) -> Option<http1::SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((sender, since)) = idle.pop() {
+        loop {
+            let i = idle
+                .iter()
+                .rposition(|(s, _)| s.is_ready() || s.is_closed())?;
+            let (sender, since) = idle.remove(i);
             let expired = self.idle_timeout.is_some_and(|t| since.elapsed() >= t);
-            if !expired && sender.is_ready() {
+            if !sender.is_closed() && !expired {
                 return Some(sender);
             }
         }
-        None
     }
 
-    fn checkin_h1(self: &Arc<Self>, mut sender: http1::SendRequest<Incoming>) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            // Ready again once the previous response has been read in full.
-            if sender.ready().await.is_ok() {
-                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.push((sender, Instant::now()));
-            }
-        });
+    /// Returns a connection to the pool as soon as its response headers are in: it becomes
+    /// ready again by itself once the response body has been read.
+    fn checkin_h1(&self, sender: http1::SendRequest<Incoming>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push((sender, Instant::now()));
     }
 
     async fn new_h1(

@@ -177,6 +177,13 @@ impl HeaderMutation {
         Ok(m)
     }
 
+    /// Whether a value reads request headers (`%REQ(..)%`).
+    pub fn reads_request(&self) -> bool {
+        self.add
+            .iter()
+            .any(|a| a.value.0.iter().any(|p| matches!(p, Part::Req(_))))
+    }
+
     /// Applies this level to `headers`.
     pub fn apply(&self, headers: &mut http::HeaderMap, ctx: &FormatCtx<'_>) {
         for name in &self.remove {

@@ -88,8 +88,24 @@ pub async fn forward(
             );
         }
     }
-    let snapshot_headers = req.headers().clone();
-    let fctx = format_ctx(ctx, &snapshot_headers, version);
+    // %REQ(..)% values read the request as it arrived at this step; copy it only when a
+    // mutation needs it.
+    let levels = [
+        w_req,
+        Some(&route.request),
+        Some(&vh.request),
+        Some(&table.request),
+    ];
+    let reads = levels.iter().flatten().any(|m| m.reads_request());
+    let snapshot_headers = if reads {
+        req.headers().clone()
+    } else {
+        http::HeaderMap::new()
+    };
+    let mut fctx = format_ctx(ctx, &snapshot_headers, version);
+    if !reads {
+        fctx.request = None;
+    }
     {
         let h = req.headers_mut();
         if let Some(w) = w_req {

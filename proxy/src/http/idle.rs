@@ -5,13 +5,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Shared between the connection's I/O and its idle watchdog.
 #[derive(Debug)]
 pub struct Activity {
-    epoch: Instant,
+    /// `util::coarse_ms()` when bytes last moved.
     last_ms: AtomicU64,
     pub in_flight: AtomicUsize,
 }
@@ -19,8 +19,7 @@ pub struct Activity {
 impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(crate::util::coarse_ms()),
             in_flight: AtomicUsize::new(0),
         })
     }
@@ -32,8 +31,7 @@ impl Activity {
     }
 
     fn touch(&self) {
-        self.last_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+        self.last_ms.store(crate::util::coarse_ms(), Relaxed);
     }
 
     /// How long until the connection has been idle for `timeout`; `None` once it has.
@@ -41,10 +39,9 @@ impl Activity {
         if self.in_flight.load(Relaxed) > 0 {
             return Some(timeout);
         }
-        let idle = self
-            .epoch
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)));
+        let idle = Duration::from_millis(
+            crate::util::coarse_ms().saturating_sub(self.last_ms.load(Relaxed)),
+        );
         timeout.checked_sub(idle).filter(|d| !d.is_zero())
     }
 }
