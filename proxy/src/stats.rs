@@ -174,6 +174,13 @@ impl Registry {
         s
     }
 
+    /// Forgets every stat under `prefix` (a removed cluster's `cluster.<name>.`), as Envoy
+    /// drops the stats of what it removes. Holders of the old atomics are unaffected.
+    pub fn remove_prefix(&self, prefix: &str) {
+        let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|name, _| !name.starts_with(prefix));
+    }
+
     pub fn all(&self) -> Vec<Arc<Stat>> {
         self.stats
             .lock()

@@ -123,7 +123,7 @@ impl Client {
             type_url: type_url.to_string(),
             response_nonce: st.nonce,
             error_detail: error.map(|message| Status {
-                code: 3,
+                code: 13, // INTERNAL, as Envoy reports a rejected update
                 message,
                 details: vec![],
             }),

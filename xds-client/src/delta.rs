@@ -180,7 +180,7 @@ async fn stream_once(
                         node: (!client.cfg.node_on_first_only).then(|| client.cfg.node.clone()),
                         type_url: resp.type_url.clone(),
                         response_nonce: resp.nonce.clone(),
-                        error_detail: error.map(|message| Status { code: 3, message, details: vec![] }),
+                        error_detail: error.map(|message| Status { code: 13, message, details: vec![] }),
                         ..Default::default()
                     });
                 }

@@ -193,6 +193,18 @@ impl XdsState {
             }
         }
         let (added, modified, removed) = diff(&res.clusters, &next);
+        for gone in res.clusters.keys().filter(|k| !next.contains_key(*k)) {
+            crate::stats::registry().remove_prefix(&format!("cluster.{gone}."));
+            res.eds_stats.remove(gone);
+        }
+        // Assignments no remaining EDS cluster uses are forgotten with their clusters.
+        let used: BTreeSet<&str> = next
+            .values()
+            .filter(|c| c.value.cfg.discovery == Discovery::Eds)
+            .map(|c| c.value.cfg.eds_service_name.as_str())
+            .collect();
+        res.assignments
+            .retain(|name, _| used.contains(name.as_str()));
         let m = &self.manager;
         m.cluster_added.add(added as u64);
         m.cluster_modified.add(modified as u64);
@@ -208,7 +220,8 @@ impl XdsState {
             .map(|c| c.value.cfg.eds_service_name.clone())
             .collect();
         self.subscribe(ads::ENDPOINT, eds);
-        let changed = added + modified + removed > 0;
+        // Envoy counts a config reload when clusters are added or changed, not for removals alone.
+        let changed = added + modified > 0;
         finish(
             &self.stats.cds,
             version,
@@ -272,6 +285,10 @@ impl XdsState {
                         if users.contains(&c.value.cfg.name) {
                             c.value.set_endpoints(&eps);
                         }
+                    }
+                    // A host-set update of a cluster that already had its endpoints.
+                    if res.assignments.contains_key(&d.name) {
+                        self.manager.cluster_updated.add(users.len() as u64);
                     }
                     let empty = eps.is_empty();
                     res.assignments

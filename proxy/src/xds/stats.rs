@@ -89,6 +89,7 @@ pub struct ManagerStats {
     pub cluster_added: Counter,
     pub cluster_modified: Counter,
     pub cluster_removed: Counter,
+    pub cluster_updated: Counter,
     pub listener_modified: Counter,
     pub listener_removed: Counter,
     pub listener_create_success: Counter,
@@ -100,7 +101,6 @@ impl ManagerStats {
         let r = registry();
         // Present (at zero) as in Envoy, though Ferry never warms or drains listeners in place.
         for (scope, name) in [
-            (Scope::ClusterManager, "cluster_updated"),
             (Scope::ListenerManager, "listener_create_failure"),
             (Scope::Named("control_plane"), "rate_limit_enforced"),
         ] {
@@ -118,6 +118,7 @@ impl ManagerStats {
             cluster_added: r.counter(Scope::ClusterManager, "cluster_added"),
             cluster_modified: r.counter(Scope::ClusterManager, "cluster_modified"),
             cluster_removed: r.counter(Scope::ClusterManager, "cluster_removed"),
+            cluster_updated: r.counter(Scope::ClusterManager, "cluster_updated"),
             listener_modified: r.counter(Scope::ListenerManager, "listener_modified"),
             listener_removed: r.counter(Scope::ListenerManager, "listener_removed"),
             listener_create_success: r.counter(Scope::ListenerManager, "listener_create_success"),
