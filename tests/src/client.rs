@@ -1,6 +1,7 @@
 //! Test clients: an HTTP/1.1 / h2-prior-knowledge client with full control
 //! over the request, and a raw TCP client for malformed input.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -61,14 +62,19 @@ impl HttpResponse {
 
 /// Sends one request on a fresh connection to 127.0.0.1:`port`.
 pub async fn send(port: u16, req: &HttpRequest) -> Result<HttpResponse, String> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, send_inner(port, req)).await {
+    send_to(SocketAddr::from(([127, 0, 0, 1], port)), req).await
+}
+
+/// Sends one request on a fresh connection to `addr` (e.g. `[::1]:port`).
+pub async fn send_to(addr: SocketAddr, req: &HttpRequest) -> Result<HttpResponse, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, send_inner(addr, req)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timeout after {REQUEST_TIMEOUT:?}")),
     }
 }
 
-async fn send_inner(port: u16, req: &HttpRequest) -> Result<HttpResponse, String> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
+async fn send_inner(addr: SocketAddr, req: &HttpRequest) -> Result<HttpResponse, String> {
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let io = TokioIo::new(stream);
@@ -137,7 +143,7 @@ async fn send_inner(port: u16, req: &HttpRequest) -> Result<HttpResponse, String
     })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

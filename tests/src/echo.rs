@@ -62,7 +62,17 @@ async fn bind_local() -> TcpListener {
 
 /// Starts the HTTP/1.1 + h2c (prior knowledge) echo server.
 pub async fn start_http(name: &str) -> Upstream {
-    let listener = bind_local().await;
+    serve_http(name, bind_local().await)
+}
+
+/// The HTTP echo server on `[::1]:0`; `None` when the machine has no IPv6
+/// loopback.
+pub async fn start_http_v6(name: &str) -> Option<Upstream> {
+    let listener = TcpListener::bind("[::1]:0").await.ok()?;
+    Some(serve_http(name, listener))
+}
+
+fn serve_http(name: &str, listener: TcpListener) -> Upstream {
     let addr = listener.local_addr().expect("local_addr");
     let upstream: Arc<str> = Arc::from(name);
     let task = tokio::spawn(async move {

@@ -12,6 +12,7 @@ use crate::proxy::{self, Proxy, ProxyKind, Target};
 
 enum Spec {
     Http(String),
+    Http6(String),
     Tcp(String),
     TcpGreeter(String),
     Refusing,
@@ -25,6 +26,7 @@ pub struct Setup {
     title: String,
     template: String,
     specs: Vec<(String, Spec)>,
+    args: Vec<String>,
 }
 
 impl Setup {
@@ -33,7 +35,22 @@ impl Setup {
             title: title.to_string(),
             template: template.to_string(),
             specs: Vec::new(),
+            args: Vec::new(),
         }
+    }
+
+    /// Extra command-line arguments for both proxies (after `-c FILE`);
+    /// `{{NAME}}` placeholders in them are rendered like the bootstrap's.
+    pub fn args(mut self, args: &[&str]) -> Setup {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An HTTP echo upstream on `[::1]` (see [`Setup::start`]).
+    pub fn echo_v6(mut self, placeholder: &str, name: &str) -> Setup {
+        self.specs
+            .push((placeholder.into(), Spec::Http6(name.into())));
+        self
     }
 
     /// An HTTP echo upstream named `name`, its port substituted for
@@ -69,12 +86,14 @@ impl Setup {
         self
     }
 
-    async fn upstreams(&self) -> (Vec<Upstream>, BTreeMap<String, String>) {
+    /// `None` when an IPv6 upstream cannot bind `[::1]`.
+    async fn upstreams(&self) -> Option<(Vec<Upstream>, BTreeMap<String, String>)> {
         let mut ups = Vec::new();
         let mut shared = BTreeMap::new();
         for (placeholder, spec) in &self.specs {
             let up = match spec {
                 Spec::Http(name) => echo::start_http(name).await,
+                Spec::Http6(name) => echo::start_http_v6(name).await?,
                 Spec::Tcp(name) => echo::start_tcp_echo(name).await,
                 Spec::TcpGreeter(name) => echo::start_tcp_greeter(name).await,
                 Spec::Refusing => echo::refusing(placeholder),
@@ -83,18 +102,23 @@ impl Setup {
             shared.insert(placeholder.clone(), up.port().to_string());
             ups.push(up);
         }
-        (ups, shared)
+        Some((ups, shared))
     }
 
     /// Starts the upstreams, Envoy and Ferry, and waits until both are
-    /// ready. `None` (after a SKIP line) when Envoy is not installed.
+    /// ready. `None` (after a SKIP line) when Envoy is not installed or an
+    /// IPv6 upstream cannot bind `[::1]`.
     pub async fn start(self) -> Option<DiffEnv> {
         let envoy_bin = proxy::envoy_or_skip()?;
         let ferry_bin = proxy::ferry_bin();
-        let (upstreams, shared) = self.upstreams().await;
+        let Some((upstreams, shared)) = self.upstreams().await else {
+            eprintln!("SKIP {}: no IPv6 loopback (cannot bind [::1])", self.title);
+            return None;
+        };
+        let (t, a) = (&self.template, &self.args);
         let (envoy, ferry) = tokio::join!(
-            proxy::start(ProxyKind::Envoy, &envoy_bin, &self.template, &shared),
-            proxy::start(ProxyKind::Ferry, &ferry_bin, &self.template, &shared),
+            proxy::start(ProxyKind::Envoy, &envoy_bin, t, &shared, a),
+            proxy::start(ProxyKind::Ferry, &ferry_bin, t, &shared, a),
         );
         Some(DiffEnv {
             title: self.title,

@@ -21,12 +21,14 @@
 
 pub mod case;
 pub mod client;
+pub mod conn;
 pub mod diff;
 pub mod echo;
 pub mod env;
 pub mod normalise;
 pub mod ports;
 pub mod proxy;
+pub mod xds_server;
 
 pub use case::Case;
 pub use diff::Report;

@@ -86,6 +86,13 @@ pub fn ferry_bin() -> PathBuf {
     p
 }
 
+/// True when the Ferry binary is really Envoy (`FERRY_BIN=$ENVOY_BIN`,
+/// checking the suite itself): Ferry-only expectations are then skipped.
+pub fn ferry_is_envoy() -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    find_envoy().is_some_and(|envoy| canonical(&envoy) == canonical(&ferry_bin()))
+}
+
 /// A private directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -155,17 +162,29 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Writes the bootstrap to a temp file and starts `bin` on it without
-    /// waiting for readiness (see [`Proxy::wait_ready`]).
-    pub fn spawn(kind: ProxyKind, bin: &Path, yaml: &str, ports: BTreeMap<String, u16>) -> Proxy {
+    /// Writes the bootstrap to a temp file and starts `bin` on it with the
+    /// extra command-line `args` (after `-c FILE`), without waiting for
+    /// readiness (see [`Proxy::wait_ready`]). `--concurrency 1` is passed
+    /// unless `args` sets `--concurrency` itself.
+    pub fn spawn(
+        kind: ProxyKind,
+        bin: &Path,
+        yaml: &str,
+        ports: BTreeMap<String, u16>,
+        args: &[String],
+    ) -> Proxy {
         let dir = TempDir::new(&kind.to_string());
         let config = dir.path().join("bootstrap.yaml");
         std::fs::write(&config, yaml).expect("write bootstrap");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&config)
-            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "warn"])
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c").arg(&config);
+        if !args.iter().any(|a| a == "--concurrency") {
+            cmd.args(["--concurrency", "1"]);
+        }
+        let child = cmd
+            .args(["--disable-hot-restart", "-l", "warn"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -204,6 +223,14 @@ impl Proxy {
     /// What the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends signal `sig` (e.g. `libc::SIGTERM`) to this process's PID.
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.pid()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) on our own child's PID; no memory is involved.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
     }
 
     /// `Some(status)` once the process has exited.
@@ -279,19 +306,21 @@ impl Drop for Proxy {
     }
 }
 
-/// Renders `template` and starts `bin` on it, waiting for readiness. A
-/// start that fails because one of the picked ports was taken in the
-/// meantime is retried with fresh ports (up to 3 attempts).
+/// Renders `template` (and `args`, which may hold placeholders too) and
+/// starts `bin` on it, waiting for readiness. A start that fails because
+/// one of the picked ports was taken in the meantime is retried with fresh
+/// ports (up to 3 attempts).
 pub async fn start(
     kind: ProxyKind,
     bin: &Path,
     template: &str,
     shared: &BTreeMap<String, String>,
+    args: &[String],
 ) -> Proxy {
     let mut attempt = 1;
     loop {
-        let (yaml, ports) = render_instance(template, shared);
-        let mut proxy = Proxy::spawn(kind, bin, &yaml, ports);
+        let (yaml, args, ports) = render_instance_with_args(template, args, shared);
+        let mut proxy = Proxy::spawn(kind, bin, &yaml, ports, &args);
         match proxy.try_wait_ready().await {
             Ok(()) => return proxy,
             Err(e) if attempt < 3 && proxy.failed_to_bind() => {
@@ -310,16 +339,30 @@ pub fn render_instance(
     template: &str,
     shared: &BTreeMap<String, String>,
 ) -> (String, BTreeMap<String, u16>) {
+    let (yaml, _, own) = render_instance_with_args(template, &[], shared);
+    (yaml, own)
+}
+
+/// Like [`render_instance`], also rendering placeholders in `args`.
+pub fn render_instance_with_args(
+    template: &str,
+    args: &[String],
+    shared: &BTreeMap<String, String>,
+) -> (String, Vec<String>, BTreeMap<String, u16>) {
     let mut values = shared.clone();
     let mut own = BTreeMap::new();
-    for name in ports::placeholders(template) {
+    let names = std::iter::once(template)
+        .chain(args.iter().map(String::as_str))
+        .flat_map(ports::placeholders);
+    for name in names {
         if let std::collections::btree_map::Entry::Vacant(slot) = values.entry(name.clone()) {
             let port = ports::free_port();
             own.insert(name, port);
             slot.insert(port.to_string());
         }
     }
-    (ports::render(template, &values), own)
+    let args = args.iter().map(|a| ports::render(a, &values)).collect();
+    (ports::render(template, &values), args, own)
 }
 
 /// Result of `BIN --mode validate -c FILE`.
@@ -331,12 +374,18 @@ pub struct Validation {
 
 /// Runs `bin --mode validate -c file` and captures its output.
 pub fn validate(bin: &Path, file: &Path) -> Validation {
+    let file = file.to_string_lossy();
+    run(bin, &["--mode", "validate", "-c", &file])
+}
+
+/// Runs `bin args...` to completion (a one-shot command such as
+/// `--version`) and captures its output.
+pub fn run(bin: &Path, args: &[&str]) -> Validation {
     let out = Command::new(bin)
-        .args(["--mode", "validate", "-c"])
-        .arg(file)
+        .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} --mode validate: {e}", bin.display()));
+        .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", bin.display(), args.join(" ")));
     Validation {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -185,6 +185,8 @@ impl XdsState {
                     next.insert(d.name, accepted(rt, d.raw, version, d.json));
                 }
                 Err(e) => {
+                    // Envoy counts a cluster it failed to create as added.
+                    self.manager.cluster_added.inc();
                     errors.push(format!("Cluster '{}': {e}", d.name));
                     if let Some(old) = res.clusters.get(&d.name) {
                         next.insert(d.name, old.clone());

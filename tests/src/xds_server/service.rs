@@ -1,0 +1,129 @@
+//! The gRPC side: the `AggregatedDiscoveryService` implementation and the
+//! HTTP/2 accept loop (hand-rolled so that stopping the server really
+//! closes every connection, which is what a control-plane restart means to
+//! the proxy).
+
+use std::sync::{Arc, Mutex};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::codegen::Service;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::state::{Inner, Sender};
+
+/// State shared by the test API, the streams and the accept loop.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub inner: Mutex<Inner>,
+    /// Woken on every request received.
+    pub changed: Notify,
+}
+
+impl Shared {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Ads(pub Arc<Shared>);
+
+/// Reads one stream's requests until it ends, handing each to `handle`.
+async fn read_stream<T>(
+    shared: Arc<Shared>,
+    id: u64,
+    mut requests: Streaming<T>,
+    handle: fn(&mut Inner, u64, T),
+) {
+    while let Ok(Some(req)) = requests.message().await {
+        {
+            let mut inner = shared.lock();
+            if !inner.has_stream(id) {
+                return;
+            }
+            handle(&mut inner, id, req);
+        }
+        shared.changed.notify_waiters();
+    }
+    shared.lock().remove_stream(id);
+    shared.changed.notify_waiters();
+}
+
+impl Ads {
+    fn open<T: Send + 'static>(
+        &self,
+        sender: Sender,
+        requests: Streaming<T>,
+        handle: fn(&mut Inner, u64, T),
+    ) {
+        let shared = self.0.clone();
+        let mut inner = self.0.lock();
+        let id = inner.add_stream(sender);
+        let task = tokio::spawn(read_stream(shared, id, requests, handle));
+        if let Some(s) = inner.streams.iter_mut().find(|s| s.id == id) {
+            s.reader = Some(task.abort_handle());
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream =
+        UnboundedReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream =
+        UnboundedReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open(Sender::Sotw(tx), request.into_inner(), Inner::on_sotw);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open(Sender::Delta(tx), request.into_inner(), Inner::on_delta);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+/// Accepts HTTP/2 connections on `listener` until the task is aborted;
+/// aborting drops every connection (the `JoinSet` aborts its tasks).
+pub(crate) async fn serve(listener: TcpListener, ads: Ads) {
+    let svc = AggregatedDiscoveryServiceServer::new(ads);
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let svc = svc.clone();
+                conns.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let mut svc = svc.clone();
+                        async move { svc.call(req).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
