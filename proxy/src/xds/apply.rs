@@ -105,7 +105,52 @@ fn diff<T>(
     (added, modified, removed)
 }
 
+/// The RDS route configurations a listener's connection managers name.
+fn rds_names(l: &Listener) -> impl Iterator<Item = &str> {
+    l.chains
+        .iter()
+        .chain(l.default_chain.iter())
+        .filter_map(|c| match &c.filter {
+            NetworkFilter::Http(h) => match &h.routes {
+                RouteSource::Rds(name) => Some(name.as_str()),
+                RouteSource::Static(_) => None,
+            },
+            NetworkFilter::TcpProxy(_) => None,
+        })
+}
+
 impl XdsState {
+    /// Runs the listeners of `wanted` whose routes are all known. One still waiting for its
+    /// routes (warming, as in Envoy) keeps serving the version it had, or is not started yet.
+    /// Returns the listeners that could not be bound.
+    pub(super) fn run_listeners(
+        &self,
+        res: &mut Resources,
+        server: &Arc<crate::snapshot::Server>,
+        wanted: &BTreeMap<String, Accepted<Arc<Listener>>>,
+    ) -> Vec<(String, String)> {
+        let mut desired = Vec::new();
+        let mut warming = 0u64;
+        for (name, a) in wanted {
+            if rds_names(&a.value).all(|r| res.routes.contains_key(r)) {
+                desired.push(a.value.clone());
+            } else {
+                warming += 1;
+                if let Some(running) = res.serving.get(name) {
+                    desired.push(running.clone());
+                }
+            }
+        }
+        self.manager.listeners_warming.set(warming);
+        let errors = server.listeners.apply(server, &desired, true);
+        res.serving = desired
+            .into_iter()
+            .filter(|l| !errors.iter().any(|(n, _)| *n == l.name))
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        errors
+    }
+
     fn start_draining(
         &self,
         res: &mut Resources,
@@ -370,8 +415,7 @@ impl XdsState {
                 }
             }
         }
-        let desired: Vec<Arc<Listener>> = next.values().map(|a| a.value.clone()).collect();
-        for (name, e) in server.listeners.apply(&server, &desired, true) {
+        for (name, e) in self.run_listeners(res, &server, &next) {
             errors.push(format!("Listener '{name}': {e}"));
             next.remove(&name);
         }
@@ -479,6 +523,13 @@ impl XdsState {
         }
         res.received.insert(ads::ROUTE);
         self.publish(res);
+        // Listeners that were waiting for these routes can serve now.
+        if let Some(server) = self.server() {
+            let wanted = res.listeners.clone();
+            for (name, e) in self.run_listeners(res, &server, &wanted) {
+                tracing::warn!(listener = %name, "cannot start listener: {e}");
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {

@@ -2,6 +2,7 @@
 
 use super::{Accepted, XdsState};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 fn ts(a: &Accepted<impl Sized>) -> String {
     crate::admin::rfc3339(a.updated)
@@ -42,7 +43,12 @@ impl XdsState {
         });
         res.listeners
             .iter()
-            .map(|(name, l)| json!({"name": name, "active_state": {"version_info": l.version, "listener": typed(l.json.clone(), "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}}))
+            .map(|(name, l)| {
+                // A listener still waiting for its routes is warming.
+                let serving = res.serving.get(name).is_some_and(|s| Arc::ptr_eq(s, &l.value));
+                let state = if serving { "active_state" } else { "warming_state" };
+                json!({"name": name, state: {"version_info": l.version, "listener": typed(l.json.clone(), "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}})
+            })
             .chain(draining)
             .collect()
     }

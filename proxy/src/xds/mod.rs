@@ -41,6 +41,8 @@ struct Resources {
     received: BTreeSet<&'static str>,
     cds_version: String,
     lds_version: String,
+    /// The version of each dynamic listener that is running now.
+    serving: BTreeMap<String, Arc<Listener>>,
     /// Removed listeners whose connections are draining (`draining_state` in /config_dump).
     draining: BTreeMap<String, Accepted<Arc<Listener>>>,
     /// EDS subscription stats by cluster name.

@@ -94,6 +94,7 @@ pub struct ManagerStats {
     pub listener_removed: Counter,
     pub listener_create_success: Counter,
     pub listeners_draining: Gauge,
+    pub listeners_warming: Gauge,
 }
 
 impl ManagerStats {
@@ -108,7 +109,6 @@ impl ManagerStats {
         }
         for (scope, name) in [
             (Scope::ClusterManager, "warming_clusters"),
-            (Scope::ListenerManager, "total_listeners_warming"),
             (Scope::Named("control_plane"), "pending_requests"),
         ] {
             r.gauge(scope, name);
@@ -123,6 +123,7 @@ impl ManagerStats {
             listener_removed: r.counter(Scope::ListenerManager, "listener_removed"),
             listener_create_success: r.counter(Scope::ListenerManager, "listener_create_success"),
             listeners_draining: r.gauge(Scope::ListenerManager, "total_listeners_draining"),
+            listeners_warming: r.gauge(Scope::ListenerManager, "total_listeners_warming"),
         }
     }
 }
