@@ -24,7 +24,6 @@ struct Decoded<T> {
     name: String,
     typed: T,
     raw: Vec<u8>,
-    json: serde_json::Value,
 }
 
 /// `Err((name if known, message))`.
@@ -46,32 +45,25 @@ fn decode<'a, T: Message + Default>(
     let name = name_of(&typed).to_string();
     if known(&name) == Some(any.value.as_slice()) {
         let raw = any.value.clone();
-        return Ok(Decoded {
-            name,
-            typed,
-            raw,
-            json: serde_json::Value::Null,
-        });
+        return Ok(Decoded { name, typed, raw });
     }
     let fail =
         |e: crate::config::ConfigError| (Some(name.clone()), format!("{kind} '{name}': {e}"));
     let dynamic = support::decode_any(want, &any.value, "").map_err(fail)?;
     support::check(&dynamic, "").map_err(fail)?;
     Ok(Decoded {
-        json: crate::admin::to_json(&dynamic),
         name,
         typed,
         raw: any.value.clone(),
     })
 }
 
-fn accepted<T>(value: T, d_raw: Vec<u8>, version: &str, json: serde_json::Value) -> Accepted<T> {
+fn accepted<T>(value: T, d_raw: Vec<u8>, version: &str) -> Accepted<T> {
     Accepted {
         value,
         raw: d_raw,
         version: version.to_string(),
         updated: SystemTime::now(),
-        json,
     }
 }
 
@@ -227,7 +219,7 @@ impl XdsState {
                         }
                     }
                     rt.start_dns();
-                    next.insert(d.name, accepted(rt, d.raw, version, d.json));
+                    next.insert(d.name, accepted(rt, d.raw, version));
                 }
                 Err(e) => {
                     // Envoy counts a cluster it failed to create as added.
@@ -339,7 +331,7 @@ impl XdsState {
                     }
                     let empty = eps.is_empty();
                     res.assignments
-                        .insert(d.name, accepted(eps, d.raw, version, d.json));
+                        .insert(d.name, accepted(eps, d.raw, version));
                     charge(res, true, true, empty);
                 }
                 Err(e) => {
@@ -405,7 +397,7 @@ impl XdsState {
             }
             match Listener::from_proto(&d.typed, "") {
                 Ok(l) => {
-                    next.insert(d.name, accepted(Arc::new(l), d.raw, version, d.json));
+                    next.insert(d.name, accepted(Arc::new(l), d.raw, version));
                 }
                 Err(e) => {
                     errors.push(format!("Listener '{}': {e}", d.name));
@@ -513,7 +505,7 @@ impl XdsState {
                 Ok(t) => {
                     charge(res, true, true);
                     res.routes
-                        .insert(d.name, accepted(Arc::new(t), d.raw, version, d.json));
+                        .insert(d.name, accepted(Arc::new(t), d.raw, version));
                 }
                 Err(e) => {
                     charge(res, false, false);

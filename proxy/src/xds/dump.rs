@@ -8,6 +8,15 @@ fn ts(a: &Accepted<impl Sized>) -> String {
     crate::admin::rfc3339(a.updated)
 }
 
+/// The resource as Envoy's JSON, rendered from its encoding only when `/config_dump` asks.
+fn render<T>(a: &Accepted<T>, name: &str) -> Value {
+    let url = format!("type.googleapis.com/{name}");
+    let v = crate::config::support::decode_any(&url, &a.raw, "")
+        .map(|m| crate::admin::to_json(&m))
+        .unwrap_or(Value::Null);
+    typed(v, name)
+}
+
 fn typed(mut v: Value, name: &str) -> Value {
     if let Value::Object(m) = &mut v {
         let mut out = serde_json::Map::new();
@@ -32,14 +41,14 @@ impl XdsState {
         let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
         res.clusters
             .values()
-            .map(|c| json!({"version_info": c.version, "cluster": typed(c.json.clone(), "envoy.config.cluster.v3.Cluster"), "last_updated": ts(c)}))
+            .map(|c| json!({"version_info": c.version, "cluster": render(c, "envoy.config.cluster.v3.Cluster"), "last_updated": ts(c)}))
             .collect()
     }
 
     pub fn dump_listeners(&self) -> Vec<Value> {
         let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
         let draining = res.draining.iter().map(|(name, l)| {
-            json!({"name": name, "draining_state": {"version_info": l.version, "listener": typed(l.json.clone(), "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}})
+            json!({"name": name, "draining_state": {"version_info": l.version, "listener": render(l, "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}})
         });
         res.listeners
             .iter()
@@ -47,7 +56,7 @@ impl XdsState {
                 // A listener still waiting for its routes is warming.
                 let serving = res.serving.get(name).is_some_and(|s| Arc::ptr_eq(s, &l.value));
                 let state = if serving { "active_state" } else { "warming_state" };
-                json!({"name": name, state: {"version_info": l.version, "listener": typed(l.json.clone(), "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}})
+                json!({"name": name, state: {"version_info": l.version, "listener": render(l, "envoy.config.listener.v3.Listener"), "last_updated": ts(l)}})
             })
             .chain(draining)
             .collect()
@@ -57,7 +66,7 @@ impl XdsState {
         let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
         res.routes
             .values()
-            .map(|r| json!({"version_info": r.version, "route_config": typed(r.json.clone(), "envoy.config.route.v3.RouteConfiguration"), "last_updated": ts(r)}))
+            .map(|r| json!({"version_info": r.version, "route_config": render(r, "envoy.config.route.v3.RouteConfiguration"), "last_updated": ts(r)}))
             .collect()
     }
 
@@ -65,7 +74,7 @@ impl XdsState {
         let res = self.res.lock().unwrap_or_else(|p| p.into_inner());
         res.assignments
             .values()
-            .map(|a| json!({"endpoint_config": typed(a.json.clone(), "envoy.config.endpoint.v3.ClusterLoadAssignment"), "last_updated": ts(a)}))
+            .map(|a| json!({"endpoint_config": render(a, "envoy.config.endpoint.v3.ClusterLoadAssignment"), "last_updated": ts(a)}))
             .collect()
     }
 }

@@ -28,7 +28,6 @@ pub struct Accepted<T> {
     pub raw: Vec<u8>,
     pub version: String,
     pub updated: SystemTime,
-    pub json: serde_json::Value,
 }
 
 #[derive(Default)]
