@@ -68,6 +68,19 @@ async fn bind_fresh() -> TcpListener {
 }
 
 impl XdsServer {
+    /// Starts an empty control plane on a Unix domain socket at `path` (no restart).
+    pub async fn start_unix(path: &std::path::Path) -> XdsServer {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind the xDS Unix socket");
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(service::serve_unix(listener, Ads(shared.clone())));
+        XdsServer {
+            shared,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            task: Some(task),
+            versions: Default::default(),
+        }
+    }
+
     /// Starts an empty control plane on a free 127.0.0.1 port.
     pub async fn start() -> XdsServer {
         let listener = bind_fresh().await;

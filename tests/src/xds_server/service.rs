@@ -112,18 +112,39 @@ pub(crate) async fn serve(listener: TcpListener, ads: Ads) {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let svc = svc.clone();
-                conns.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let mut svc = svc.clone();
-                        async move { svc.call(req).await }
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                serve_conn(&mut conns, svc.clone(), stream);
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+}
+
+/// The same service on a Unix domain socket (Istio's agent serves xDS this way).
+pub(crate) async fn serve_unix(listener: tokio::net::UnixListener, ads: Ads) {
+    let svc = AggregatedDiscoveryServiceServer::new(ads);
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                serve_conn(&mut conns, svc.clone(), stream);
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn serve_conn<S>(conns: &mut JoinSet<()>, svc: AggregatedDiscoveryServiceServer<Ads>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    conns.spawn(async move {
+        let service = hyper::service::service_fn(move |req| {
+            let mut svc = svc.clone();
+            async move { svc.call(req).await }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
 }
