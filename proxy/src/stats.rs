@@ -178,7 +178,14 @@ impl Registry {
     /// drops the stats of what it removes. Holders of the old atomics are unaffected.
     pub fn remove_prefix(&self, prefix: &str) {
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|name, _| !name.starts_with(prefix));
+        let names: Vec<String> = map
+            .range(prefix.to_string()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in names {
+            map.remove(&name);
+        }
     }
 
     pub fn all(&self) -> Vec<Arc<Stat>> {

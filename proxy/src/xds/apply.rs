@@ -277,6 +277,16 @@ impl XdsState {
         resources: Vec<Any>,
     ) -> Result<(), String> {
         let mut errors = Vec::new();
+        // Which EDS clusters take each assignment (usually one), built once per response.
+        let mut by_service: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for c in res.clusters.values() {
+            if c.value.cfg.discovery == Discovery::Eds {
+                by_service
+                    .entry(c.value.cfg.eds_service_name.clone())
+                    .or_default()
+                    .push(c.value.cfg.name.clone());
+            }
+        }
         for any in &resources {
             let d = match decode::<ClusterLoadAssignment>(
                 any,
@@ -291,15 +301,7 @@ impl XdsState {
                     continue;
                 }
             };
-            let users: Vec<String> = res
-                .clusters
-                .values()
-                .filter(|c| {
-                    c.value.cfg.discovery == Discovery::Eds
-                        && c.value.cfg.eds_service_name == d.name
-                })
-                .map(|c| c.value.cfg.name.clone())
-                .collect();
+            let users: Vec<String> = by_service.get(&d.name).cloned().unwrap_or_default();
             let charge = |res: &mut Resources, ok: bool, changed: bool, empty: bool| {
                 for name in &users {
                     let st = res
@@ -320,8 +322,8 @@ impl XdsState {
             }
             match endpoints(&d.typed, Discovery::Eds, "") {
                 Ok(eps) => {
-                    for c in res.clusters.values() {
-                        if users.contains(&c.value.cfg.name) {
+                    for name in &users {
+                        if let Some(c) = res.clusters.get(name) {
                             c.value.set_endpoints(&eps);
                         }
                     }
