@@ -10,8 +10,10 @@ use std::collections::HashMap;
 
 mod action;
 mod matching;
+mod redirect;
 pub use action::*;
 pub use matching::*;
+pub use redirect::*;
 
 #[derive(Debug)]
 pub struct RouteTable {

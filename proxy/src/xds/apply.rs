@@ -1,101 +1,21 @@
 //! Applying one response per resource type. Every resource is checked alone: a good one is
 //! applied, a bad one is named in the NACK and keeps its last good version.
 
+use super::resource::{accepted, decode, diff, finish, sotw};
 use super::{Accepted, Resources, XdsState};
 use crate::cluster::ClusterRt;
 use crate::config::cluster::{endpoints, Cluster, Discovery};
 use crate::config::hcm::RouteSource;
 use crate::config::listener::{Listener, NetworkFilter};
 use crate::config::route::RouteTable;
-use crate::config::support;
 use envoy_types::pb::envoy::config::cluster::v3 as cluster_pb;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3 as listener_pb;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 use ferry_xds::ads;
-use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::SystemTime;
-
-/// A resource decoded and checked against what Ferry supports.
-struct Decoded<T> {
-    name: String,
-    typed: T,
-    raw: Vec<u8>,
-}
-
-/// `Err((name if known, message))`.
-///
-/// A resource whose encoding equals `known(name)` (what is in force) is not checked again:
-/// pushes that repeat thousands of unchanged resources stay cheap.
-fn decode<'a, T: Message + Default>(
-    any: &Any,
-    want: &str,
-    kind: &str,
-    name_of: fn(&T) -> &str,
-    known: impl Fn(&str) -> Option<&'a [u8]>,
-) -> Result<Decoded<T>, (Option<String>, String)> {
-    if any.type_url != want {
-        return Err((None, format!("{kind}: unexpected type {}", any.type_url)));
-    }
-    let typed = T::decode(any.value.as_slice())
-        .map_err(|e| (None, format!("{kind}: cannot decode: {e}")))?;
-    let name = name_of(&typed).to_string();
-    if known(&name) == Some(any.value.as_slice()) {
-        let raw = any.value.clone();
-        return Ok(Decoded { name, typed, raw });
-    }
-    let fail =
-        |e: crate::config::ConfigError| (Some(name.clone()), format!("{kind} '{name}': {e}"));
-    let dynamic = support::decode_any(want, &any.value, "").map_err(fail)?;
-    support::check(&dynamic, "").map_err(fail)?;
-    Ok(Decoded {
-        name,
-        typed,
-        raw: any.value.clone(),
-    })
-}
-
-fn accepted<T>(value: T, d_raw: Vec<u8>, version: &str) -> Accepted<T> {
-    Accepted {
-        value,
-        raw: d_raw,
-        version: version.to_string(),
-        updated: SystemTime::now(),
-    }
-}
-
-/// Charges a response to its subscription's stats and turns the errors into the NACK.
-fn finish(
-    stats: &super::stats::SubStats,
-    version: &str,
-    changed: bool,
-    empty: bool,
-    errors: Vec<String>,
-) -> Result<(), String> {
-    stats.response(errors.is_empty(), version, changed, empty);
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
-}
-
-/// Which names were added, modified (present in both with another encoding) and removed.
-fn diff<T>(
-    old: &BTreeMap<String, Accepted<T>>,
-    new: &BTreeMap<String, Accepted<T>>,
-) -> (usize, usize, usize) {
-    let added = new.keys().filter(|k| !old.contains_key(*k)).count();
-    let removed = old.keys().filter(|k| !new.contains_key(*k)).count();
-    let modified = new
-        .iter()
-        .filter(|(k, v)| old.get(*k).is_some_and(|o| o.raw != v.raw))
-        .count();
-    (added, modified, removed)
-}
 
 /// The RDS route configurations a listener's connection managers name.
 fn rds_names(l: &Listener) -> impl Iterator<Item = &str> {
@@ -173,64 +93,37 @@ impl XdsState {
         version: &str,
         resources: Vec<Any>,
     ) -> Result<(), String> {
-        let mut errors = Vec::new();
-        let mut next = BTreeMap::new();
-        for any in &resources {
-            let d = match decode::<cluster_pb::Cluster>(
-                any,
-                ads::CLUSTER,
-                "Cluster",
-                |c| &c.name,
-                |n| res.clusters.get(n).map(|o| o.raw.as_slice()),
-            ) {
-                Ok(d) => d,
-                Err((name, e)) => {
-                    errors.push(e);
-                    if let Some(old) =
-                        name.and_then(|n| res.clusters.get(&n).map(|o| (n, o.clone())))
-                    {
-                        next.insert(old.0, old.1);
-                    }
-                    continue;
-                }
-            };
-            if self.static_clusters.contains_key(&d.name) {
-                errors.push(format!(
-                    "Cluster '{}': a static cluster of that name exists",
-                    d.name
-                ));
-                continue;
-            }
-            if let Some(old) = res.clusters.get(&d.name).filter(|o| o.raw == d.raw) {
-                next.insert(d.name, old.clone());
-                continue;
-            }
-            match Cluster::from_proto(&d.typed, "") {
-                Ok(cfg) => {
-                    let rt = ClusterRt::new(cfg);
-                    if rt.cfg.discovery == Discovery::Eds {
-                        let eds = res
-                            .eds_stats
-                            .entry(rt.cfg.name.clone())
-                            .or_insert_with(|| super::stats::SubStats::for_cluster(&rt.cfg.name));
-                        eds.attempt.inc();
-                        if let Some(a) = res.assignments.get(&rt.cfg.eds_service_name) {
-                            rt.set_endpoints(&a.value);
-                        }
-                    }
-                    rt.start_dns();
-                    next.insert(d.name, accepted(rt, d.raw, version));
-                }
-                Err(e) => {
+        let manager = &self.manager;
+        let (assignments, eds_stats) = (&res.assignments, &mut res.eds_stats);
+        let (next, errors) = sotw::<cluster_pb::Cluster, _>(
+            &res.clusters,
+            &resources,
+            ads::CLUSTER,
+            "Cluster",
+            |c| &c.name,
+            |n| self.static_clusters.contains_key(n),
+            version,
+            |typed| {
+                let cfg = Cluster::from_proto(typed, "").inspect_err(|_| {
                     // Envoy counts a cluster it failed to create as added.
-                    self.manager.cluster_added.inc();
-                    errors.push(format!("Cluster '{}': {e}", d.name));
-                    if let Some(old) = res.clusters.get(&d.name) {
-                        next.insert(d.name, old.clone());
+                    manager.cluster_added.inc();
+                })?;
+                let rt = ClusterRt::new(cfg);
+                if rt.cfg.discovery == Discovery::Eds {
+                    let name = rt.cfg.name.clone();
+                    eds_stats
+                        .entry(name.clone())
+                        .or_insert_with(|| super::stats::SubStats::for_cluster(&name))
+                        .attempt
+                        .inc();
+                    if let Some(a) = assignments.get(&rt.cfg.eds_service_name) {
+                        rt.set_endpoints(&a.value);
                     }
                 }
-            }
-        }
+                rt.start_dns();
+                Ok(rt)
+            },
+        );
         let (added, modified, removed) = diff(&res.clusters, &next);
         for gone in res.clusters.keys().filter(|k| !next.contains_key(*k)) {
             crate::stats::registry().remove_prefix(&format!("cluster.{gone}."));
@@ -365,50 +258,16 @@ impl XdsState {
             .iter()
             .map(|l| l.name.as_str())
             .collect();
-        let mut errors = Vec::new();
-        let mut next = BTreeMap::new();
-        for any in &resources {
-            let d = match decode::<listener_pb::Listener>(
-                any,
-                ads::LISTENER,
-                "Listener",
-                |l| &l.name,
-                |n| res.listeners.get(n).map(|o| o.raw.as_slice()),
-            ) {
-                Ok(d) => d,
-                Err((name, e)) => {
-                    errors.push(e);
-                    if let Some(old) =
-                        name.and_then(|n| res.listeners.get(&n).map(|o| (n, o.clone())))
-                    {
-                        next.insert(old.0, old.1);
-                    }
-                    continue;
-                }
-            };
-            if static_names.contains(d.name.as_str()) {
-                errors.push(format!(
-                    "Listener '{}': a static listener of that name exists",
-                    d.name
-                ));
-                continue;
-            }
-            if let Some(old) = res.listeners.get(&d.name).filter(|o| o.raw == d.raw) {
-                next.insert(d.name, old.clone());
-                continue;
-            }
-            match Listener::from_proto(&d.typed, "") {
-                Ok(l) => {
-                    next.insert(d.name, accepted(Arc::new(l), d.raw, version));
-                }
-                Err(e) => {
-                    errors.push(format!("Listener '{}': {e}", d.name));
-                    if let Some(old) = res.listeners.get(&d.name) {
-                        next.insert(d.name, old.clone());
-                    }
-                }
-            }
-        }
+        let (mut next, mut errors) = sotw::<listener_pb::Listener, _>(
+            &res.listeners,
+            &resources,
+            ads::LISTENER,
+            "Listener",
+            |l| &l.name,
+            |n| static_names.contains(n),
+            version,
+            |typed| Listener::from_proto(typed, "").map(Arc::new),
+        );
         for (name, e) in self.run_listeners(res, &server, &next) {
             errors.push(format!("Listener '{name}': {e}"));
             next.remove(&name);

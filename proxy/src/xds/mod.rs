@@ -5,6 +5,7 @@
 
 mod apply;
 pub mod dump;
+mod resource;
 mod stats;
 
 use crate::cluster::ClusterRt;

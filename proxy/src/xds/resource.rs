@@ -1,0 +1,146 @@
+//! The generic part of applying a response: decoding and checking one resource, the
+//! state-of-the-world merge that keeps last good versions, change counting and stats.
+
+use super::Accepted;
+use crate::config::support;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// A resource decoded and checked against what Ferry supports.
+pub(super) struct Decoded<T> {
+    pub name: String,
+    pub typed: T,
+    pub raw: Vec<u8>,
+}
+
+/// `Err((name if known, message))`.
+///
+/// A resource whose encoding equals `known(name)` (what is in force) is not checked again:
+/// pushes that repeat thousands of unchanged resources stay cheap.
+pub(super) fn decode<'a, T: Message + Default>(
+    any: &Any,
+    want: &str,
+    kind: &str,
+    name_of: fn(&T) -> &str,
+    known: impl Fn(&str) -> Option<&'a [u8]>,
+) -> Result<Decoded<T>, (Option<String>, String)> {
+    if any.type_url != want {
+        return Err((None, format!("{kind}: unexpected type {}", any.type_url)));
+    }
+    let typed = T::decode(any.value.as_slice())
+        .map_err(|e| (None, format!("{kind}: cannot decode: {e}")))?;
+    let name = name_of(&typed).to_string();
+    if known(&name) == Some(any.value.as_slice()) {
+        let raw = any.value.clone();
+        return Ok(Decoded { name, typed, raw });
+    }
+    let fail =
+        |e: crate::config::ConfigError| (Some(name.clone()), format!("{kind} '{name}': {e}"));
+    let dynamic = support::decode_any(want, &any.value, "").map_err(fail)?;
+    support::check(&dynamic, "").map_err(fail)?;
+    Ok(Decoded {
+        name,
+        typed,
+        raw: any.value.clone(),
+    })
+}
+
+pub(super) fn accepted<T>(value: T, d_raw: Vec<u8>, version: &str) -> Accepted<T> {
+    Accepted {
+        value,
+        raw: d_raw,
+        version: version.to_string(),
+        updated: SystemTime::now(),
+    }
+}
+
+/// Charges a response to its subscription's stats and turns the errors into the NACK.
+pub(super) fn finish(
+    stats: &super::stats::SubStats,
+    version: &str,
+    changed: bool,
+    empty: bool,
+    errors: Vec<String>,
+) -> Result<(), String> {
+    stats.response(errors.is_empty(), version, changed, empty);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Which names were added, modified (present in both with another encoding) and removed.
+pub(super) fn diff<T>(
+    old: &BTreeMap<String, Accepted<T>>,
+    new: &BTreeMap<String, Accepted<T>>,
+) -> (usize, usize, usize) {
+    let added = new.keys().filter(|k| !old.contains_key(*k)).count();
+    let removed = old.keys().filter(|k| !new.contains_key(*k)).count();
+    let modified = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_some_and(|o| o.raw != v.raw))
+        .count();
+    (added, modified, removed)
+}
+
+/// A wildcard type's state of the world: every resource of the response is decoded, checked
+/// and converted on its own. One that fails keeps its last good version (a bad resource never
+/// takes good ones down); one whose encoding is unchanged keeps its runtime state. `reserved`
+/// names (static resources) cannot be replaced. Returns the next set and the errors.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn sotw<P: Message + Default, T: Clone>(
+    current: &BTreeMap<String, Accepted<T>>,
+    resources: &[Any],
+    type_url: &str,
+    kind: &str,
+    name_of: fn(&P) -> &str,
+    reserved: impl Fn(&str) -> bool,
+    version: &str,
+    mut convert: impl FnMut(&P) -> Result<T, crate::config::ConfigError>,
+) -> (BTreeMap<String, Accepted<T>>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut next = BTreeMap::new();
+    let keep_old = |next: &mut BTreeMap<String, Accepted<T>>, name: &str| {
+        if let Some(old) = current.get(name) {
+            next.insert(name.to_string(), old.clone());
+        }
+    };
+    for any in resources {
+        let known = |n: &str| current.get(n).map(|o| o.raw.as_slice());
+        let d = match decode::<P>(any, type_url, kind, name_of, known) {
+            Ok(d) => d,
+            Err((name, e)) => {
+                errors.push(e);
+                if let Some(n) = name {
+                    keep_old(&mut next, &n);
+                }
+                continue;
+            }
+        };
+        if reserved(&d.name) {
+            errors.push(format!(
+                "{kind} '{}': a static {} of that name exists",
+                d.name,
+                kind.to_lowercase()
+            ));
+            continue;
+        }
+        if let Some(old) = current.get(&d.name).filter(|o| o.raw == d.raw) {
+            next.insert(d.name, old.clone());
+            continue;
+        }
+        match convert(&d.typed) {
+            Ok(v) => {
+                next.insert(d.name, accepted(v, d.raw, version));
+            }
+            Err(e) => {
+                errors.push(format!("{kind} '{}': {e}", d.name));
+                keep_old(&mut next, &d.name);
+            }
+        }
+    }
+    (next, errors)
+}
