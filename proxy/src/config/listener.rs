@@ -16,6 +16,24 @@ pub struct Listener {
     pub chains: Vec<FilterChain>,
     pub default_chain: Option<FilterChain>,
     pub inbound: bool,
+    /// Listener filters: what to inspect before choosing a filter chain.
+    pub inspectors: Inspectors,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inspectors {
+    pub tls: bool,
+    pub http: bool,
+    /// `listener_filters_timeout` (default 15 s).
+    pub timeout: std::time::Duration,
+    /// `continue_on_listener_filters_timeout`: otherwise a connection that times out is closed.
+    pub continue_on_timeout: bool,
+}
+
+impl Inspectors {
+    pub fn any(&self) -> bool {
+        self.tls || self.http
+    }
 }
 
 #[derive(Debug)]
@@ -160,12 +178,45 @@ impl Listener {
                 "no filter chains specified",
             );
         }
+        let mut inspectors = Inspectors {
+            timeout: super::opt_duration(
+                &l.listener_filters_timeout,
+                &format!("{path}.listener_filters_timeout"),
+            )?
+            .unwrap_or(std::time::Duration::from_secs(15)),
+            continue_on_timeout: l.continue_on_listener_filters_timeout,
+            ..Default::default()
+        };
+        for (i, f) in l.listener_filters.iter().enumerate() {
+            let fp = format!("{path}.listener_filters[{i}]");
+            let Some(pb::listener_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                return err(&fp, "typed_config is required");
+            };
+            match type_name(any) {
+                "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" => {
+                    inspectors.tls = true
+                }
+                "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" => {
+                    inspectors.http = true
+                }
+                other => {
+                    return err(
+                        &format!("{fp}.typed_config"),
+                        format!("listener filter {other} is not supported yet"),
+                    )
+                }
+            }
+        }
+        if inspectors.timeout.is_zero() {
+            inspectors.timeout = std::time::Duration::from_secs(3600);
+        }
         Ok(Listener {
             name: l.name.clone(),
             address,
             chains,
             default_chain,
             inbound: l.traffic_direction == 1,
+            inspectors,
         })
     }
 

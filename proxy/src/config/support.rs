@@ -63,7 +63,10 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.SocketAddress", &["address", "port_value", "protocol", "ipv4_compat"]),
     ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
     // listeners
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "~traffic_direction", "~drain_type", "~listener_filters_timeout", "~continue_on_listener_filters_timeout", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "~ignore_global_conn_limit", "~transparent", "~freebind"]),
+    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "~ignore_global_conn_limit"]),
+    ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config"]),
+    ("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", &["~initial_read_buffer_size", "~enable_ja3_fingerprinting"]),
+    ("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", &["*"]),
     ("envoy.config.listener.v3.FilterChain", &["filter_chain_match", "filters", "name", "~metadata", "~transport_socket_connect_timeout"]),
     ("envoy.config.listener.v3.FilterChainMatch", &["destination_port", "prefix_ranges", "direct_source_prefix_ranges", "source_type", "source_prefix_ranges", "source_ports", "server_names", "transport_protocol", "application_protocols"]),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),

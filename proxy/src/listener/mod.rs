@@ -11,12 +11,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod inspect;
 pub mod manager;
 
 pub struct ListenerStats {
     pub downstream_cx_total: Counter,
     pub downstream_cx_active: Gauge,
     pub no_filter_chain_match: Counter,
+    pub listener_filters_timeout: Counter,
 }
 
 impl ListenerStats {
@@ -27,6 +29,8 @@ impl ListenerStats {
             downstream_cx_total: r.counter(Scope::Listener(&scope), "downstream_cx_total"),
             downstream_cx_active: r.gauge(Scope::Listener(&scope), "downstream_cx_active"),
             no_filter_chain_match: r.counter(Scope::Listener(&scope), "no_filter_chain_match"),
+            listener_filters_timeout: r
+                .counter(Scope::Listener(&scope), "downstream_pre_cx_timeout"),
         }
     }
 }
@@ -107,37 +111,45 @@ fn on_accept(
 ) {
     stats.downstream_cx_total.inc();
     let _ = stream.set_nodelay(true);
-    let info = ConnInfo {
-        local,
-        remote,
-        server_name: "",
-        transport_protocol: "raw_buffer",
-        application_protocols: &[],
-    };
-    let Some(chain) = cfg.select(&info) else {
-        stats.no_filter_chain_match.inc();
-        tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
-        return;
-    };
-    tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
     let guards = (
         ActiveGuard::new(&stats.downstream_cx_active),
         ActiveGuard::new(&server.stats.total_connections),
     );
-    let server = server.clone();
-    match chain.filter.clone() {
-        NetworkFilter::TcpProxy(t) => {
-            tokio::spawn(async move {
-                crate::tcp_proxy::handle(&server, &t, stream).await;
-                drop(guards);
-            });
+    let (server, cfg, stats, drain) = (server.clone(), cfg.clone(), stats.clone(), drain.clone());
+    tokio::spawn(async move {
+        let ins = cfg.inspectors;
+        let seen = if ins.any() {
+            inspect::inspect(&stream, ins.tls, ins.http, ins.timeout).await
+        } else {
+            inspect::Inspected {
+                transport: "raw_buffer",
+                ..Default::default()
+            }
+        };
+        if seen.timed_out && !ins.continue_on_timeout {
+            stats.listener_filters_timeout.inc();
+            tracing::debug!(listener = %cfg.name, %remote, "listener filters timed out; closing");
+            return;
         }
-        NetworkFilter::Http(h) => {
-            let drain = drain.clone();
-            tokio::spawn(async move {
-                crate::http::serve(server, h, stream, local, remote, drain).await;
-                drop(guards);
-            });
+        let info = ConnInfo {
+            local,
+            remote,
+            server_name: &seen.server_name,
+            transport_protocol: seen.transport,
+            application_protocols: &seen.alpn,
+        };
+        let Some(chain) = cfg.select(&info) else {
+            stats.no_filter_chain_match.inc();
+            tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
+            return;
+        };
+        tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
+        match chain.filter.clone() {
+            NetworkFilter::TcpProxy(t) => crate::tcp_proxy::handle(&server, &t, stream).await,
+            NetworkFilter::Http(h) => {
+                crate::http::serve(server, h, stream, local, remote, drain).await
+            }
         }
-    }
+        drop(guards);
+    });
 }
