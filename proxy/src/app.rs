@@ -186,7 +186,21 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
         return ExitCode::from(1);
     }
     server.set_state(ServerState::Live);
+    if server.xds.get().is_none() {
+        // A static configuration has been read in full: the pool can go now.
+        ferry_xds::pool::release_if_idle(Duration::ZERO);
+    }
     release_startup_memory();
+    // The API's descriptor pool is only needed while configuration is read: keep it only
+    // while it is in use.
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if ferry_xds::pool::release_if_idle(Duration::from_secs(20)) {
+                release_startup_memory();
+            }
+        }
+    });
     tracing::info!(
         listeners = server.bootstrap.listeners.len(),
         clusters = server.bootstrap.clusters.len(),

@@ -64,7 +64,7 @@ pub fn server_info(server: &Server) -> String {
             "restart_epoch": cli.restart_epoch,
             "disable_hot_restart": true,
         },
-        "node": to_json_field(&b.raw, "node"),
+        "node": to_json_field(&b.raw_message(), "node"),
         "uptime_current_epoch": format!("{up}s"),
         "uptime_all_epochs": format!("{up}s"),
     });
@@ -91,7 +91,7 @@ fn list_field(msg: &DynamicMessage, field: &str) -> Vec<DynamicMessage> {
 fn static_resources(server: &Server) -> Option<DynamicMessage> {
     match server
         .bootstrap
-        .raw
+        .raw_message()
         .get_field_by_name("static_resources")
         .as_deref()
     {
@@ -155,7 +155,7 @@ pub fn config_dump(server: &Server, resource: Option<&str>, include_eds: bool) -
         .unwrap_or_default();
     let t = "type.googleapis.com/envoy.admin.v3.";
     let mut configs = vec![
-        json!({"@type": format!("{t}BootstrapConfigDump"), "bootstrap": to_json(&server.bootstrap.raw), "last_updated": ts}),
+        json!({"@type": format!("{t}BootstrapConfigDump"), "bootstrap": to_json(&server.bootstrap.raw_message()), "last_updated": ts}),
         json!({"@type": format!("{t}ClustersConfigDump"), "static_clusters": clusters.iter().map(|c| json!({"cluster": with_type(to_json(c), "envoy.config.cluster.v3.Cluster"), "last_updated": ts})).collect::<Vec<_>>()}),
         json!({"@type": format!("{t}ListenersConfigDump"), "static_listeners": listeners.iter().map(|l| json!({"listener": with_type(to_json(l), "envoy.config.listener.v3.Listener"), "last_updated": ts})).collect::<Vec<_>>()}),
         json!({"@type": format!("{t}ScopedRoutesConfigDump")}),

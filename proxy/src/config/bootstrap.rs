@@ -28,11 +28,19 @@ pub struct Bootstrap {
     pub clusters: Vec<Cluster>,
     /// Tuning-only fields that were set and are not acted on.
     pub ignored: Vec<Ignored>,
-    /// The bootstrap as given, for `/config_dump`.
-    pub raw: DynamicMessage,
+    /// The bootstrap as given (encoded, so that it holds no descriptor pool), for
+    /// `/config_dump`, `/server_info` and the node sent to the control plane.
+    pub raw: Vec<u8>,
 }
 
 impl Bootstrap {
+    /// The bootstrap as a dynamic message (decoded again from its encoding).
+    pub fn raw_message(&self) -> DynamicMessage {
+        let desc = super::load::descriptor(super::load::BOOTSTRAP);
+        DynamicMessage::decode(desc.clone(), self.raw.as_slice())
+            .unwrap_or_else(|_| DynamicMessage::new(desc))
+    }
+
     /// Checks every set field against what Ferry supports, then converts.
     pub fn from_dynamic(raw: DynamicMessage) -> Result<Bootstrap> {
         let ignored = support::check(&raw, "")?;
@@ -106,7 +114,7 @@ impl Bootstrap {
             dynamic,
             xds_target,
             ignored,
-            raw,
+            raw: prost::Message::encode_to_vec(&raw),
         })
     }
 }

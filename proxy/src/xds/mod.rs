@@ -236,7 +236,8 @@ impl Handler for XdsState {
 /// The node as Envoy sends it: the bootstrap's node with the CLI overrides, and this build.
 fn node(server: &Server) -> envoy_types::pb::envoy::config::core::v3::Node {
     use envoy_types::pb::envoy::config::core::v3::{node::UserAgentVersionType, Node};
-    let raw = &server.bootstrap.raw;
+    // The typed bootstrap carries the node with the CLI overrides applied.
+    let raw = server.bootstrap.raw_message();
     let mut n: Node = match raw.get_field_by_name("node").as_deref() {
         Some(prost_reflect::Value::Message(m)) => {
             crate::config::load::to_typed(m).unwrap_or_default()
