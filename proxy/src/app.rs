@@ -59,6 +59,9 @@ pub fn main() -> ExitCode {
         println!("configuration '{shown}' OK");
         return ExitCode::SUCCESS;
     }
+    for i in &bootstrap.ignored {
+        tracing::info!("accepted, not acted on: {}", i.path);
+    }
     let concurrency = cli
         .concurrency
         .filter(|c| *c > 0)
