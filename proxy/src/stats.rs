@@ -16,11 +16,37 @@ pub enum Kind {
     Text,
 }
 
+/// The Prometheus tag a scope's name segment becomes (Envoy's default tag extraction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    None,
+    Cluster,
+    Http,
+    Tcp,
+    Listener,
+}
+
+impl Tag {
+    fn label(self) -> &'static str {
+        match self {
+            Tag::None => "",
+            Tag::Cluster => "envoy_cluster_name",
+            Tag::Http => "envoy_http_conn_manager_prefix",
+            Tag::Tcp => "envoy_tcp_prefix",
+            Tag::Listener => "envoy_listener_address",
+        }
+    }
+}
+
+/// One stat: its name (shared with the registry's index) and its atomic. Prometheus names
+/// and tags are derived from the name when rendered, so that a cluster's ~30 stats stay small
+/// (10,000 clusters mean 300,000 of them).
 #[derive(Debug)]
 pub struct Stat {
-    pub name: String,
-    prom: String,
-    tags: Vec<(&'static str, String)>,
+    pub name: Arc<str>,
+    tag: Tag,
+    /// The tagged segment of `name` (`cluster.<this>.stat`), as a byte range.
+    tag_at: (u32, u32),
     pub kind: Kind,
     value: AtomicU64,
 }
@@ -54,9 +80,9 @@ impl Stat {
 /// A counter outside the registry (for stats Envoy does not keep in some scope).
 pub fn detached() -> Stat {
     Stat {
-        name: String::new(),
-        prom: String::new(),
-        tags: Vec::new(),
+        name: Arc::from(""),
+        tag: Tag::None,
+        tag_at: (0, 0),
         kind: Kind::Counter,
         value: AtomicU64::new(0),
     }
@@ -80,7 +106,7 @@ impl Drop for ActiveGuard {
 
 #[derive(Default)]
 pub struct Registry {
-    stats: Mutex<BTreeMap<String, Arc<Stat>>>,
+    stats: Mutex<BTreeMap<Arc<str>, Arc<Stat>>>,
 }
 
 pub fn registry() -> &'static Registry {
@@ -116,57 +142,31 @@ impl Registry {
     }
 
     fn get(&self, scope: Scope<'_>, stat: &str, kind: Kind) -> Arc<Stat> {
-        let (name, prom_prefix, mut tags) = match scope {
-            Scope::Server => (
-                format!("server.{stat}"),
-                "envoy_server_".to_string(),
-                vec![],
-            ),
-            Scope::Cluster(c) => (
-                format!("cluster.{c}.{stat}"),
-                "envoy_cluster_".to_string(),
-                vec![("envoy_cluster_name", c.to_string())],
-            ),
-            Scope::Http(p) => (
-                format!("http.{p}.{stat}"),
-                "envoy_http_".to_string(),
-                vec![("envoy_http_conn_manager_prefix", p.to_string())],
-            ),
-            Scope::Tcp(p) => (
-                format!("tcp.{p}.{stat}"),
-                "envoy_tcp_".to_string(),
-                vec![("envoy_tcp_prefix", p.to_string())],
-            ),
-            Scope::Listener(a) => (
-                format!("listener.{a}.{stat}"),
-                "envoy_listener_".to_string(),
-                vec![("envoy_listener_address", a.to_string())],
-            ),
-            Scope::ListenerManager => (
-                format!("listener_manager.{stat}"),
-                "envoy_listener_manager_".to_string(),
-                vec![],
-            ),
-            Scope::Named(p) => (
-                format!("{p}.{stat}"),
-                format!("envoy_{}_", sanitize(p)),
-                vec![],
-            ),
-            Scope::ClusterManager => (
-                format!("cluster_manager.{stat}"),
-                "envoy_cluster_manager_".to_string(),
-                vec![],
-            ),
+        let (prefix, segment, tag): (&str, &str, Tag) = match scope {
+            Scope::Server => ("server", "", Tag::None),
+            Scope::Cluster(c) => ("cluster", c, Tag::Cluster),
+            Scope::Http(p) => ("http", p, Tag::Http),
+            Scope::Tcp(p) => ("tcp", p, Tag::Tcp),
+            Scope::Listener(a) => ("listener", a, Tag::Listener),
+            Scope::ListenerManager => ("listener_manager", "", Tag::None),
+            Scope::ClusterManager => ("cluster_manager", "", Tag::None),
+            Scope::Named(p) => (p, "", Tag::None),
+        };
+        let name = if tag == Tag::None {
+            format!("{prefix}.{stat}")
+        } else {
+            format!("{prefix}.{segment}.{stat}")
         };
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(&name) {
+        if let Some(s) = map.get(name.as_str()) {
             return s.clone();
         }
-        let prom_stat = extract_code(stat, &mut tags);
+        let start = (prefix.len() + 1) as u32;
+        let name: Arc<str> = Arc::from(name);
         let s = Arc::new(Stat {
             name: name.clone(),
-            prom: format!("{prom_prefix}{}", sanitize(&prom_stat)),
-            tags,
+            tag,
+            tag_at: (start, start + segment.len() as u32),
             kind,
             value: AtomicU64::new(0),
         });
@@ -178,8 +178,11 @@ impl Registry {
     /// drops the stats of what it removes. Holders of the old atomics are unaffected.
     pub fn remove_prefix(&self, prefix: &str) {
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        let names: Vec<String> = map
-            .range(prefix.to_string()..)
+        let names: Vec<Arc<str>> = map
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(name, _)| name.starts_with(prefix))
             .map(|(name, _)| name.clone())
             .collect();
@@ -221,43 +224,61 @@ impl Registry {
 
     /// Prometheus text exposition, one `# TYPE` line per metric family.
     pub fn render_prometheus(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
-        let mut families: BTreeMap<&str, Vec<&Stat>> = BTreeMap::new();
-        let all = self.all();
-        for s in &all {
-            if used_only && s.get() == 0 {
+        let mut families: BTreeMap<String, Vec<(String, u64, Kind)>> = BTreeMap::new();
+        for s in self.all() {
+            if s.kind == Kind::Text || (used_only && s.get() == 0) {
                 continue;
             }
             if filter.is_some_and(|f| !f.is_match(&s.name)) {
                 continue;
             }
-            if s.kind != Kind::Text {
-                families.entry(s.prom.as_str()).or_default().push(s);
-            }
+            let (family, labels) = s.prometheus();
+            families
+                .entry(family)
+                .or_default()
+                .push((labels, s.get(), s.kind));
         }
         let mut out = String::new();
         for (name, stats) in families {
-            let kind = if stats[0].kind == Kind::Counter {
+            let kind = if stats[0].2 == Kind::Counter {
                 "counter"
             } else {
                 "gauge"
             };
             out.push_str(&format!("# TYPE {name} {kind}\n"));
-            for s in stats {
-                out.push_str(name);
-                if !s.tags.is_empty() {
-                    out.push('{');
-                    let tags: Vec<String> = s
-                        .tags
-                        .iter()
-                        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                        .collect();
-                    out.push_str(&tags.join(","));
-                    out.push('}');
-                }
-                out.push_str(&format!(" {}\n", s.get()));
+            for (labels, value, _) in stats {
+                out.push_str(&name);
+                out.push_str(&labels);
+                out.push_str(&format!(" {value}\n"));
             }
         }
         out
+    }
+}
+
+impl Stat {
+    /// Envoy's Prometheus family name and `{label="value",…}` for this stat.
+    fn prometheus(&self) -> (String, String) {
+        let name = &*self.name;
+        let mut tags: Vec<(&'static str, String)> = Vec::new();
+        let family = if self.tag == Tag::None {
+            format!("envoy_{}", sanitize(name))
+        } else {
+            let (a, b) = (self.tag_at.0 as usize, self.tag_at.1 as usize);
+            let prefix = &name[..a - 1];
+            let stat = name.get(b + 1..).unwrap_or("");
+            tags.push((self.tag.label(), name[a..b].to_string()));
+            let stat = extract_code(stat, &mut tags);
+            format!("envoy_{prefix}_{}", sanitize(&stat))
+        };
+        if tags.is_empty() {
+            return (family, String::new());
+        }
+        let labels: Vec<String> = tags
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        (family, format!("{{{}}}", labels.join(",")))
     }
 }
 

@@ -294,7 +294,7 @@ pub fn stats_json(filter: Option<&regex::Regex>, used_only: bool) -> String {
         .all()
         .iter()
         .filter(|s| !(used_only && s.get() == 0) && filter.is_none_or(|f| f.is_match(&s.name)))
-        .map(|s| json!({"name": s.name, "value": s.get()}))
+        .map(|s| json!({"name": &*s.name, "value": s.get()}))
         .collect();
     serde_json::to_string_pretty(&json!({ "stats": stats })).unwrap_or_default()
 }
