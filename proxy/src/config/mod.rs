@@ -3,6 +3,7 @@
 //! this point nothing re-parses or re-checks configuration.
 
 pub mod bootstrap;
+pub mod cidr;
 pub mod cluster;
 pub mod hcm;
 pub mod headers;
