@@ -95,15 +95,16 @@ struct TypeState {
 /// Starts the client on the current runtime.
 pub fn spawn(cfg: AdsConfig, handler: Arc<dyn Handler>) -> AdsHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    if cfg.delta {
-        tokio::spawn(crate::delta::run(cfg, handler, rx));
+    let session = if cfg.delta {
+        Session::Delta(crate::delta::Client::new(cfg))
     } else {
-        tokio::spawn(run(cfg, handler, rx));
-    }
+        Session::Sotw(Client::new(cfg))
+    };
+    tokio::spawn(run(session, handler, rx));
     AdsHandle { tx }
 }
 
-struct Client {
+pub(crate) struct Client {
     cfg: AdsConfig,
     states: BTreeMap<String, TypeState>,
     /// Types in the order their first request is sent.
@@ -111,6 +112,15 @@ struct Client {
 }
 
 impl Client {
+    fn new(cfg: AdsConfig) -> Client {
+        let order: Vec<String> = cfg.wildcard.iter().map(|t| t.to_string()).collect();
+        let states = order
+            .iter()
+            .map(|t| (t.clone(), TypeState::default()))
+            .collect();
+        Client { cfg, states, order }
+    }
+
     fn request(&self, type_url: &str, first: bool, error: Option<String>) -> DiscoveryRequest {
         let st = self.states.get(type_url).cloned().unwrap_or_default();
         DiscoveryRequest {
@@ -153,45 +163,74 @@ impl Client {
     }
 }
 
-async fn run(cfg: AdsConfig, handler: Arc<dyn Handler>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-    let mut client = Client {
-        order: cfg.wildcard.iter().map(|t| t.to_string()).collect(),
-        cfg,
-        states: BTreeMap::new(),
-    };
-    for t in client.order.clone() {
-        client.states.insert(t, TypeState::default());
+/// A stream kind: state of the world or incremental. One reconnect loop serves both.
+pub(crate) enum Session {
+    Sotw(Client),
+    Delta(crate::delta::Client),
+}
+
+impl Session {
+    fn cfg(&self) -> &AdsConfig {
+        match self {
+            Session::Sotw(c) => &c.cfg,
+            Session::Delta(c) => &c.cfg,
+        }
     }
-    let mut backoff = client.cfg.backoff_base;
+
+    /// Records a subscription change while no stream is up.
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match (self, cmd) {
+            (Session::Sotw(c), Cmd::Subscribe(t, n)) => {
+                c.subscribe(t, n);
+            }
+            (Session::Sotw(c), Cmd::Wildcard(t)) => {
+                c.wildcard(t);
+            }
+            (Session::Delta(c), Cmd::Subscribe(t, n)) => {
+                let _ = c.subscribe(t, n);
+            }
+            (Session::Delta(c), Cmd::Wildcard(t)) => {
+                let _ = c.wildcard(t);
+            }
+        }
+    }
+
+    async fn stream_once(
+        &mut self,
+        handler: &dyn Handler,
+        cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    ) -> Result<(), StreamEnd> {
+        match self {
+            Session::Sotw(c) => stream_once(c, handler, cmds).await,
+            Session::Delta(c) => crate::delta::stream_once(c, handler, cmds).await,
+        }
+    }
+}
+
+/// Streams until the handle is dropped, reconnecting with jittered exponential backoff (reset
+/// once a stream had been established) and keeping subscription changes made meanwhile.
+async fn run(
+    mut session: Session,
+    handler: Arc<dyn Handler>,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+) {
+    let (base, max) = (session.cfg().backoff_base, session.cfg().backoff_max);
+    let mut backoff = base;
     loop {
-        match stream_once(&mut client, handler.as_ref(), &mut cmds).await {
+        match session.stream_once(handler.as_ref(), &mut cmds).await {
             Ok(()) => return,
             Err(StreamEnd {
                 established,
                 reason,
             }) => {
-                tracing::warn!("xDS stream to {:?}: {reason}", client.cfg.target);
+                tracing::warn!("xDS stream to {:?}: {reason}", session.cfg().target);
                 if established {
-                    backoff = client.cfg.backoff_base;
+                    backoff = base;
                 }
             }
         }
         handler.connected(false);
-        if !backoff_wait(
-            &mut backoff,
-            client.cfg.backoff_max,
-            &mut cmds,
-            |cmd| match cmd {
-                Cmd::Subscribe(t, n) => {
-                    client.subscribe(t, n);
-                }
-                Cmd::Wildcard(t) => {
-                    client.wildcard(t);
-                }
-            },
-        )
-        .await
-        {
+        if !backoff_wait(&mut backoff, max, &mut cmds, |cmd| session.on_cmd(cmd)).await {
             return;
         }
     }

@@ -3,7 +3,7 @@
 //! clusters), sends `initial_resource_versions` on reconnect, and hands the handler the same
 //! complete view a state-of-the-world response would give.
 
-use crate::ads::{after, backoff_wait, before, AdsConfig, Cmd, Handler, StreamEnd};
+use crate::ads::{after, before, AdsConfig, Cmd, Handler, StreamEnd};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
@@ -11,7 +11,6 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -23,13 +22,22 @@ struct TypeState {
     have: BTreeMap<String, (String, Any)>,
 }
 
-struct Client {
-    cfg: AdsConfig,
+pub(crate) struct Client {
+    pub(crate) cfg: AdsConfig,
     states: BTreeMap<String, TypeState>,
     order: Vec<String>,
 }
 
 impl Client {
+    pub(crate) fn new(cfg: AdsConfig) -> Client {
+        let order: Vec<String> = cfg.wildcard.iter().map(|t| t.to_string()).collect();
+        let states = order
+            .iter()
+            .map(|t| (t.clone(), TypeState::default()))
+            .collect();
+        Client { cfg, states, order }
+    }
+
     fn initial(&self, type_url: &str, first: bool) -> DeltaDiscoveryRequest {
         let st = &self.states[type_url];
         DeltaDiscoveryRequest {
@@ -45,7 +53,7 @@ impl Client {
         }
     }
 
-    fn wildcard(&mut self, type_url: String) -> bool {
+    pub(crate) fn wildcard(&mut self, type_url: String) -> bool {
         if self.order.contains(&type_url) {
             return false;
         }
@@ -55,7 +63,7 @@ impl Client {
     }
 
     /// The request that moves a subscription to `names`, if it changes.
-    fn subscribe(
+    pub(crate) fn subscribe(
         &mut self,
         type_url: String,
         names: BTreeSet<String>,
@@ -99,55 +107,7 @@ impl Client {
     }
 }
 
-pub(crate) async fn run(
-    cfg: AdsConfig,
-    handler: Arc<dyn Handler>,
-    mut cmds: mpsc::UnboundedReceiver<Cmd>,
-) {
-    let mut client = Client {
-        order: cfg.wildcard.iter().map(|t| t.to_string()).collect(),
-        cfg,
-        states: BTreeMap::new(),
-    };
-    for t in client.order.clone() {
-        client.states.insert(t, TypeState::default());
-    }
-    let mut backoff = client.cfg.backoff_base;
-    loop {
-        match stream_once(&mut client, handler.as_ref(), &mut cmds).await {
-            Ok(()) => return,
-            Err(StreamEnd {
-                established,
-                reason,
-            }) => {
-                tracing::warn!("delta xDS stream to {:?}: {reason}", client.cfg.target);
-                if established {
-                    backoff = client.cfg.backoff_base;
-                }
-            }
-        }
-        handler.connected(false);
-        let keep = backoff_wait(
-            &mut backoff,
-            client.cfg.backoff_max,
-            &mut cmds,
-            |cmd| match cmd {
-                Cmd::Subscribe(t, n) => {
-                    let _ = client.subscribe(t, n);
-                }
-                Cmd::Wildcard(t) => {
-                    let _ = client.wildcard(t);
-                }
-            },
-        )
-        .await;
-        if !keep {
-            return;
-        }
-    }
-}
-
-async fn stream_once(
+pub(crate) async fn stream_once(
     client: &mut Client,
     handler: &dyn Handler,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
