@@ -280,6 +280,16 @@ pub(crate) fn after(reason: String) -> StreamEnd {
     }
 }
 
+/// The ADS gRPC client on a fresh channel to the control plane.
+pub(crate) async fn connect(
+    cfg: &AdsConfig,
+) -> Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>, StreamEnd> {
+    let channel = crate::channel::connect(&cfg.target, cfg.connect_timeout)
+        .await
+        .map_err(|e| before(format!("connect: {e}")))?;
+    Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX))
+}
+
 /// One stream: connect, (re)send every subscription with the last accepted versions, then
 /// answer responses and subscription changes until the stream ends.
 async fn stream_once(
@@ -287,11 +297,7 @@ async fn stream_once(
     handler: &dyn Handler,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> Result<(), StreamEnd> {
-    let channel = crate::channel::connect(&client.cfg.target, client.cfg.connect_timeout)
-        .await
-        .map_err(|e| before(format!("connect: {e}")))?;
-    let mut grpc =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let mut grpc = connect(&client.cfg).await?;
     let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
     let mut first = true;
     for t in client.order.clone() {

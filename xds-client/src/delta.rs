@@ -3,8 +3,7 @@
 //! clusters), sends `initial_resource_versions` on reconnect, and hands the handler the same
 //! complete view a state-of-the-world response would give.
 
-use crate::ads::{after, before, AdsConfig, Cmd, Handler, StreamEnd};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use crate::ads::{after, before, connect, AdsConfig, Cmd, Handler, StreamEnd};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
@@ -112,11 +111,7 @@ pub(crate) async fn stream_once(
     handler: &dyn Handler,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> Result<(), StreamEnd> {
-    let channel = crate::channel::connect(&client.cfg.target, client.cfg.connect_timeout)
-        .await
-        .map_err(|e| before(format!("connect: {e}")))?;
-    let mut grpc =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let mut grpc = connect(&client.cfg).await?;
     let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
     for (i, t) in client.order.iter().enumerate() {
         let _ = tx.send(client.initial(t, i == 0));
