@@ -137,7 +137,7 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     let warm = futures_join(snapshot.clusters.values().cloned().collect());
     let _ = tokio::time::timeout(Duration::from_secs(5), warm).await;
     for c in snapshot.clusters.values() {
-        c.start_dns();
+        c.start();
     }
     let server = Server::new(bootstrap.clone(), snapshot, concurrency, cli.clone());
 

@@ -10,7 +10,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub async fn handle(server: &Arc<Server>, cfg: &TcpProxy, downstream: TcpStream) {
+pub async fn handle(
+    server: &Arc<Server>,
+    cfg: &TcpProxy,
+    downstream: TcpStream,
+    down: crate::listener::Downstream,
+) {
     let r = registry();
     let scope = || Scope::Tcp(&cfg.stat_prefix);
     r.counter(scope(), "downstream_cx_total").inc();
@@ -23,11 +28,19 @@ pub async fn handle(server: &Arc<Server>, cfg: &TcpProxy, downstream: TcpStream)
     };
     let mut upstream = None;
     for _ in 0..cfg.max_connect_attempts {
-        let Some(host) = cluster.pick() else { break };
+        let lb = crate::cluster::LbContext {
+            original_dst: down.original_dst,
+            headers: None,
+        };
+        let Some(host) = cluster.pick(&lb) else { break };
         // Every attempt is an upstream connection in Envoy's count.
         cluster.stats.upstream_cx_total.inc();
         host.stats.cx_total.fetch_add(1, Relaxed);
-        match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(host.addr)).await
+        match tokio::time::timeout(
+            cluster.cfg.connect_timeout,
+            crate::cluster::connect::connect(host.addr, cluster.cfg.bind),
+        )
+        .await
         {
             Ok(Ok(s)) => {
                 upstream = Some(s);

@@ -89,3 +89,25 @@ pub fn local_address() -> Option<std::net::IpAddr> {
         found_v4.or(found_v6)
     })
 }
+
+/// IPV6_TRANSPARENT: the IPv6 counterpart of IP_TRANSPARENT, for TPROXY listeners.
+pub fn set_ipv6_transparent(socket: &socket2::Socket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; the fd is a socket
+    // borrowed for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_IPV6,
+            libc::IPV6_TRANSPARENT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

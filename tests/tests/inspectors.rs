@@ -142,3 +142,74 @@ async fn listener_filters_choose_chains() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_filters_disabled_and_server_first() {
+    let mut upstreams = Vec::new();
+    let mut shared = BTreeMap::new();
+    for name in ["tls", "raw"] {
+        let up = echo::start_tcp_greeter(name).await;
+        shared.insert(format!("UP_{}", name.to_uppercase()), up.port().to_string());
+        upstreams.push(up);
+    }
+    let template = include_str!("../configs/inspectors_disabled.yaml");
+    let hello = client_hello("api.example.com", &["h2"]);
+    // (case, listener, first bytes, Envoy's answer, Ferry's answer)
+    let cases: Vec<(&str, &str, Vec<u8>, &str, &str)> = vec![
+        (
+            "inspector disabled: TLS seen as raw",
+            "L1",
+            hello.clone(),
+            "raw",
+            "raw",
+        ),
+        (
+            "inspector enabled by not_match",
+            "L2",
+            hello.clone(),
+            "tls",
+            "tls",
+        ),
+        (
+            "enabled inspector, plain bytes",
+            "L2",
+            b"hello\r\n".to_vec(),
+            "raw",
+            "raw",
+        ),
+        (
+            "server-first, falls back after the timeout",
+            "L3",
+            Vec::new(),
+            "raw",
+            "raw",
+        ),
+        // Deliberate difference: with no timeout Envoy waits for the silent client forever
+        // (a server-first protocol never starts); Ferry sees that no chain depends on what the
+        // inspector could find and connects at once.
+        (
+            "server-first, no timeout",
+            "L4",
+            Vec::new(),
+            "<no answer>",
+            "raw",
+        ),
+    ];
+    let mut kinds = vec![(ProxyKind::Ferry, proxy::ferry_bin())];
+    if let Some(envoy) = proxy::envoy_or_skip() {
+        kinds.insert(0, (ProxyKind::Envoy, envoy));
+    }
+    let mut failures = Vec::new();
+    for (kind, bin) in kinds {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let ferry = kind == ProxyKind::Ferry && !proxy::ferry_is_envoy();
+        for (name, listener, first, envoy_want, ferry_want) in &cases {
+            let want = if ferry { ferry_want } else { envoy_want };
+            let got = chosen(p.port(listener), first).await;
+            if got != *want {
+                failures.push(format!("{kind}: {name}: got {got:?}, expected {want:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,14 +1,19 @@
 //! Cluster runtime: the hosts a cluster currently has (static or resolved by DNS), round-robin
 //! picking, per-host stats, and the upstream connection pools.
 
+pub mod connect;
 mod dns;
+mod original_dst;
 pub mod pool;
+
+pub use original_dst::LbContext;
 
 use crate::config::cluster::{Cluster, Discovery, EndpointCfg};
 use crate::stats::{registry, Counter, Gauge, Scope};
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 #[derive(Debug, Default)]
@@ -30,6 +35,8 @@ pub struct Host {
     pub healthy: bool,
     pub stats: HostStats,
     pub pool: Arc<pool::HostPool>,
+    /// ORIGINAL_DST: picked since the last cleanup sweep.
+    used: AtomicBool,
 }
 
 /// Envoy's per-cluster counters and gauges used on the data path.
@@ -125,6 +132,8 @@ pub struct ClusterRt {
     hosts: ArcSwap<Vec<Arc<Host>>>,
     rr: AtomicUsize,
     pub stats: Arc<ClusterStats>,
+    /// ORIGINAL_DST: hosts by address, read lock-free.
+    dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
 }
 
 impl ClusterRt {
@@ -141,6 +150,7 @@ impl ClusterRt {
             hosts: ArcSwap::from_pointee(Vec::new()),
             rr: AtomicUsize::new(0),
             stats,
+            dst_hosts: ArcSwap::default(),
         });
         rt.set_hosts(hosts);
         rt
@@ -169,8 +179,16 @@ impl ClusterRt {
         self.hosts.store(Arc::new(merged));
     }
 
-    /// Round robin over healthy hosts.
-    pub fn pick(&self) -> Option<Arc<Host>> {
+    /// The host for a connection or request: the cluster's own choice for ORIGINAL_DST, round
+    /// robin over healthy hosts otherwise.
+    pub fn pick(&self, lb: &LbContext<'_>) -> Option<Arc<Host>> {
+        if self.cfg.discovery == Discovery::OriginalDst {
+            let h = self.pick_original_dst(lb);
+            if h.is_none() {
+                self.stats.upstream_cx_none_healthy.inc();
+            }
+            return h;
+        }
         let hosts = self.hosts.load();
         let healthy = hosts.iter().filter(|h| h.healthy).count();
         if healthy == 0 {
@@ -197,10 +215,25 @@ impl ClusterRt {
         )
     }
 
-    pub fn start_dns(self: &Arc<Self>) {
+    /// Starts what keeps the host set current: DNS refresh, or the ORIGINAL_DST cleanup sweep.
+    pub fn start(self: &Arc<Self>) {
         if self.uses_dns() {
             dns::spawn(self.clone());
         }
+        if self.cfg.discovery == Discovery::OriginalDst {
+            original_dst::spawn_cleanup(self);
+        }
+    }
+
+    fn new_host(&self, addr: SocketAddr, hostname: String, healthy: bool) -> Arc<Host> {
+        Arc::new(Host {
+            addr,
+            hostname,
+            healthy,
+            stats: HostStats::default(),
+            pool: Arc::new(pool::HostPool::new(addr, &self.cfg, self.stats.clone())),
+            used: AtomicBool::new(false),
+        })
     }
 
     pub async fn resolve_once(self: &Arc<Self>) {
@@ -222,5 +255,6 @@ fn make_host(
         healthy: e.healthy,
         stats: HostStats::default(),
         pool: Arc::new(pool::HostPool::new(addr, cfg, stats.clone())),
+        used: AtomicBool::new(false),
     })
 }

@@ -46,6 +46,7 @@ impl UpstreamError {
 pub struct HostPool {
     addr: SocketAddr,
     connect_timeout: Duration,
+    bind: Option<crate::config::cluster::BindCfg>,
     idle_timeout: Option<Duration>,
     stats: Arc<ClusterStats>,
     idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
@@ -59,6 +60,7 @@ impl HostPool {
         HostPool {
             addr,
             connect_timeout: cfg.connect_timeout,
+            bind: cfg.bind,
             idle_timeout: cfg.idle_timeout,
             stats,
             idle: Mutex::new(Vec::new()),
@@ -69,7 +71,12 @@ impl HostPool {
 
     async fn connect(&self, host: &super::HostStats) -> Result<TcpStream, UpstreamError> {
         let s = &self.stats;
-        match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+        match tokio::time::timeout(
+            self.connect_timeout,
+            super::connect::connect(self.addr, self.bind),
+        )
+        .await
+        {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 s.upstream_cx_total.inc();

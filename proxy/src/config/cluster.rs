@@ -21,6 +21,26 @@ pub enum Discovery {
     LogicalDns,
     /// Endpoints from EDS (`ClusterLoadAssignment` named `eds_service_name`).
     Eds,
+    /// ORIGINAL_DST: each connection goes to the destination it had before it was captured
+    /// (or to the address in a request header), hosts being made on demand.
+    OriginalDst,
+}
+
+/// `original_dst_lb_config`.
+#[derive(Debug, Clone, Default)]
+pub struct OriginalDstCfg {
+    /// `use_http_header`: the header (default `x-envoy-original-dst-host`) that overrides the
+    /// destination of an HTTP request.
+    pub header: Option<http::HeaderName>,
+    /// `upstream_port_override`.
+    pub port: Option<u16>,
+}
+
+/// `upstream_bind_config`: the local address upstream connections are made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindCfg {
+    pub source: SocketAddr,
+    pub freebind: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +86,10 @@ pub struct Cluster {
     pub idle_timeout: Option<Duration>,
     /// For EDS clusters: the assignment name (`eds_cluster_config.service_name`, else the name).
     pub eds_service_name: String,
+    pub original_dst: OriginalDstCfg,
+    /// ORIGINAL_DST: how often hosts that carried no traffic are removed (`cleanup_interval`).
+    pub cleanup_interval: Duration,
+    pub bind: Option<BindCfg>,
 }
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -82,6 +106,7 @@ impl Cluster {
             Some(pb::cluster::ClusterDiscoveryType::Type(1)) => Discovery::StrictDns,
             Some(pb::cluster::ClusterDiscoveryType::Type(2)) => Discovery::LogicalDns,
             Some(pb::cluster::ClusterDiscoveryType::Type(3)) => Discovery::Eds,
+            Some(pb::cluster::ClusterDiscoveryType::Type(4)) => Discovery::OriginalDst,
             Some(pb::cluster::ClusterDiscoveryType::Type(t)) => {
                 let name = pb::cluster::DiscoveryType::try_from(*t)
                     .map(|d| d.as_str_name())
@@ -98,13 +123,43 @@ impl Cluster {
                 )
             }
         };
-        if c.lb_policy != 0 {
-            let name = pb::cluster::LbPolicy::try_from(c.lb_policy)
+        // CLUSTER_PROVIDED (6) is ORIGINAL_DST's own policy and only its own.
+        const CLUSTER_PROVIDED: i32 = 6;
+        let lb_name = || {
+            pb::cluster::LbPolicy::try_from(c.lb_policy)
                 .map(|d| d.as_str_name())
-                .unwrap_or("unknown");
+                .unwrap_or("unknown")
+        };
+        let provided = c.lb_policy == CLUSTER_PROVIDED;
+        let original_dst = discovery == Discovery::OriginalDst;
+        if original_dst && !provided {
             return err(
                 &format!("{path}.lb_policy"),
-                format!("lb_policy {name} is not supported yet (ROUND_ROBIN is)"),
+                format!("LB policy {} is not valid for Cluster type ORIGINAL_DST. Only 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'", lb_name()),
+            );
+        }
+        if provided && !original_dst {
+            return err(
+                &format!("{path}.lb_policy"),
+                format!(
+                    "cluster provided LB specified but cluster '{}' did not provide one",
+                    c.name
+                ),
+            );
+        }
+        if !provided && c.lb_policy != 0 {
+            return err(
+                &format!("{path}.lb_policy"),
+                format!(
+                    "lb_policy {} is not supported yet (ROUND_ROBIN is)",
+                    lb_name()
+                ),
+            );
+        }
+        if discovery == Discovery::OriginalDst && c.load_assignment.is_some() {
+            return err(
+                &format!("{path}.load_assignment"),
+                "ORIGINAL_DST clusters must have no load assignment configured",
             );
         }
         let connect_timeout = opt_duration(&c.connect_timeout, &format!("{path}.connect_timeout"))?
@@ -206,6 +261,61 @@ impl Cluster {
         };
         let dns_refresh = opt_duration(&c.dns_refresh_rate, &format!("{path}.dns_refresh_rate"))?
             .unwrap_or(Duration::from_secs(5));
+        let od_cfg = match &c.lb_config {
+            Some(pb::cluster::LbConfig::OriginalDstLbConfig(o)) => Some(o),
+            _ => None,
+        };
+        let original_dst = match od_cfg {
+            Some(o) if discovery == Discovery::OriginalDst => {
+                let op = format!("{path}.original_dst_lb_config");
+                if o.metadata_key.is_some() {
+                    return err(
+                        &format!("{op}.metadata_key"),
+                        "metadata_key is not supported by Ferry",
+                    );
+                }
+                let name = if o.http_header_name.is_empty() {
+                    "x-envoy-original-dst-host"
+                } else {
+                    o.http_header_name.as_str()
+                };
+                let header =
+                    o.use_http_header
+                        .then(|| {
+                            http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                                .map_err(|_| ConfigError {
+                                    path: format!("{op}.http_header_name"),
+                                    msg: format!("invalid header name {name:?}"),
+                                })
+                        })
+                        .transpose()?;
+                let port = o
+                    .upstream_port_override
+                    .map(|p| {
+                        u16::try_from(p.value).map_err(|_| ConfigError {
+                            path: format!("{op}.upstream_port_override"),
+                            msg: format!("port {} out of range", p.value),
+                        })
+                    })
+                    .transpose()?;
+                OriginalDstCfg { header, port }
+            }
+            Some(_) => {
+                return err(
+                    &format!("{path}.original_dst_lb_config"),
+                    "original_dst_lb_config applies to ORIGINAL_DST clusters only",
+                )
+            }
+            None => OriginalDstCfg::default(),
+        };
+        let cleanup_interval =
+            opt_duration(&c.cleanup_interval, &format!("{path}.cleanup_interval"))?
+                .unwrap_or(Duration::from_secs(5));
+        let bind = c
+            .upstream_bind_config
+            .as_ref()
+            .map(|b| bind_config(b, &format!("{path}.upstream_bind_config")))
+            .transpose()?;
         Ok(Cluster {
             name: c.name.clone(),
             discovery,
@@ -218,8 +328,37 @@ impl Cluster {
                 .or(Some(Duration::from_secs(3600)))
                 .filter(|d| !d.is_zero()),
             eds_service_name,
+            original_dst,
+            cleanup_interval: cleanup_interval.max(Duration::from_millis(1)),
+            bind,
         })
     }
+}
+
+fn bind_config(
+    b: &envoy_types::pb::envoy::config::core::v3::BindConfig,
+    path: &str,
+) -> Result<BindCfg> {
+    let Some(sa) = &b.source_address else {
+        return err(
+            &format!("{path}.source_address"),
+            "source_address is required",
+        );
+    };
+    let wrapped = Some(envoy_types::pb::envoy::config::core::v3::Address {
+        address: Some(AddrKind::SocketAddress(sa.clone())),
+    });
+    let source =
+        socket_address(&wrapped, &format!("{path}.source_address")).map_err(|e| ConfigError {
+            path: e
+                .path
+                .replace(".source_address.socket_address", ".source_address"),
+            msg: e.msg,
+        })?;
+    Ok(BindCfg {
+        source,
+        freebind: b.freebind.is_some_and(|f| f.value),
+    })
 }
 
 /// The endpoints of a load assignment (a cluster's own, or an EDS resource at `lp`).

@@ -2,6 +2,7 @@
 
 pub use super::cidr::Cidr;
 use super::hcm::HttpConnMgr;
+pub use super::listener_filters::Inspectors;
 use super::tcp_proxy::TcpProxy;
 use super::{any_to, err, type_name, ConfigError, Result};
 use envoy_types::pb::envoy::config::core::v3::{address::Address as AddrKind, Address, CidrRange};
@@ -19,22 +20,17 @@ pub struct Listener {
     pub inbound: bool,
     /// Listener filters: what to inspect before choosing a filter chain.
     pub inspectors: Inspectors,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Inspectors {
-    pub tls: bool,
-    pub http: bool,
-    /// `listener_filters_timeout` (default 15 s).
-    pub timeout: std::time::Duration,
-    /// `continue_on_listener_filters_timeout`: otherwise a connection that times out is closed.
-    pub continue_on_timeout: bool,
-}
-
-impl Inspectors {
-    pub fn any(&self) -> bool {
-        self.tls || self.http
-    }
+    /// `use_original_dst`: a redirected connection goes to the listener of its original
+    /// destination (implies the `original_dst` listener filter).
+    pub use_original_dst: bool,
+    /// `bind_to_port: false`: no socket of its own; it only takes connections handed off by a
+    /// `use_original_dst` listener.
+    pub bind_to_port: bool,
+    /// `transparent`: IP_TRANSPARENT, for TPROXY capture (the local address is the original
+    /// destination).
+    pub transparent: bool,
+    /// `freebind`: IP_FREEBIND, to bind an address not (yet) configured on the host.
+    pub freebind: bool,
 }
 
 #[derive(Debug)]
@@ -126,38 +122,9 @@ impl Listener {
                 "no filter chains specified",
             );
         }
-        let mut inspectors = Inspectors {
-            timeout: super::opt_duration(
-                &l.listener_filters_timeout,
-                &format!("{path}.listener_filters_timeout"),
-            )?
-            .unwrap_or(std::time::Duration::from_secs(15)),
-            continue_on_timeout: l.continue_on_listener_filters_timeout,
-            ..Default::default()
-        };
-        for (i, f) in l.listener_filters.iter().enumerate() {
-            let fp = format!("{path}.listener_filters[{i}]");
-            let Some(pb::listener_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
-                return err(&fp, "typed_config is required");
-            };
-            match type_name(any) {
-                "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" => {
-                    inspectors.tls = true
-                }
-                "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" => {
-                    inspectors.http = true
-                }
-                other => {
-                    return err(
-                        &format!("{fp}.typed_config"),
-                        format!("listener filter {other} is not supported yet"),
-                    )
-                }
-            }
-        }
-        if inspectors.timeout.is_zero() {
-            inspectors.timeout = std::time::Duration::from_secs(3600);
-        }
+        let mut inspectors = Inspectors::from_proto(l, path)?;
+        let use_original_dst = l.use_original_dst.is_some_and(|b| b.value);
+        inspectors.original_dst |= use_original_dst;
         Ok(Listener {
             name: l.name.clone(),
             address,
@@ -165,6 +132,10 @@ impl Listener {
             default_chain,
             inbound: l.traffic_direction == 1,
             inspectors,
+            use_original_dst,
+            bind_to_port: l.bind_to_port.is_none_or(|b| b.value),
+            transparent: l.transparent.is_some_and(|b| b.value),
+            freebind: l.freebind.is_some_and(|b| b.value),
         })
     }
 
@@ -209,6 +180,25 @@ impl Listener {
                 .then(|| m.source_ports.contains(&c.remote.port()).then_some(1))
         });
         cand.first().copied().or(self.default_chain.as_ref())
+    }
+}
+
+impl Listener {
+    /// Whether the chain a connection to `local` from `remote` gets could depend on what the
+    /// inspectors find (SNI, transport protocol, ALPN): the chains left after destination port
+    /// and IP selection look at one of those.
+    pub fn depends_on_inspection(&self, local: SocketAddr) -> bool {
+        let mut cand: Vec<&FilterChain> = self.chains.iter().collect();
+        narrow(&mut cand, |m| {
+            m.destination_port.map(|p| (p == local.port()).then_some(1))
+        });
+        narrow(&mut cand, |m| prefix_score(&m.prefix_ranges, local.ip()));
+        cand.iter().any(|c| {
+            let m = &c.matcher;
+            !m.server_names.is_empty()
+                || m.transport_protocol.is_some()
+                || !m.application_protocols.is_empty()
+        })
     }
 }
 

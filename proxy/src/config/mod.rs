@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod hcm;
 pub mod headers;
 pub mod listener;
+pub mod listener_filters;
 pub mod load;
 pub mod matcher;
 pub mod route;

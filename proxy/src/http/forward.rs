@@ -132,7 +132,11 @@ pub async fn forward(
         None => original,
     };
 
-    let Some(host) = cluster.pick() else {
+    let lb = crate::cluster::LbContext {
+        original_dst: ctx.original_dst,
+        headers: Some(req.headers()),
+    };
+    let Some(host) = cluster.pick(&lb) else {
         tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster_name, "no healthy upstream");
         let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);

@@ -89,6 +89,8 @@ pub struct ConnCtx {
     pub stats: Arc<HcmStats>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// The restored original destination (what an ORIGINAL_DST cluster connects to).
+    pub original_dst: Option<SocketAddr>,
     pub activity: Arc<idle::Activity>,
 }
 
@@ -96,8 +98,7 @@ pub async fn serve(
     server: Arc<Server>,
     hcm: Arc<HttpConnMgr>,
     stream: TcpStream,
-    local: SocketAddr,
-    remote: SocketAddr,
+    down: crate::listener::Downstream,
     listener_drain: tokio::sync::watch::Receiver<bool>,
 ) {
     let stats = HcmStats::get(&hcm.stat_prefix);
@@ -109,8 +110,9 @@ pub async fn serve(
         server,
         hcm: hcm.clone(),
         stats: stats.clone(),
-        local,
-        remote,
+        local: down.local,
+        remote: down.remote,
+        original_dst: down.original_dst,
         activity: activity.clone(),
     });
     let svc = service_fn(move |req| {

@@ -1,19 +1,20 @@
 //! The set of running listeners: static ones from the bootstrap and dynamic ones from LDS.
 //! An update of a listener on the same address swaps its config for new connections only; a
-//! listener whose address changes is rebound; a removed one stops accepting.
+//! listener whose address changes is rebound; a removed one stops accepting. The manager also
+//! answers which listener a captured connection belongs to (`use_original_dst` hand-off).
 
-use super::{bind, spawn};
+use super::{bind_listener, spawn, ListenerStats, Target};
 use crate::config::listener::Listener;
 use crate::snapshot::Server;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 struct Running {
     address: SocketAddr,
-    cfg: Arc<ArcSwap<Listener>>,
+    target: Arc<Target>,
     stop: watch::Sender<bool>,
     /// Asks the listener's connections to drain.
     drain: watch::Sender<bool>,
@@ -31,6 +32,8 @@ impl Running {
 #[derive(Default)]
 pub struct Manager {
     running: Mutex<BTreeMap<String, Running>>,
+    /// Listeners by address, for the hand-off of captured connections; read lock-free.
+    by_addr: ArcSwap<HashMap<SocketAddr, Arc<Target>>>,
 }
 
 impl Manager {
@@ -58,35 +61,72 @@ impl Manager {
         }
         for l in desired {
             if let Some(r) = running.get(&l.name) {
-                if r.address == l.address && r.dynamic == dynamic {
-                    r.cfg.store(l.clone());
+                let cur = r.target.cfg.load();
+                if r.address == l.address
+                    && r.dynamic == dynamic
+                    && cur.bind_to_port == l.bind_to_port
+                    && cur.transparent == l.transparent
+                    && cur.freebind == l.freebind
+                {
+                    r.target.cfg.store(l.clone());
                     continue;
                 }
+                drop(cur);
                 if let Some(old) = running.remove(&l.name) {
                     old.retire();
                 }
             }
-            match bind(l.address) {
-                Ok(sock) => {
-                    let cfg = Arc::new(ArcSwap::new(l.clone()));
-                    let (stop, removed) = watch::channel(false);
-                    let (drain, drain_rx) = watch::channel(false);
-                    spawn(server.clone(), cfg.clone(), sock, removed, drain_rx);
-                    running.insert(
-                        l.name.clone(),
-                        Running {
-                            address: l.address,
-                            cfg,
-                            stop,
-                            drain,
-                            dynamic,
-                        },
-                    );
+            let sock = if l.bind_to_port {
+                match bind_listener(l) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        errors.push((l.name.clone(), format!("cannot bind {}: {e}", l.address)));
+                        continue;
+                    }
                 }
-                Err(e) => errors.push((l.name.clone(), format!("cannot bind {}: {e}", l.address))),
-            }
+            } else {
+                None
+            };
+            let (stop, removed) = watch::channel(false);
+            let (drain, drain_rx) = watch::channel(false);
+            let target = Arc::new(Target {
+                cfg: Arc::new(ArcSwap::new(l.clone())),
+                stats: ListenerStats::new(&l.address),
+                drain: drain_rx,
+            });
+            spawn(server.clone(), target.clone(), sock, removed);
+            running.insert(
+                l.name.clone(),
+                Running {
+                    address: l.address,
+                    target,
+                    stop,
+                    drain,
+                    dynamic,
+                },
+            );
         }
+        self.by_addr.store(Arc::new(
+            running
+                .values()
+                .map(|r| (r.address, r.target.clone()))
+                .collect(),
+        ));
         errors
+    }
+
+    /// The listener a connection captured for `dst` belongs to: the one bound to exactly that
+    /// address, else the wildcard-address listener of the same port and IP family.
+    pub fn handoff(&self, dst: SocketAddr) -> Option<Arc<Target>> {
+        let map = self.by_addr.load();
+        if let Some(t) = map.get(&dst) {
+            return Some(t.clone());
+        }
+        let any = match dst.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        map.get(&SocketAddr::new(any, dst.port())).cloned()
     }
 
     /// `(name, address)` of every running listener.

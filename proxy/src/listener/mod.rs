@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 mod inspect;
 pub mod manager;
+mod original_dst;
 
 pub struct ListenerStats {
     pub downstream_cx_total: Counter,
@@ -22,7 +23,7 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
-    fn new(addr: &SocketAddr) -> Self {
+    pub fn new(addr: &SocketAddr) -> Self {
         let scope = listener_scope(addr);
         let r = registry();
         ListenerStats {
@@ -35,8 +36,27 @@ impl ListenerStats {
     }
 }
 
-/// Binds a listener socket the way Envoy does: SO_REUSEADDR, IPv6 sockets IPv6-only.
+/// A listener that connections can be given to: by its own accept loop, or handed off by a
+/// `use_original_dst` listener that captured them.
+pub struct Target {
+    pub cfg: Arc<ArcSwap<Listener>>,
+    pub stats: ListenerStats,
+    /// Asks the listener's connections to drain.
+    pub drain: watch::Receiver<bool>,
+}
+
+/// Binds a listener socket the way Envoy does: SO_REUSEADDR, IPv6 sockets IPv6-only;
+/// `transparent` (IP_TRANSPARENT, for TPROXY) and `freebind` when the listener asks.
+pub fn bind_listener(l: &Listener) -> std::io::Result<TcpListener> {
+    bind_with(l.address, l.transparent, l.freebind)
+}
+
+/// Binds a plain listening socket (the admin listener).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind_with(addr, false, false)
+}
+
+fn bind_with(addr: SocketAddr, transparent: bool, freebind: bool) -> std::io::Result<TcpListener> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -47,33 +67,58 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    if transparent {
+        if addr.is_ipv4() {
+            socket.set_ip_transparent(true)?;
+        } else {
+            crate::util::set_ipv6_transparent(&socket)?;
+        }
+    }
+    if freebind {
+        if addr.is_ipv4() {
+            socket.set_freebind(true)?;
+        } else {
+            socket.set_freebind_ipv6(true)?;
+        }
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
 }
 
-/// Runs the accept loop of one listener until it is stopped (by the listener manager, or by
-/// `/drain_listeners` and shutdown). Each connection takes the listener's config current at
-/// accept time: an update never touches connections already accepted.
+/// Runs one listener until it is stopped (by the listener manager, or by `/drain_listeners`
+/// and shutdown): its accept loop when it has a socket (`bind_to_port`), otherwise it only
+/// lives to take handed-off connections. Each connection takes the listener's config current
+/// at accept time: an update never touches connections already accepted.
 pub fn spawn(
     server: Arc<Server>,
-    cfg: Arc<ArcSwap<Listener>>,
-    tcp: TcpListener,
+    target: Arc<Target>,
+    tcp: Option<TcpListener>,
     mut removed: watch::Receiver<bool>,
-    drain: watch::Receiver<bool>,
 ) {
-    let first = cfg.load_full();
-    let local = tcp.local_addr().unwrap_or(first.address);
-    let stats = Arc::new(ListenerStats::new(&first.address));
+    let first = target.cfg.load_full();
+    let local = tcp
+        .as_ref()
+        .and_then(|t| t.local_addr().ok())
+        .unwrap_or(first.address);
     server.stats.listener_added.inc();
     server.stats.total_listeners_active.inc();
     let mut stop = server.stop_listeners.subscribe();
     tokio::spawn(async move {
+        let accept = || async {
+            match &tcp {
+                Some(t) => t.accept().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
             tokio::select! {
-                accepted = tcp.accept() => match accepted {
-                    Ok((stream, remote)) => on_accept(&server, &cfg.load_full(), &stats, stream, local, remote, &drain),
+                accepted = accept() => match accepted {
+                    Ok((stream, remote)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(handle(server.clone(), target.clone(), stream, local, remote));
+                    }
                     Err(e) => {
                         tracing::warn!(listener = %first.name, "accept failed: {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -88,7 +133,7 @@ pub fn spawn(
                     let Ok(()) = changed else { break };
                     let req = *stop.borrow();
                     if let Some((_, inbound_only)) = req {
-                        if !inbound_only || cfg.load().inbound {
+                        if !inbound_only || target.cfg.load().inbound {
                             break;
                         }
                     }
@@ -100,56 +145,90 @@ pub fn spawn(
     });
 }
 
-fn on_accept(
-    server: &Arc<Server>,
-    cfg: &Arc<Listener>,
-    stats: &Arc<ListenerStats>,
+/// One accepted connection: restore its original destination (and hand it to the listener of
+/// that destination), run the inspectors, pick the filter chain, run it.
+async fn handle(
+    server: Arc<Server>,
+    mut target: Arc<Target>,
     stream: tokio::net::TcpStream,
-    local: SocketAddr,
+    mut local: SocketAddr,
     remote: SocketAddr,
-    drain: &watch::Receiver<bool>,
 ) {
+    let mut cfg = target.cfg.load_full();
+    let mut restored = None;
+    if cfg.inspectors.original_dst {
+        if let Some(dst) = original_dst::original_dst(&stream, local, cfg.transparent) {
+            restored = Some(dst);
+            local = dst;
+            if cfg.use_original_dst {
+                if let Some(t) = server.listeners.handoff(dst) {
+                    if !Arc::ptr_eq(&t, &target) {
+                        target = t;
+                        cfg = target.cfg.load_full();
+                    }
+                }
+            }
+        }
+    }
+    let stats = &target.stats;
     stats.downstream_cx_total.inc();
-    let _ = stream.set_nodelay(true);
-    let guards = (
+    let _guards = (
         ActiveGuard::new(&stats.downstream_cx_active),
         ActiveGuard::new(&server.stats.total_connections),
     );
-    let (server, cfg, stats, drain) = (server.clone(), cfg.clone(), stats.clone(), drain.clone());
-    tokio::spawn(async move {
-        let ins = cfg.inspectors;
-        let seen = if ins.any() {
-            inspect::inspect(&stream, ins.tls, ins.http, ins.timeout).await
-        } else {
-            inspect::Inspected {
-                transport: "raw_buffer",
-                ..Default::default()
-            }
-        };
-        if seen.timed_out && !ins.continue_on_timeout {
-            stats.listener_filters_timeout.inc();
-            tracing::debug!(listener = %cfg.name, %remote, "listener filters timed out; closing");
-            return;
+    // When the listener may go on after a timeout anyway and the chains that fit the
+    // connection's addresses do not look at SNI, transport or ALPN, waiting for the client to
+    // speak first would only stall server-first protocols (MySQL, SMTP): Ferry skips the wait.
+    let ins = &cfg.inspectors;
+    let (tls, http) = (
+        ins.tls.enabled_for(local.port()),
+        ins.http.enabled_for(local.port()),
+    );
+    let seen = if (tls || http) && (!ins.continue_on_timeout || cfg.depends_on_inspection(local)) {
+        inspect::inspect(&stream, tls, http, ins.timeout).await
+    } else {
+        inspect::Inspected {
+            transport: "raw_buffer",
+            ..Default::default()
         }
-        let info = ConnInfo {
-            local,
-            remote,
-            server_name: &seen.server_name,
-            transport_protocol: seen.transport,
-            application_protocols: &seen.alpn,
-        };
-        let Some(chain) = cfg.select(&info) else {
-            stats.no_filter_chain_match.inc();
-            tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
-            return;
-        };
-        tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
-        match chain.filter.clone() {
-            NetworkFilter::TcpProxy(t) => crate::tcp_proxy::handle(&server, &t, stream).await,
-            NetworkFilter::Http(h) => {
-                crate::http::serve(server, h, stream, local, remote, drain).await
-            }
+    };
+    if seen.timed_out && !ins.continue_on_timeout {
+        stats.listener_filters_timeout.inc();
+        tracing::debug!(listener = %cfg.name, %remote, "listener filters timed out; closing");
+        return;
+    }
+    let info = ConnInfo {
+        local,
+        remote,
+        server_name: &seen.server_name,
+        transport_protocol: seen.transport,
+        application_protocols: &seen.alpn,
+    };
+    let Some(chain) = cfg.select(&info) else {
+        stats.no_filter_chain_match.inc();
+        tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
+        return;
+    };
+    tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
+    let down = Downstream {
+        local,
+        remote,
+        original_dst: restored,
+    };
+    match chain.filter.clone() {
+        NetworkFilter::TcpProxy(t) => crate::tcp_proxy::handle(&server, &t, stream, down).await,
+        NetworkFilter::Http(h) => {
+            crate::http::serve(server.clone(), h, stream, down, target.drain.clone()).await
         }
-        drop(guards);
-    });
+    }
+}
+
+/// Where a downstream connection came from and went to.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    /// The local address, restored to the original destination when `original_dst` ran.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The restored original destination (what an ORIGINAL_DST cluster connects to).
+    pub original_dst: Option<SocketAddr>,
 }

@@ -120,7 +120,7 @@ impl XdsState {
                         rt.set_endpoints(&a.value);
                     }
                 }
-                rt.start_dns();
+                rt.start();
                 Ok(rt)
             },
         );

@@ -1,0 +1,31 @@
+//! Opening an upstream TCP connection, from the cluster's `upstream_bind_config` address when
+//! it has one (Istio's inbound passthrough connects from 127.0.0.6 so that its own iptables
+//! rules let the connection through to the application).
+
+use crate::config::cluster::BindCfg;
+use std::net::SocketAddr;
+use tokio::net::{TcpSocket, TcpStream};
+
+pub async fn connect(addr: SocketAddr, bind: Option<BindCfg>) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A source of the other IP family cannot be used for this destination; Envoy then
+    // connects from the default source, and so does Ferry.
+    if let Some(b) = bind.filter(|b| b.source.is_ipv4() == addr.is_ipv4()) {
+        if b.freebind {
+            let s = socket2::SockRef::from(&socket);
+            if addr.is_ipv4() {
+                s.set_freebind(true)?;
+            } else {
+                s.set_freebind_ipv6(true)?;
+            }
+        }
+        socket.bind(b.source)?;
+    }
+    let stream = socket.connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
