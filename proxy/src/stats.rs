@@ -322,10 +322,8 @@ fn escape(v: &str) -> String {
 
 /// Envoy's listener stat scope for an address: `127.0.0.1_10000`, `[::1]_10000`.
 pub fn listener_scope(addr: &std::net::SocketAddr) -> String {
-    match addr {
-        std::net::SocketAddr::V4(a) => format!("{}_{}", a.ip(), a.port()),
-        std::net::SocketAddr::V6(a) => format!("[{}]_{}", a.ip(), a.port()),
-    }
+    // Envoy's stat name for an address: `0.0.0.0_15001`, `[__]_15001` (every ':' becomes '_').
+    addr.to_string().replace(':', "_")
 }
 
 #[cfg(test)]

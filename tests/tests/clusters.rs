@@ -37,6 +37,21 @@ async fn cluster_types() {
         Case::get("downstream protocol: HTTP/2", "/downstream-protocol")
             .h2()
             .expect(VERSION, "HTTP/2.0"),
+        Case::get(
+            "ORIGINAL_DST from the header, port overridden",
+            "/original-dst",
+        )
+        .header("x-envoy-original-dst-host", "127.0.0.1:9")
+        .expect_upstream("a"),
+        Case::get("ORIGINAL_DST header not an address", "/original-dst")
+            .header("x-envoy-original-dst-host", "not-an-address")
+            .expect_status(503),
+        // The connection to the listener was not captured: no original destination.
+        Case::get(
+            "ORIGINAL_DST without header or captured destination",
+            "/original-dst",
+        )
+        .expect_status(503),
     ])
     .await;
 }
