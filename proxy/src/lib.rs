@@ -1,0 +1,18 @@
+//! Ferry: Envoy's command line, Envoy's bootstrap, Ferry's data path. The library is the
+//! whole proxy; the `ferry` binary only calls [`app::main`]. It is a library so that the micro
+//! benchmarks (`benches/`) can time the hot pure functions.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod listener;
+pub mod snapshot;
+pub mod stats;
+pub mod tcp_proxy;
+pub mod util;
+pub mod xds;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
