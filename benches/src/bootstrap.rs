@@ -1,8 +1,8 @@
 //! The bootstraps every proxy under test gets, rendered as Envoy v3 YAML.
 //!
 //! Static: one HTTP listener (HTTP connection manager, codec AUTO, router) whose routes send
-//! `/h2/…` to an HTTP/2 (h2c) cluster and everything else to an HTTP/1.1 cluster, both the
-//! benchmark's upstream; one `tcp_proxy` listener to the upstream's echo. With `mesh = N`, N
+//! `/h2/…` and the gRPC service's `/ferry.bench.Bench/…` to an HTTP/2 (h2c) cluster and
+//! everything else to an HTTP/1.1 cluster, both the benchmark's upstream; one `tcp_proxy` listener to the upstream's echo. With `mesh = N`, N
 //! more clusters and N more virtual hosts (`svc-I.mesh.local` → cluster `svc-I`, also the
 //! upstream) come first, as a sidecar's outbound config would hold.
 //!
@@ -11,6 +11,7 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 
+use crate::grpc;
 use crate::upstream::Upstream;
 
 pub struct Ports {
@@ -69,8 +70,10 @@ pub fn static_bootstrap(ports: &Ports, up: &Upstream, mesh: usize) -> String {
             "            - name: svc-{i}\n              domains: [\"svc-{i}.mesh.local\"]\n              routes:\n              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: svc-{i} }}"
         );
     }
-    y.push_str(
-        "            - name: default\n              domains: [\"*\"]\n              routes:\n              - match: { prefix: \"/h2/\" }\n                route: { cluster: upstream_h2 }\n              - match: { prefix: \"/\" }\n                route: { cluster: upstream_h1 }\n",
+    let _ = writeln!(
+        y,
+        "            - name: default\n              domains: [\"*\"]\n              routes:\n              - match: {{ prefix: \"/h2/\" }}\n                route: {{ cluster: upstream_h2 }}\n              - match: {{ prefix: \"{}\" }}\n                route: {{ cluster: upstream_h2 }}\n              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: upstream_h1 }}",
+        grpc::SERVICE
     );
     let _ = writeln!(
         y,

@@ -1,5 +1,6 @@
-//! The HTTP load generator: HTTP/1.1 keep-alive (one request in flight per connection) or h2
-//! (C connections × M concurrent streams), in two modes:
+//! The HTTP load generator: HTTP/1.1 keep-alive (one request in flight per connection), h2
+//! (C connections × M concurrent streams) or gRPC unary over h2c (likewise; see `grpc`), in
+//! two modes:
 //! - closed loop: every slot sends its next request as soon as the previous one is answered
 //!   (maximum throughput);
 //! - open loop at a fixed rate: slot i of S sends request k at t0 + (i + k·S)/rate. When the
@@ -18,11 +19,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+
+use crate::grpc;
 
 /// Latency histogram in nanoseconds, 1 ns to 60 s, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
@@ -33,6 +37,8 @@ pub fn new_histogram() -> Histogram<u64> {
 pub enum Proto {
     H1,
     H2,
+    /// gRPC unary calls of `path` over h2c.
+    Grpc,
 }
 
 /// What to load and how.
@@ -40,10 +46,11 @@ pub enum Proto {
 pub struct HttpTarget {
     pub addr: SocketAddr,
     pub proto: Proto,
-    /// HTTP/1.1: connections. h2: connections.
+    /// HTTP/1.1: connections. h2, gRPC: connections.
     pub connections: usize,
-    /// h2: concurrent streams per connection (ignored for HTTP/1.1).
+    /// h2, gRPC: concurrent streams per connection (ignored for HTTP/1.1).
     pub streams: usize,
+    /// The request path (gRPC: the method, `/package.Service/Method`).
     pub path: String,
     /// Host header per connection, cycled (the mesh scenario spreads connections over hosts).
     pub hosts: Vec<String>,
@@ -64,7 +71,7 @@ impl LoadResult {
     }
 }
 
-/// One place a request can be sent from: a connection (HTTP/1.1) or a stream slot (h2).
+/// One place a request can be sent from: a connection (HTTP/1.1) or a stream slot (h2, gRPC).
 struct Slot {
     send: Sender,
     target: Arc<HttpTarget>,
@@ -76,26 +83,33 @@ struct Slot {
 enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
+    Grpc {
+        client: grpc::Client,
+        conn: grpc::H2,
+        path: PathAndQuery,
+    },
 }
 
 const MAX_RECONNECTS: u32 = 20;
 
 impl Slot {
-    /// One request; returns the response body size. Non-2xx answers are errors.
+    /// One request; returns the response body size (gRPC: the reply message's). Non-2xx
+    /// answers are errors, and so are failed gRPC calls (see `grpc`).
     async fn request(&mut self) -> Result<u64> {
-        let mut req = Request::get(self.uri.clone()).body(Empty::new())?;
-        if let Sender::H1(_) = self.send {
-            req.headers_mut().insert(header::HOST, self.host.clone());
-        }
+        let get = || Request::get(self.uri.clone()).body(Empty::<Bytes>::new());
         let resp = match &mut self.send {
             Sender::H1(s) => {
+                let mut req = get()?;
+                req.headers_mut().insert(header::HOST, self.host.clone());
                 s.ready().await?;
                 s.send_request(req).await?
             }
             Sender::H2(s) => {
+                let req = get()?;
                 s.ready().await?;
                 s.send_request(req).await?
             }
+            Sender::Grpc { client, path, .. } => return grpc::call(client, path).await,
         };
         let status = resp.status();
         let mut body = resp.into_body();
@@ -117,11 +131,12 @@ impl Slot {
         let closed = match &self.send {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
+            Sender::Grpc { conn, .. } => conn.is_closed(),
         };
         if !closed {
             return true;
         }
-        if matches!(self.send, Sender::H2(_)) || self.reconnects >= MAX_RECONNECTS {
+        if !matches!(self.send, Sender::H1(_)) || self.reconnects >= MAX_RECONNECTS {
             return false;
         }
         self.reconnects += 1;
@@ -159,7 +174,8 @@ async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Empty<Bytes>>
     Ok(send)
 }
 
-/// Opens the connections and returns one slot per connection (HTTP/1.1) or per stream (h2).
+/// Opens the connections and returns one slot per connection (HTTP/1.1) or per stream (h2,
+/// gRPC).
 async fn slots(target: &HttpTarget) -> Result<Vec<Slot>> {
     let target = Arc::new(target.clone());
     let authority = target.addr.to_string();
@@ -179,6 +195,18 @@ async fn slots(target: &HttpTarget) -> Result<Vec<Slot>> {
                     .collect();
                 let uri = format!("http://{authority}{}", target.path).parse::<Uri>()?;
                 (sends, uri)
+            }
+            Proto::Grpc => {
+                let (client, conn) = grpc::connect(target.addr).await?;
+                let path = target.path.parse::<PathAndQuery>()?;
+                let sends = (0..target.streams.max(1))
+                    .map(|_| Sender::Grpc {
+                        client: client.clone(),
+                        conn: conn.clone(),
+                        path: path.clone(),
+                    })
+                    .collect();
+                (sends, Uri::from(path))
             }
         };
         for send in sends {

@@ -5,6 +5,7 @@
 //! All traffic is to 127.0.0.1; every loop is bounded in time and count.
 
 mod bootstrap;
+mod grpc;
 mod load;
 mod plot;
 mod priority;
@@ -140,6 +141,7 @@ fn real_main(args: Args) -> Result<()> {
         vec![
             Scenario::Http1,
             Scenario::H2,
+            Scenario::Grpc,
             Scenario::Body64k,
             Scenario::Tcp,
             Scenario::Conn,
@@ -285,12 +287,13 @@ fn real_main(args: Args) -> Result<()> {
     let latency_scenarios = [
         Scenario::Http1,
         Scenario::H2,
+        Scenario::Grpc,
         Scenario::Body64k,
         Scenario::Mesh,
     ];
     if !args.no_plot && scenarios.iter().any(|s| latency_scenarios.contains(s)) {
         let png = out.join(format!("{stamp}.png"));
-        let panels: Vec<String> = ["http1", "h2", "body64k", "mesh"]
+        let panels: Vec<String> = ["http1", "h2", "grpc", "body64k", "mesh"]
             .iter()
             .map(|s| s.to_string())
             .collect();

@@ -138,7 +138,7 @@ pub fn markdown(meta: &Meta, samples: &[Sample]) -> String {
         "- {} run(s){spread}; wall time {:.0} s",
         meta.runs, meta.wall_s
     );
-    let _ = writeln!(md, "- not yet measured: gRPC unary, mTLS\n");
+    let _ = writeln!(md, "- not yet measured: mTLS\n");
 
     if let Some((cand, base)) = &pair {
         let _ = writeln!(md, "## Headline: {cand} / {base}\n");
@@ -246,7 +246,7 @@ pub fn json(meta: &Meta, samples: &[Sample]) -> Value {
         "loadavg": {"start": meta.loadavg_start, "end": meta.loadavg_end},
         "wall_s": meta.wall_s,
         "scenarios": meta.scenarios.iter().map(|(s, d)| json!({"name": s, "description": d})).collect::<Vec<_>>(),
-        "not_yet_measured": ["grpc-unary", "mtls"],
+        "not_yet_measured": ["mtls"],
         "summary": summaries,
         "samples": samples,
         "notes": meta.notes,

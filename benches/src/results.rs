@@ -132,7 +132,13 @@ pub const METRICS: &[Metric] = &[
         1,
     ),
     m("rss_peak_mib", "proxy peak RSS (VmHWM)", "MiB", DOWN, 1),
-    m("errors", "errors (non-2xx, transport)", "", DOWN, 0),
+    m(
+        "errors",
+        "errors (non-2xx, transport, failed gRPC)",
+        "",
+        DOWN,
+        0,
+    ),
 ];
 
 pub fn metric(key: &str) -> &'static Metric {

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 
 use crate::bootstrap::{mesh_host, static_bootstrap, Ports};
+use crate::grpc;
 use crate::load::{self, HttpTarget, Proto};
 use crate::proxy::{free_port, Proxy};
 use crate::results::{Recorder, Sample};
@@ -20,6 +21,7 @@ use crate::window::{Cpus, Window};
 pub enum Scenario {
     Http1,
     H2,
+    Grpc,
     Body64k,
     Tcp,
     Conn,
@@ -32,6 +34,7 @@ impl Scenario {
         match self {
             Scenario::Http1 => "http1",
             Scenario::H2 => "h2",
+            Scenario::Grpc => "grpc",
             Scenario::Body64k => "body64k",
             Scenario::Tcp => "tcp",
             Scenario::Conn => "conn",
@@ -88,6 +91,7 @@ pub fn describe(sc: Scenario, o: &Opts) -> String {
     match sc {
         Scenario::Http1 => format!("HTTP/1.1 keep-alive, {} connections, GET of a small body; {fixed}.", o.connections),
         Scenario::H2 => format!("h2c (prior knowledge) both sides, {} connections × {} streams, small body; {fixed}.", o.h2_connections, o.h2_streams),
+        Scenario::Grpc => format!("gRPC unary over h2c both sides (tonic client, pass-through codec), {} connections × {} streams, a {}-byte request message and a {}-byte reply; a call counts only with HTTP 200, one complete message and `grpc-status: 0` in the trailers; {fixed}.", o.h2_connections, o.h2_streams, grpc::REQUEST.len(), grpc::REPLY.len()),
         Scenario::Body64k => format!("HTTP/1.1 keep-alive, {} connections, 64 KiB response bodies; {fixed}.", o.connections),
         Scenario::Tcp => format!("tcp_proxy to a TCP echo, {} connection(s) writing 64 KiB chunks; Gbit/s of payload echoed back (each byte crosses the proxy twice).", o.tcp_connections),
         Scenario::Conn => format!("a new TCP connection per request (`Connection: close`), {} concurrent clients.", o.conn_workers),
@@ -205,6 +209,7 @@ async fn measure_http(
     let o = &ctx.opts;
     let (proto, connections, path) = match sc {
         Scenario::H2 => (Proto::H2, o.h2_connections, "/h2/"),
+        Scenario::Grpc => (Proto::Grpc, o.h2_connections, grpc::METHOD),
         Scenario::Body64k => (Proto::H1, o.connections, "/64k"),
         _ => (Proto::H1, o.connections, "/"),
     };
@@ -231,10 +236,10 @@ async fn measure_http(
     if max.requests == 0 {
         bail!("no request succeeded ({} errors)", max.errors);
     }
-    let expected = if sc == Scenario::Body64k {
-        BIG_BODY_LEN
-    } else {
-        SMALL_BODY.len()
+    let expected = match sc {
+        Scenario::Body64k => BIG_BODY_LEN,
+        Scenario::Grpc => grpc::REPLY.len(),
+        _ => SMALL_BODY.len(),
     } as u64;
     if max.bytes != max.requests * expected {
         bail!(

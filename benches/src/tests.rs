@@ -1,9 +1,20 @@
 //! Checks that need no proxy: the load generator against the in-process upstream, the
 //! summaries, and a report rendered from every metric.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
 use crate::bootstrap::{static_bootstrap, xds_bootstrap, Ports};
+use crate::grpc;
 use crate::load::{self, HttpTarget, Proto};
 use crate::report::{self, fmt_num, Meta};
 use crate::results::{derive_mesh_ratio, Sample, Summary, METRICS};
@@ -69,6 +80,115 @@ async fn tcp_echo_and_connection_rate() {
     assert!(c.connections > 0 && c.errors == 0, "{c:?}");
 }
 
+/// An h2c (or HTTP/1.1) server that answers by path, each answer but `/odd/ok` breaking one
+/// condition of a successful gRPC call. Reads each request body before answering.
+async fn odd_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Bounded: the test's runtime ends it; a handful of connections at most.
+        for _ in 0..64 {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let path = req.uri().path().to_string();
+                let _ = req.into_body().collect().await;
+                let reply = grpc::frame(grpc::REPLY);
+                let status = |code| Some(grpc::status_map(code));
+                let resp = match path.as_str() {
+                    "/odd/plain" => {
+                        return Ok::<_, Infallible>(http::Response::new(Either::Left(Full::new(
+                            Bytes::from_static(SMALL_BODY),
+                        ))))
+                    }
+                    "/odd/ok" => grpc::response(StatusCode::OK, reply, status(0)),
+                    "/odd/http-503" => {
+                        grpc::response(StatusCode::SERVICE_UNAVAILABLE, reply, status(0))
+                    }
+                    "/odd/no-trailers" => grpc::response(StatusCode::OK, reply, None),
+                    "/odd/status-5" => grpc::response(StatusCode::OK, reply, status(5)),
+                    "/odd/truncated" => {
+                        grpc::response(StatusCode::OK, reply.slice(..reply.len() - 3), status(0))
+                    }
+                    _ => grpc::response(StatusCode::OK, Bytes::new(), None),
+                };
+                Ok(resp.map(Either::Right))
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn grpc_framing() {
+    assert_eq!(grpc::unframe(&grpc::frame(b"abc")), Some(&b"abc"[..]));
+    assert_eq!(grpc::unframe(&grpc::frame(b"")), Some(&b""[..]));
+    let f = grpc::frame(b"abc");
+    assert_eq!(grpc::unframe(&f[..f.len() - 1]), None, "truncated");
+    assert_eq!(
+        grpc::unframe(&[f.as_ref(), b"x"].concat()),
+        None,
+        "trailing bytes"
+    );
+    assert_eq!(
+        grpc::unframe(&[&[1u8][..], &f[1..]].concat()),
+        None,
+        "compressed"
+    );
+    assert!(grpc::METHOD.starts_with(grpc::SERVICE));
+}
+
+#[tokio::test]
+async fn grpc_unary_against_the_upstream_and_what_counts_as_an_error() {
+    let up = Upstream::start().await.unwrap();
+    let t = target(&up, Proto::Grpc, grpc::METHOD);
+    let r = load::closed(&t, Duration::from_millis(200), 1_000_000)
+        .await
+        .unwrap();
+    assert!(r.requests > 0 && r.errors == 0, "{r:?}");
+    assert_eq!(r.bytes, r.requests * grpc::REPLY.len() as u64);
+
+    // 1,000 calls/s for 0.3 s: about 300, latencies recorded.
+    let r = load::open(&t, 1000.0, Duration::from_millis(300), 1_000_000)
+        .await
+        .unwrap();
+    assert!((270..=310).contains(&r.requests) && r.errors == 0, "{r:?}");
+    assert_eq!(r.hist.len(), r.requests);
+
+    // A method the upstream does not serve: UNIMPLEMENTED (trailers-only), an error each.
+    let wrong = target(&up, Proto::Grpc, "/ferry.bench.Bench/Nope");
+    let r = load::closed(&wrong, Duration::from_secs(5), 12)
+        .await
+        .unwrap();
+    assert_eq!((r.requests, r.errors), (0, 12), "wrong method");
+
+    // Answers that break one condition each count as errors; the well-formed one does not.
+    let odd = odd_server().await;
+    for (path, ok) in [
+        ("/odd/ok", true),
+        ("/odd/plain", false),
+        ("/odd/http-503", false),
+        ("/odd/no-trailers", false),
+        ("/odd/status-5", false),
+        ("/odd/truncated", false),
+        ("/odd/trailers-missing-and-no-message", false),
+    ] {
+        let t = HttpTarget {
+            addr: odd,
+            ..target(&up, Proto::Grpc, path)
+        };
+        let r = load::closed(&t, Duration::from_secs(5), 12).await.unwrap();
+        let want = if ok { (12, 0) } else { (0, 12) };
+        assert_eq!((r.requests, r.errors), want, "{path}");
+    }
+}
+
 #[test]
 fn summaries_and_numbers() {
     let s = Summary::of(&[3.0, 1.0, 2.0, f64::NAN]).unwrap();
@@ -94,6 +214,7 @@ async fn bootstraps_name_what_the_scenarios_use() {
         "svc-2.mesh.local",
         "cluster: svc-2",
         "upstream_h2",
+        grpc::SERVICE,
         "http2_protocol_options",
         "cluster: echo",
     ] {

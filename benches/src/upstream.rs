@@ -1,13 +1,14 @@
 //! The benchmark's own upstream, in-process on the load generator's runtime: a fixed-body
 //! HTTP server (HTTP/1.1 and h2c with prior knowledge on one port) and a TCP echo server.
-//! `/…/64k` paths answer 64 KiB, everything else a small body. Both stop when dropped.
+//! `/…/64k` paths answer 64 KiB, everything else a small body; requests with a gRPC content
+//! type get a gRPC unary answer (see `grpc`). Both stop when dropped.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use anyhow::Result;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,6 +16,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::grpc;
 
 /// The small response body.
 pub const SMALL_BODY: &[u8] = b"hello from the ferry-bench upstream\n";
@@ -71,12 +74,20 @@ async fn accept_loop(
 
 async fn serve_http(stream: TcpStream, big: Bytes) {
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let body = if req.uri().path().ends_with("/64k") {
-            big.clone()
+        let plain = if grpc::is_grpc(req.headers()) {
+            None
+        } else if req.uri().path().ends_with("/64k") {
+            Some(big.clone())
         } else {
-            Bytes::from_static(SMALL_BODY)
+            Some(Bytes::from_static(SMALL_BODY))
         };
-        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+        async move {
+            let resp = match plain {
+                Some(body) => Response::new(Either::Left(Full::new(body))),
+                None => grpc::answer(req).await.map(Either::Right),
+            };
+            Ok::<_, Infallible>(resp)
+        }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), service)
