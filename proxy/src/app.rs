@@ -127,6 +127,9 @@ fn override_node(raw: &mut DynamicMessage, cli: &Cli) {
 
 async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     let bootstrap = Arc::new(bootstrap);
+    for (name, secret) in &bootstrap.secrets {
+        crate::tls::secrets::store().set(name, Some(secret.clone()), "");
+    }
     let mut snapshot = Snapshot::default();
     for c in &bootstrap.clusters {
         snapshot

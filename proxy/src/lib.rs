@@ -8,10 +8,12 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod io;
 pub mod listener;
 pub mod snapshot;
 pub mod stats;
 pub mod tcp_proxy;
+pub mod tls;
 pub mod util;
 pub mod xds;
 

@@ -2,18 +2,18 @@
 //! then copy bytes both ways with half-close and an idle timeout.
 
 use crate::config::tcp_proxy::TcpProxy;
+use crate::io::Stream;
 use crate::snapshot::Server;
 use crate::stats::{registry, Scope};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub async fn handle(
     server: &Arc<Server>,
     cfg: &TcpProxy,
-    downstream: TcpStream,
+    downstream: Stream,
     down: crate::listener::Downstream,
 ) {
     let r = registry();
@@ -38,7 +38,7 @@ pub async fn handle(
         host.stats.cx_total.fetch_add(1, Relaxed);
         match tokio::time::timeout(
             cluster.cfg.connect_timeout,
-            crate::cluster::connect::connect(host.addr, cluster.cfg.bind),
+            crate::cluster::connect::open(host.addr, cluster.cfg.bind, cluster.tls.as_deref()),
         )
         .await
         {
@@ -60,7 +60,6 @@ pub async fn handle(
         .inc();
         return;
     };
-    let _ = upstream.set_nodelay(true);
     let _active = crate::stats::ActiveGuard::new(&cluster.stats.upstream_cx_active);
     let (rx, tx, idled) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
     if idled {
@@ -91,14 +90,36 @@ pub fn pick_weighted(clusters: &[(String, u32)], total: u64) -> &str {
 /// shutdown on the other (half-close). With an idle timeout, the connection closes when no
 /// byte has moved for that long. Returns (downstream→upstream bytes, upstream→downstream
 /// bytes, closed for idleness).
-pub async fn copy_bidirectional(
-    a: TcpStream,
-    b: TcpStream,
+pub async fn copy_bidirectional(a: Stream, b: Stream, idle: Option<Duration>) -> (u64, u64, bool) {
+    match (a, b) {
+        // Plain TCP both ways: owned halves, no lock between the directions.
+        (Stream::Plain(a), Stream::Plain(b)) => {
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            copy_halves(ar, aw, br, bw, idle).await
+        }
+        (a, b) => {
+            let (ar, aw) = tokio::io::split(a);
+            let (br, bw) = tokio::io::split(b);
+            copy_halves(ar, aw, br, bw, idle).await
+        }
+    }
+}
+
+async fn copy_halves<AR, AW, BR, BW>(
+    ar: AR,
+    aw: AW,
+    br: BR,
+    bw: BW,
     idle: Option<Duration>,
-) -> (u64, u64, bool) {
+) -> (u64, u64, bool)
+where
+    AR: AsyncRead + Unpin + Send + 'static,
+    AW: AsyncWrite + Unpin + Send + 'static,
+    BR: AsyncRead + Unpin + Send + 'static,
+    BW: AsyncWrite + Unpin + Send + 'static,
+{
     let last = Arc::new(AtomicU64::new(crate::util::coarse_ms()));
-    let (ar, aw) = a.into_split();
-    let (br, bw) = b.into_split();
     let up = tokio::spawn(pump(ar, bw, last.clone()));
     let down = tokio::spawn(pump(br, aw, last.clone()));
     let (ua, da) = (up.abort_handle(), down.abort_handle());
@@ -127,11 +148,11 @@ pub async fn copy_bidirectional(
     }
 }
 
-async fn pump(
-    mut r: tokio::net::tcp::OwnedReadHalf,
-    mut w: tokio::net::tcp::OwnedWriteHalf,
-    last: Arc<AtomicU64>,
-) -> u64 {
+async fn pump<R, W>(mut r: R, mut w: W, last: Arc<AtomicU64>) -> u64
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     // Large reads keep the syscall count per byte low on bulk streams.
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;

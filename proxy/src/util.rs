@@ -111,3 +111,11 @@ pub fn set_ipv6_transparent(socket: &socket2::Socket) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Seconds since the Unix epoch.
+pub fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -25,9 +25,11 @@ pub mod conn;
 pub mod diff;
 pub mod echo;
 pub mod env;
+pub mod netns;
 pub mod normalise;
 pub mod ports;
 pub mod proxy;
+pub mod tls;
 pub mod xds_server;
 
 pub use case::Case;

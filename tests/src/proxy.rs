@@ -25,7 +25,7 @@ impl fmt::Display for ProxyKind {
     }
 }
 
-fn is_ci() -> bool {
+pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 

@@ -29,3 +29,19 @@ pub async fn connect(addr: SocketAddr, bind: Option<BindCfg>) -> std::io::Result
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
+
+/// A new upstream connection of a cluster: TCP, then TLS when the cluster has a TLS transport
+/// socket (a failed handshake is a failed connection, as in Envoy).
+pub async fn open(
+    addr: SocketAddr,
+    bind: Option<BindCfg>,
+    tls: Option<&crate::tls::client::ClientTls>,
+) -> std::io::Result<crate::io::Stream> {
+    let tcp = connect(addr, bind).await?;
+    match tls {
+        None => Ok(crate::io::Stream::Plain(tcp)),
+        Some(t) => Ok(crate::io::Stream::Client(Box::new(
+            t.connect(tcp, addr).await?,
+        ))),
+    }
+}

@@ -1,7 +1,7 @@
 //! STRICT_DNS (every address of every name) and LOGICAL_DNS (the first address) resolution,
 //! refreshed every `dns_refresh_rate`.
 
-use super::{make_host, ClusterRt};
+use super::ClusterRt;
 use crate::config::cluster::{Discovery, DnsFamily};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub async fn resolve(c: &Arc<ClusterRt>) {
         };
         for a in addrs {
             if !hosts.iter().any(|h: &Arc<super::Host>| h.addr == a) {
-                hosts.push(make_host(a, e, &c.cfg, &c.stats));
+                hosts.push(c.new_host(a, e.hostname.clone(), e.healthy));
             }
         }
     }

@@ -8,7 +8,7 @@ pub mod pool;
 
 pub use original_dst::LbContext;
 
-use crate::config::cluster::{Cluster, Discovery, EndpointCfg};
+use crate::config::cluster::{Cluster, Discovery, EndpointCfg, UpstreamProtocol};
 use crate::stats::{registry, Counter, Gauge, Scope};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -134,24 +134,39 @@ pub struct ClusterRt {
     pub stats: Arc<ClusterStats>,
     /// ORIGINAL_DST: hosts by address, read lock-free.
     dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
+    /// The TLS transport socket of upstream connections.
+    pub tls: Option<Arc<crate::tls::client::ClientTls>>,
 }
 
 impl ClusterRt {
     /// Builds the cluster; DNS clusters start empty until [`ClusterRt::start_dns`] resolves them.
     pub fn new(cfg: Cluster) -> Arc<ClusterRt> {
         let stats = Arc::new(ClusterStats::new(&cfg.name));
-        let hosts: Vec<Arc<Host>> = cfg
-            .endpoints
-            .iter()
-            .filter_map(|e| e.addr.map(|a| make_host(a, e, &cfg, &stats)))
-            .collect();
+        let tls = cfg.tls.clone().map(|t| {
+            let alpn: Vec<Vec<u8>> = match cfg.protocol {
+                UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+                UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+                UpstreamProtocol::Downstream => Vec::new(),
+            };
+            Arc::new(crate::tls::client::ClientTls::new(t, alpn, &cfg.name))
+        });
         let rt = Arc::new(ClusterRt {
             cfg,
             hosts: ArcSwap::from_pointee(Vec::new()),
             rr: AtomicUsize::new(0),
             stats,
             dst_hosts: ArcSwap::default(),
+            tls,
         });
+        let hosts: Vec<Arc<Host>> = rt
+            .cfg
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                e.addr
+                    .map(|a| rt.new_host(a, e.hostname.clone(), e.healthy))
+            })
+            .collect();
         rt.set_hosts(hosts);
         rt
     }
@@ -203,7 +218,10 @@ impl ClusterRt {
     pub fn set_endpoints(&self, endpoints: &[EndpointCfg]) {
         let hosts = endpoints
             .iter()
-            .filter_map(|e| e.addr.map(|a| make_host(a, e, &self.cfg, &self.stats)))
+            .filter_map(|e| {
+                e.addr
+                    .map(|a| self.new_host(a, e.hostname.clone(), e.healthy))
+            })
             .collect();
         self.set_hosts(hosts);
     }
@@ -225,13 +243,18 @@ impl ClusterRt {
         }
     }
 
-    fn new_host(&self, addr: SocketAddr, hostname: String, healthy: bool) -> Arc<Host> {
+    pub(crate) fn new_host(&self, addr: SocketAddr, hostname: String, healthy: bool) -> Arc<Host> {
         Arc::new(Host {
             addr,
             hostname,
             healthy,
             stats: HostStats::default(),
-            pool: Arc::new(pool::HostPool::new(addr, &self.cfg, self.stats.clone())),
+            pool: Arc::new(pool::HostPool::new(
+                addr,
+                &self.cfg,
+                self.stats.clone(),
+                self.tls.clone(),
+            )),
             used: AtomicBool::new(false),
         })
     }
@@ -241,20 +264,4 @@ impl ClusterRt {
             dns::resolve(self).await;
         }
     }
-}
-
-fn make_host(
-    addr: SocketAddr,
-    e: &EndpointCfg,
-    cfg: &Cluster,
-    stats: &Arc<ClusterStats>,
-) -> Arc<Host> {
-    Arc::new(Host {
-        addr,
-        hostname: e.hostname.clone(),
-        healthy: e.healthy,
-        stats: HostStats::default(),
-        pool: Arc::new(pool::HostPool::new(addr, cfg, stats.clone())),
-        used: AtomicBool::new(false),
-    })
 }

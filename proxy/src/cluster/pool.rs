@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// Why an upstream request failed before response headers arrived. Each maps to Envoy's
 /// response flag and reset reason.
@@ -47,6 +46,7 @@ pub struct HostPool {
     addr: SocketAddr,
     connect_timeout: Duration,
     bind: Option<crate::config::cluster::BindCfg>,
+    tls: Option<Arc<crate::tls::client::ClientTls>>,
     idle_timeout: Option<Duration>,
     stats: Arc<ClusterStats>,
     idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
@@ -56,11 +56,17 @@ pub struct HostPool {
 }
 
 impl HostPool {
-    pub fn new(addr: SocketAddr, cfg: &Cluster, stats: Arc<ClusterStats>) -> HostPool {
+    pub fn new(
+        addr: SocketAddr,
+        cfg: &Cluster,
+        stats: Arc<ClusterStats>,
+        tls: Option<Arc<crate::tls::client::ClientTls>>,
+    ) -> HostPool {
         HostPool {
             addr,
             connect_timeout: cfg.connect_timeout,
             bind: cfg.bind,
+            tls,
             idle_timeout: cfg.idle_timeout,
             stats,
             idle: Mutex::new(Vec::new()),
@@ -69,16 +75,15 @@ impl HostPool {
         }
     }
 
-    async fn connect(&self, host: &super::HostStats) -> Result<TcpStream, UpstreamError> {
+    async fn connect(&self, host: &super::HostStats) -> Result<crate::io::Stream, UpstreamError> {
         let s = &self.stats;
         match tokio::time::timeout(
             self.connect_timeout,
-            super::connect::connect(self.addr, self.bind),
+            super::connect::open(self.addr, self.bind, self.tls.as_deref()),
         )
         .await
         {
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 s.upstream_cx_total.inc();
                 host.cx_total.fetch_add(1, Relaxed);
                 Ok(stream)

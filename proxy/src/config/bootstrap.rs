@@ -26,6 +26,8 @@ pub struct Bootstrap {
     /// Where the ADS stream goes, from the static cluster `dynamic.cluster` names.
     pub xds_target: Option<ferry_xds::ads::Target>,
     pub clusters: Vec<Cluster>,
+    /// `static_resources.secrets`, by name.
+    pub secrets: Vec<(String, super::tls::Secret)>,
     /// Tuning-only fields that were set and are not acted on.
     pub ignored: Vec<Ignored>,
     /// The bootstrap as given (encoded, so that it holds no descriptor pool), for
@@ -59,6 +61,18 @@ impl Bootstrap {
             _ => None,
         };
         let sr = b.static_resources.unwrap_or_default();
+        let mut secrets = Vec::with_capacity(sr.secrets.len());
+        for (i, sec) in sr.secrets.iter().enumerate() {
+            let path = format!("static_resources.secrets[{i}]");
+            if sec.name.is_empty() {
+                return err(&format!("{path}.name"), "a secret name is required");
+            }
+            secrets.push((
+                sec.name.clone(),
+                super::tls::Secret::from_proto(sec, &path)?,
+            ));
+        }
+        let static_names: HashSet<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
         let mut clusters = Vec::with_capacity(sr.clusters.len());
         let mut cluster_names = HashSet::new();
         for (i, c) in sr.clusters.iter().enumerate() {
@@ -69,7 +83,15 @@ impl Bootstrap {
                     format!("cluster manager: duplicate cluster '{}' found", c.name),
                 );
             }
-            clusters.push(Cluster::from_proto(c, &path)?);
+            let cluster = Cluster::from_proto(c, &path)?;
+            if let Some(t) = &cluster.tls {
+                check_static_secrets(
+                    &t.common,
+                    &static_names,
+                    &format!("{path}.transport_socket"),
+                )?;
+            }
+            clusters.push(cluster);
         }
         let mut listeners = Vec::with_capacity(sr.listeners.len());
         let mut names = HashSet::new();
@@ -95,6 +117,15 @@ impl Bootstrap {
                 );
             }
             check_route_clusters(&listener, &cluster_names, &path)?;
+            for (ci, chain) in listener.chains.iter().enumerate() {
+                if let Some(t) = &chain.tls {
+                    check_static_secrets(
+                        &t.cfg.common,
+                        &static_names,
+                        &format!("{path}.filter_chains[{ci}].transport_socket"),
+                    )?;
+                }
+            }
             listeners.push(std::sync::Arc::new(listener));
         }
         let dynamic = b
@@ -107,6 +138,7 @@ impl Bootstrap {
             Some(d) => Some(xds_target(&clusters, &d.cluster)?),
         };
         Ok(Bootstrap {
+            secrets,
             node: node.unwrap_or_default(),
             admin,
             listeners,
@@ -117,6 +149,35 @@ impl Bootstrap {
             raw: prost::Message::encode_to_vec(&raw),
         })
     }
+}
+
+/// A secret named without an `sds_config` must be one of the bootstrap's static secrets.
+fn check_static_secrets(
+    c: &super::tls::CommonTls,
+    names: &HashSet<&str>,
+    path: &str,
+) -> Result<()> {
+    use super::tls::{SdsSource, Source, ValidationSource};
+    let mut refs: Vec<&super::tls::SdsRef> = c
+        .certificates
+        .iter()
+        .filter_map(|s| match s {
+            Source::Sds(r) => Some(r),
+            Source::Inline(_) => None,
+        })
+        .collect();
+    match &c.validation {
+        Some(ValidationSource::Sds(r)) | Some(ValidationSource::Combined { sds: r, .. }) => {
+            refs.push(r)
+        }
+        _ => {}
+    }
+    for r in refs {
+        if r.source == SdsSource::Static && !names.contains(r.name.as_str()) {
+            return err(path, format!("Unknown static secret: {}", r.name));
+        }
+    }
+    Ok(())
 }
 
 /// A static `route_config` validates its clusters by default (`validate_clusters`).

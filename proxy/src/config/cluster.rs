@@ -90,6 +90,8 @@ pub struct Cluster {
     /// ORIGINAL_DST: how often hosts that carried no traffic are removed (`cleanup_interval`).
     pub cleanup_interval: Duration,
     pub bind: Option<BindCfg>,
+    /// The TLS transport socket (`UpstreamTlsContext`), none: plaintext.
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -316,6 +318,10 @@ impl Cluster {
             .as_ref()
             .map(|b| bind_config(b, &format!("{path}.upstream_bind_config")))
             .transpose()?;
+        let tp = format!("{path}.transport_socket");
+        let tls = super::tls::transport_socket_any(&c.transport_socket, &tp, super::tls::UPSTREAM)?
+            .map(|any| super::tls::UpstreamTls::from_any(any, &format!("{tp}.typed_config")))
+            .transpose()?;
         Ok(Cluster {
             name: c.name.clone(),
             discovery,
@@ -331,6 +337,7 @@ impl Cluster {
             original_dst,
             cleanup_interval: cleanup_interval.max(Duration::from_millis(1)),
             bind,
+            tls,
         })
     }
 }

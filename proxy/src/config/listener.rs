@@ -38,6 +38,8 @@ pub struct FilterChain {
     pub name: String,
     pub matcher: ChainMatch,
     pub filter: NetworkFilter,
+    /// The chain's TLS transport socket (none: plaintext).
+    pub tls: Option<Arc<crate::tls::server::ServerTls>>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,10 +290,17 @@ impl FilterChain {
                 "a filter chain needs a terminal filter (tcp_proxy or http_connection_manager)",
             );
         };
+        let tp = format!("{path}.transport_socket");
+        let tls =
+            super::tls::transport_socket_any(&c.transport_socket, &tp, super::tls::DOWNSTREAM)?
+                .map(|any| super::tls::DownstreamTls::from_any(any, &format!("{tp}.typed_config")))
+                .transpose()?
+                .map(|t| Arc::new(crate::tls::server::ServerTls::new(t)));
         Ok(FilterChain {
             name: c.name.clone(),
             matcher,
             filter,
+            tls,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod support;
 pub mod tcp_proxy;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod xds;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};

@@ -15,9 +15,9 @@ use std::sync::OnceLock;
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
     ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "dynamic_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats"]),
-    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters", "secrets"]),
     ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", &["lds_config", "cds_config", "ads_config"]),
-    ("envoy.config.core.v3.ConfigSource", &["ads", "resource_api_version", "initial_fetch_timeout"]),
+    ("envoy.config.core.v3.ConfigSource", &["ads", "api_config_source", "resource_api_version", "initial_fetch_timeout"]),
     ("envoy.config.core.v3.AggregatedConfigSource", &["*"]),
     ("envoy.config.core.v3.ApiConfigSource", &["api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only", "~refresh_delay", "~request_timeout", "~rate_limit_settings"]),
     ("envoy.config.core.v3.RateLimitSettings", &["*"]),
@@ -71,7 +71,21 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.listener.original_dst.v3.OriginalDst", &["*"]),
     ("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", &["~initial_read_buffer_size", "~enable_ja3_fingerprinting"]),
     ("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", &["*"]),
-    ("envoy.config.listener.v3.FilterChain", &["filter_chain_match", "filters", "name", "~metadata", "~transport_socket_connect_timeout"]),
+    ("envoy.config.listener.v3.FilterChain", &["filter_chain_match", "filters", "name", "~metadata", "~transport_socket_connect_timeout", "transport_socket"]),
+    // TLS
+    ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),
+    ("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", &["*"]),
+    ("envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", &["common_tls_context", "require_client_certificate", "~session_timeout", "~disable_stateful_session_resumption", "~session_ticket_keys", "~disable_stateless_session_resumption"]),
+    ("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", &["common_tls_context", "sni", "~allow_renegotiation", "~max_session_keys"]),
+    ("envoy.extensions.transport_sockets.tls.v3.CommonTlsContext", &["tls_params", "tls_certificates", "tls_certificate_sds_secret_configs", "validation_context", "validation_context_sds_secret_config", "combined_validation_context", "alpn_protocols"]),
+    ("envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext", &["default_validation_context", "validation_context_sds_secret_config"]),
+    ("envoy.extensions.transport_sockets.tls.v3.TlsParameters", &["tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites", "ecdh_curves"]),
+    ("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", &["certificate_chain", "private_key"]),
+    ("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", &["trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names"]),
+    ("envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", &["san_type", "matcher"]),
+    ("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig", &["name", "sds_config"]),
+    ("envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys", &["*"]),
+    ("envoy.extensions.transport_sockets.tls.v3.Secret", &["name", "tls_certificate", "validation_context"]),
     ("envoy.config.listener.v3.FilterChainMatch", &["destination_port", "prefix_ranges", "direct_source_prefix_ranges", "source_type", "source_prefix_ranges", "source_ports", "server_names", "transport_protocol", "application_protocols"]),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     // network filters
@@ -113,7 +127,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     // clusters
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "cleanup_interval", "original_dst_lb_config", "upstream_bind_config", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "cleanup_interval", "original_dst_lb_config", "upstream_bind_config", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket"]),
     ("envoy.config.cluster.v3.UpstreamConnectionOptions", &["*"]),
     ("envoy.config.cluster.v3.Cluster.OriginalDstLbConfig", &["use_http_header", "http_header_name", "upstream_port_override", "metadata_key"]),
     ("envoy.config.core.v3.BindConfig", &["source_address", "freebind"]),

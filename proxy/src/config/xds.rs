@@ -46,6 +46,48 @@ pub fn ads_source(cs: &ConfigSource, path: &str) -> Result<Option<Duration>> {
     )
 }
 
+/// The config source of an SDS secret: `ads: {}`, or a gRPC `api_config_source` naming one
+/// `envoy_grpc` cluster.
+pub fn sds_source(cs: &ConfigSource, path: &str) -> Result<super::tls::SdsSource> {
+    use super::tls::SdsSource;
+    if cs.resource_api_version == 1 {
+        return err(
+            &format!("{path}.resource_api_version"),
+            "only the v3 API is supported",
+        );
+    }
+    match &cs.config_source_specifier {
+        Some(ConfigSourceSpecifier::Ads(_)) => Ok(SdsSource::Ads),
+        Some(ConfigSourceSpecifier::ApiConfigSource(a)) => {
+            let ap = format!("{path}.api_config_source");
+            if a.api_type != 2 {
+                return err(&format!("{ap}.api_type"), "only GRPC is supported for SDS");
+            }
+            match a.grpc_services.as_slice() {
+                [g] => match &g.target_specifier {
+                    Some(TargetSpecifier::EnvoyGrpc(e)) if !e.cluster_name.is_empty() => {
+                        Ok(SdsSource::Api {
+                            cluster: e.cluster_name.clone(),
+                        })
+                    }
+                    _ => err(
+                        &format!("{ap}.grpc_services[0]"),
+                        "an envoy_grpc cluster_name is required (google_grpc is not supported yet)",
+                    ),
+                },
+                _ => err(
+                    &format!("{ap}.grpc_services"),
+                    "exactly one grpc_service is required",
+                ),
+            }
+        }
+        _ => err(
+            path,
+            "only `ads: {}` and gRPC api_config_source are supported for SDS",
+        ),
+    }
+}
+
 pub fn dynamic(d: &DynamicResources, path: &str) -> Result<Dynamic> {
     let Some(ads) = &d.ads_config else {
         return err(

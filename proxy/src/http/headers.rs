@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_ENVOY_EXPECTED_TIMEOUT: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
@@ -129,8 +130,12 @@ pub fn mutate_request(
     h: &mut HeaderMap,
     hcm: &HttpConnMgr,
     remote: SocketAddr,
+    tls: bool,
     internal_only: &[HeaderName],
 ) {
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    // forward_client_cert_details SANITIZE (Envoy's default): the client's claim is dropped.
+    h.remove(&X_FORWARDED_CLIENT_CERT);
     // The address the request is taken to come from: the connection's peer with
     // use_remote_address, else the last x-forwarded-for entry when there is one.
     let mut effective = remote.ip().to_canonical();
@@ -150,7 +155,7 @@ pub fn mutate_request(
                 h.insert(X_FORWARDED_FOR.clone(), v);
             }
         }
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), proto);
     } else {
         if let Some(last) = h
             .get(&X_FORWARDED_FOR)
@@ -162,7 +167,7 @@ pub fn mutate_request(
             }
         }
         if !h.contains_key(&X_FORWARDED_PROTO) {
-            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            h.insert(X_FORWARDED_PROTO.clone(), proto);
         }
     }
     let internal = hcm.internal.iter().any(|c| c.contains(effective));

@@ -15,7 +15,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Envoy's `http.<stat_prefix>.*` counters used here.
 pub struct HcmStats {
@@ -91,13 +90,15 @@ pub struct ConnCtx {
     pub remote: SocketAddr,
     /// The restored original destination (what an ORIGINAL_DST cluster connects to).
     pub original_dst: Option<SocketAddr>,
+    /// The downstream connection is TLS (x-forwarded-proto `https`).
+    pub tls: bool,
     pub activity: Arc<idle::Activity>,
 }
 
 pub async fn serve(
     server: Arc<Server>,
     hcm: Arc<HttpConnMgr>,
-    stream: TcpStream,
+    stream: crate::io::Stream,
     down: crate::listener::Downstream,
     listener_drain: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -113,6 +114,7 @@ pub async fn serve(
         local: down.local,
         remote: down.remote,
         original_dst: down.original_dst,
+        tls: stream.is_tls(),
         activity: activity.clone(),
     });
     let svc = service_fn(move |req| {

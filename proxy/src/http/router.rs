@@ -95,7 +95,13 @@ async fn dispatch(
         },
     };
     let table: &RouteTable = &table;
-    super::headers::mutate_request(req.headers_mut(), hcm, ctx.remote, &table.internal_only);
+    super::headers::mutate_request(
+        req.headers_mut(),
+        hcm,
+        ctx.remote,
+        ctx.tls,
+        &table.internal_only,
+    );
     *request_id = req.headers().get(&X_REQUEST_ID).cloned();
     match hcm.underscores {
         Underscores::Allow => {}

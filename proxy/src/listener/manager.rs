@@ -91,7 +91,7 @@ impl Manager {
             let (drain, drain_rx) = watch::channel(false);
             let target = Arc::new(Target {
                 cfg: Arc::new(ArcSwap::new(l.clone())),
-                stats: ListenerStats::new(&l.address),
+                stats: ListenerStats::new(&l.address, l.chains.iter().any(|c| c.tls.is_some())),
                 drain: drain_rx,
             });
             spawn(server.clone(), target.clone(), sock, removed);

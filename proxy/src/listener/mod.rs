@@ -2,8 +2,10 @@
 //! the HTTP connection manager.
 
 use crate::config::listener::{ConnInfo, Listener, NetworkFilter};
+use crate::io::Stream;
 use crate::snapshot::Server;
 use crate::stats::{listener_scope, registry, ActiveGuard, Counter, Gauge, Scope};
+use crate::tls::SslScope;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -23,8 +25,11 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
-    pub fn new(addr: &SocketAddr) -> Self {
+    pub fn new(addr: &SocketAddr, tls: bool) -> Self {
         let scope = listener_scope(addr);
+        if tls {
+            SslScope::Listener(scope.clone()).declare();
+        }
         let r = registry();
         ListenerStats {
             downstream_cx_total: r.counter(Scope::Listener(&scope), "downstream_cx_total"),
@@ -210,6 +215,16 @@ async fn handle(
         return;
     };
     tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
+    let stream = match &chain.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => {
+            let scope = SslScope::Listener(crate::stats::listener_scope(&cfg.address));
+            match tls.accept(stream, &scope).await {
+                Some(s) => Stream::Server(Box::new(s)),
+                None => return,
+            }
+        }
+    };
     let down = Downstream {
         local,
         remote,
