@@ -143,6 +143,19 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
         c.start();
     }
     let server = Server::new(bootstrap.clone(), snapshot, concurrency, cli.clone());
+    // Secrets of separate SDS servers named by static listeners and clusters.
+    let refs: Vec<_> = bootstrap
+        .listeners
+        .iter()
+        .flat_map(|l| crate::tls::sds::listener_refs(l))
+        .chain(
+            bootstrap
+                .clusters
+                .iter()
+                .flat_map(crate::tls::sds::cluster_refs),
+        )
+        .collect();
+    crate::tls::sds::clients().want(&server, &refs);
 
     if let Some(addr) = bootstrap.admin {
         match crate::listener::bind(addr) {

@@ -234,11 +234,13 @@ impl rustls::client::danger::ServerCertVerifier for NoNameCheck {
 /// What a TLS connection attempt ended in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Handshake done: the negotiated ALPN (empty: none) and the response status of one GET.
+    /// Handshake done: the negotiated ALPN (empty: none), the response status and body of one
+    /// GET, and the server's leaf certificate (DER).
     Ok {
         alpn: String,
         status: u16,
         body: String,
+        peer: Vec<u8>,
     },
     /// The handshake (or the first exchange) failed.
     Refused,
@@ -254,6 +256,13 @@ pub async fn get(port: u16, cfg: Arc<rustls::ClientConfig>, sni: &str, path: &st
             .connect(name, tcp)
             .await
             .ok()?;
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
         let alpn = tls
             .get_ref()
             .1
@@ -291,6 +300,7 @@ pub async fn get(port: u16, cfg: Arc<rustls::ClientConfig>, sni: &str, path: &st
             alpn,
             status,
             body: String::from_utf8_lossy(&body).into_owned(),
+            peer,
         })
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), run)
@@ -298,4 +308,46 @@ pub async fn get(port: u16, cfg: Arc<rustls::ClientConfig>, sni: &str, path: &st
         .ok()
         .flatten()
         .unwrap_or(Outcome::Refused)
+}
+
+/// The DER of the first certificate of a PEM chain.
+pub fn leaf_der(chain: &str) -> Vec<u8> {
+    certs(chain).first().map(|c| c.to_vec()).unwrap_or_default()
+}
+
+/// A kept-alive HTTP/1.1 connection over TLS.
+pub struct KeptAlive(hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>);
+
+impl KeptAlive {
+    pub async fn open(port: u16, cfg: Arc<rustls::ClientConfig>, sni: &str) -> Option<KeptAlive> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from(sni.to_string()).ok()?;
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        Some(KeptAlive(send))
+    }
+
+    /// One GET on the connection: its status, or 0 when the connection failed.
+    pub async fn get(&mut self, path: &str) -> u16 {
+        let Ok(req) = http::Request::get(path)
+            .header("host", "server.example.com")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+        else {
+            return 0;
+        };
+        match self.0.send_request(req).await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                status
+            }
+            Err(_) => 0,
+        }
+    }
 }

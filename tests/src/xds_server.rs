@@ -40,7 +40,7 @@ pub use admin::{observe_state, STATS};
 pub use env::{Step, XdsEnv, XdsSide, QUIET, WAIT};
 pub use log::{
     dump, is_wildcard_type, node_summary, short, StreamKind, XdsRequest, XdsResponse, CLUSTER,
-    ENDPOINT, LISTENER, ROUTE,
+    ENDPOINT, LISTENER, ROUTE, SECRET,
 };
 use service::{Ads, Shared};
 

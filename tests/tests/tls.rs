@@ -46,7 +46,9 @@ fn pki() -> Pki {
 fn describe(o: &Outcome) -> String {
     match o {
         Outcome::Refused => "refused".to_string(),
-        Outcome::Ok { alpn, status, body } => {
+        Outcome::Ok {
+            alpn, status, body, ..
+        } => {
             let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
             let h = &json["headers"];
             format!(

@@ -22,6 +22,7 @@ pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listene
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// Where the control plane listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,9 @@ pub struct AdsConfig {
     pub wildcard: Vec<&'static str>,
     /// Incremental xDS (`DELTA_GRPC`) instead of state of the world.
     pub delta: bool,
+    /// A separate SDS server: the `SecretDiscoveryService/StreamSecrets` RPC (state of the
+    /// world) instead of ADS.
+    pub sds: bool,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
@@ -95,7 +99,7 @@ struct TypeState {
 /// Starts the client on the current runtime.
 pub fn spawn(cfg: AdsConfig, handler: Arc<dyn Handler>) -> AdsHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let session = if cfg.delta {
+    let session = if cfg.delta && !cfg.sds {
         Session::Delta(crate::delta::Client::new(cfg))
     } else {
         Session::Sotw(Client::new(cfg))
@@ -290,6 +294,26 @@ pub(crate) async fn connect(
     Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX))
 }
 
+type SdsClient = envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient<tonic::transport::Channel>;
+
+/// The state-of-the-world client of either service.
+enum Grpc {
+    Ads(AggregatedDiscoveryServiceClient<tonic::transport::Channel>),
+    Sds(SdsClient),
+}
+
+async fn connect_sotw(cfg: &AdsConfig) -> Result<Grpc, StreamEnd> {
+    if !cfg.sds {
+        return Ok(Grpc::Ads(connect(cfg).await?));
+    }
+    let channel = crate::channel::connect(&cfg.target, cfg.connect_timeout)
+        .await
+        .map_err(|e| before(format!("connect: {e}")))?;
+    Ok(Grpc::Sds(
+        SdsClient::new(channel).max_decoding_message_size(usize::MAX),
+    ))
+}
+
 /// One stream: connect, (re)send every subscription with the last accepted versions, then
 /// answer responses and subscription changes until the stream ends.
 async fn stream_once(
@@ -297,7 +321,7 @@ async fn stream_once(
     handler: &dyn Handler,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> Result<(), StreamEnd> {
-    let mut grpc = connect(&client.cfg).await?;
+    let mut grpc = connect_sotw(&client.cfg).await?;
     let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
     let mut first = true;
     for t in client.order.clone() {
@@ -307,9 +331,12 @@ async fn stream_once(
         let _ = tx.send(client.request(&t, first, None));
         first = false;
     }
-    let mut inbound = grpc
-        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
-        .await
+    let requests = UnboundedReceiverStream::new(rx);
+    let opened = match &mut grpc {
+        Grpc::Ads(c) => c.stream_aggregated_resources(requests).await,
+        Grpc::Sds(c) => c.stream_secrets(requests).await,
+    };
+    let mut inbound = opened
         .map_err(|s| before(format!("open stream: {s}")))?
         .into_inner();
     handler.connected(true);

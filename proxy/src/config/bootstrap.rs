@@ -208,7 +208,7 @@ fn check_route_clusters(l: &Listener, clusters: &HashSet<String>, path: &str) ->
 
 /// The control plane's address: the single endpoint of the static cluster ADS names (a socket
 /// address, or a Unix socket `pipe` as Istio's sidecar uses).
-fn xds_target(clusters: &[Cluster], name: &str) -> Result<ferry_xds::ads::Target> {
+pub fn xds_target(clusters: &[Cluster], name: &str) -> Result<ferry_xds::ads::Target> {
     let path = "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name";
     let Some(c) = clusters.iter().find(|c| c.name == name) else {
         return err(path, format!("unknown static cluster '{name}'"));

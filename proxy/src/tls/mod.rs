@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod san;
+pub mod sds;
 pub mod secrets;
 pub mod server;
 pub mod verify;

@@ -44,7 +44,9 @@ impl XdsState {
         let mut desired = Vec::new();
         let mut warming = 0u64;
         for (name, a) in wanted {
-            if rds_names(&a.value).all(|r| res.routes.contains_key(r)) {
+            if rds_names(&a.value).all(|r| res.routes.contains_key(r))
+                && crate::tls::sds::listener_ready(&a.value)
+            {
                 desired.push(a.value.clone());
             } else {
                 warming += 1;
@@ -152,6 +154,7 @@ impl XdsState {
             .map(|c| c.value.cfg.eds_service_name.clone())
             .collect();
         self.subscribe(ads::ENDPOINT, eds);
+        self.want_secrets(res);
         // Envoy counts a config reload when clusters are added or changed, not for removals alone.
         let changed = added + modified > 0;
         finish(
@@ -322,6 +325,7 @@ impl XdsState {
             }
         }
         self.subscribe(ads::ROUTE, pairs.into_iter().map(|(n, _)| n).collect());
+        self.want_secrets(res);
         let changed = added + modified + removed > 0;
         finish(
             &self.stats.lds,
@@ -330,6 +334,24 @@ impl XdsState {
             resources.is_empty(),
             errors,
         )
+    }
+
+    /// SDS secrets over ADS: stored by name; listeners waiting for them start.
+    pub(super) fn apply_secrets(
+        &self,
+        res: &mut Resources,
+        version: &str,
+        resources: Vec<Any>,
+    ) -> Result<(), String> {
+        let result = crate::tls::sds::apply(version, &resources);
+        res.received.insert(ads::SECRET);
+        if let Some(server) = self.server() {
+            let wanted = res.listeners.clone();
+            for (name, e) in self.run_listeners(res, &server, &wanted) {
+                tracing::warn!(listener = %name, "cannot start listener: {e}");
+            }
+        }
+        result
     }
 
     pub(super) fn apply_routes(

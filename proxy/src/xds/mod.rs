@@ -70,6 +70,7 @@ pub struct XdsState {
     wants_lds: bool,
     wants_cds: bool,
     lds_requested: std::sync::atomic::AtomicBool,
+    secrets_asked: std::sync::atomic::AtomicBool,
 }
 
 impl XdsState {
@@ -93,6 +94,7 @@ impl XdsState {
             wants_lds: dynamic.lds,
             wants_cds: dynamic.cds,
             lds_requested: std::sync::atomic::AtomicBool::new(false),
+            secrets_asked: std::sync::atomic::AtomicBool::new(false),
         });
         // Envoy asks for clusters first and for listeners once the clusters are initialised.
         let mut wildcard = Vec::new();
@@ -109,6 +111,7 @@ impl XdsState {
             node: node(server),
             node_on_first_only: dynamic.node_on_first_only,
             delta: dynamic.delta,
+            sds: false,
             wildcard,
             backoff_base: std::time::Duration::from_millis(500),
             backoff_max: std::time::Duration::from_secs(30),
@@ -120,6 +123,7 @@ impl XdsState {
         let _ = state.me.set(Arc::downgrade(&state));
         let handle = ads::spawn(cfg, state.clone());
         let _ = state.handle.set(handle);
+        state.want_secrets(&Resources::default());
         // Clusters that never get their endpoints do not hold listeners back for ever.
         if let Some(t) = dynamic.initial_fetch_timeout {
             let s = state.clone();
@@ -160,6 +164,35 @@ impl XdsState {
     fn subscribe(&self, type_url: &str, names: BTreeSet<String>) {
         if let Some(h) = self.handle.get() {
             h.subscribe(type_url, names);
+        }
+    }
+
+    /// Asks for the SDS secrets that static and dynamic listeners and clusters name: over ADS,
+    /// or from their separate SDS servers.
+    fn want_secrets(&self, res: &Resources) {
+        let Some(server) = self.server() else { return };
+        let b = &server.bootstrap;
+        let mut refs: Vec<crate::config::tls::SdsRef> = Vec::new();
+        for l in b
+            .listeners
+            .iter()
+            .chain(res.listeners.values().map(|a| &a.value))
+        {
+            refs.extend(crate::tls::sds::listener_refs(l));
+        }
+        for c in b
+            .clusters
+            .iter()
+            .chain(res.clusters.values().map(|a| &a.value.cfg))
+        {
+            refs.extend(crate::tls::sds::cluster_refs(c));
+        }
+        let from_ads = crate::tls::sds::clients().want(&server, &refs);
+        // No request for secrets until one is named (an empty list would ask for all of them).
+        use std::sync::atomic::Ordering::Relaxed;
+        if !from_ads.is_empty() || self.secrets_asked.load(Relaxed) {
+            self.secrets_asked.store(true, Relaxed);
+            self.subscribe(ads::SECRET, from_ads);
         }
     }
 
@@ -211,6 +244,7 @@ impl Handler for XdsState {
             ads::ENDPOINT => self.apply_assignments(&mut res, version, resources),
             ads::LISTENER => self.apply_listeners(&mut res, version, resources),
             ads::ROUTE => self.apply_routes(&mut res, version, resources),
+            ads::SECRET => self.apply_secrets(&mut res, version, resources),
             other => Err(format!("resource type {other} is not supported by Ferry")),
         };
         self.check_initialized(&res);
@@ -234,7 +268,7 @@ impl Handler for XdsState {
 }
 
 /// The node as Envoy sends it: the bootstrap's node with the CLI overrides, and this build.
-fn node(server: &Server) -> envoy_types::pb::envoy::config::core::v3::Node {
+pub fn node(server: &Server) -> envoy_types::pb::envoy::config::core::v3::Node {
     use envoy_types::pb::envoy::config::core::v3::{node::UserAgentVersionType, Node};
     // The typed bootstrap carries the node with the CLI overrides applied.
     let raw = server.bootstrap.raw_message();

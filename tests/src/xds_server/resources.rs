@@ -220,3 +220,83 @@ pub fn static_cluster(name: &str, ip: &str, port: u16) -> (String, Any) {
     });
     raw(name, &c)
 }
+
+/// SDS: a `tls_certificate` secret with the PEM chain and key inline.
+pub fn secret_cert(name: &str, chain: &str, key: &str) -> (String, Any) {
+    use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        secret, Secret, TlsCertificate,
+    };
+    let inline = |s: &str| {
+        Some(DataSource {
+            specifier: Some(Specifier::InlineString(s.to_string())),
+            ..Default::default()
+        })
+    };
+    let s = Secret {
+        name: name.to_string(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: inline(chain),
+            private_key: inline(key),
+            ..Default::default()
+        })),
+    };
+    raw(name, &s)
+}
+
+/// SDS: a `validation_context` secret trusting the PEM CA bundle.
+pub fn secret_ca(name: &str, ca: &str) -> (String, Any) {
+    use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        secret, CertificateValidationContext, Secret,
+    };
+    let s = Secret {
+        name: name.to_string(),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(DataSource {
+                    specifier: Some(Specifier::InlineString(ca.to_string())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
+    };
+    raw(name, &s)
+}
+
+/// A listener (as `listener_http` makes it) whose filter chain terminates mTLS with the
+/// certificate and CA secrets named, both over ADS, a client certificate required.
+pub fn with_mtls(listener: (String, Any), cert: &str, ca: &str) -> (String, Any) {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CommonTlsContext, DownstreamTlsContext,
+        SdsSecretConfig,
+    };
+    let (name, any_l) = listener;
+    let mut l = Listener::decode(any_l.value.as_slice()).expect("listener");
+    let sds = |n: &str| SdsSecretConfig {
+        name: n.to_string(),
+        sds_config: Some(ads_source()),
+    };
+    let ctx = DownstreamTlsContext {
+        require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: true,
+        }),
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds(cert)],
+            validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
+                sds(ca),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for c in &mut l.filter_chains {
+        c.transport_socket = Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".to_string(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+        });
+    }
+    raw(&name, &l)
+}

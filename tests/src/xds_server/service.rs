@@ -11,6 +11,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
@@ -102,10 +105,59 @@ impl AggregatedDiscoveryService for Ads {
     }
 }
 
+/// The same state of the world streams for secrets: a separate SDS server (Istio's agent
+/// serves `StreamSecrets` on its Unix socket).
+#[tonic::async_trait]
+impl SecretDiscoveryService for Ads {
+    type StreamSecretsStream = UnboundedReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaSecretsStream = UnboundedReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open(Sender::Sotw(tx), request.into_inner(), Inner::on_sotw);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn delta_secrets(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open(Sender::Delta(tx), request.into_inner(), Inner::on_delta);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented("fetch_secrets"))
+    }
+}
+
+/// Both services on one connection, by path.
+#[derive(Clone)]
+pub(crate) struct Services {
+    ads: AggregatedDiscoveryServiceServer<Ads>,
+    sds: SecretDiscoveryServiceServer<Ads>,
+}
+
+impl Services {
+    fn new(ads: Ads) -> Services {
+        Services {
+            ads: AggregatedDiscoveryServiceServer::new(ads.clone()),
+            sds: SecretDiscoveryServiceServer::new(ads),
+        }
+    }
+}
+
 /// Accepts HTTP/2 connections on `listener` until the task is aborted;
 /// aborting drops every connection (the `JoinSet` aborts its tasks).
 pub(crate) async fn serve(listener: TcpListener, ads: Ads) {
-    let svc = AggregatedDiscoveryServiceServer::new(ads);
+    let svc = Services::new(ads);
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -121,7 +173,7 @@ pub(crate) async fn serve(listener: TcpListener, ads: Ads) {
 
 /// The same service on a Unix domain socket (Istio's agent serves xDS this way).
 pub(crate) async fn serve_unix(listener: tokio::net::UnixListener, ads: Ads) {
-    let svc = AggregatedDiscoveryServiceServer::new(ads);
+    let svc = Services::new(ads);
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -134,15 +186,26 @@ pub(crate) async fn serve_unix(listener: tokio::net::UnixListener, ads: Ads) {
     }
 }
 
-fn serve_conn<S>(conns: &mut JoinSet<()>, svc: AggregatedDiscoveryServiceServer<Ads>, stream: S)
+fn serve_conn<S>(conns: &mut JoinSet<()>, svc: Services, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     conns.spawn(async move {
-        let service = hyper::service::service_fn(move |req| {
-            let mut svc = svc.clone();
-            async move { svc.call(req).await }
-        });
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let mut svc = svc.clone();
+                async move {
+                    if req
+                        .uri()
+                        .path()
+                        .starts_with("/envoy.service.secret.v3.SecretDiscoveryService/")
+                    {
+                        svc.sds.call(req).await
+                    } else {
+                        svc.ads.call(req).await
+                    }
+                }
+            });
         let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(stream), service)
             .await;
