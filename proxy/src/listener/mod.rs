@@ -160,6 +160,13 @@ async fn handle(
     remote: SocketAddr,
 ) {
     let mut cfg = target.cfg.load_full();
+    // A wildcard (or transparent) listener's connection has its own local address: the one
+    // destination IP matching and TPROXY's original destination need.
+    if local.ip().is_unspecified() || cfg.transparent {
+        if let Ok(a) = stream.local_addr() {
+            local = a;
+        }
+    }
     let mut restored = None;
     if cfg.inspectors.original_dst {
         if let Some(dst) = original_dst::original_dst(&stream, local, cfg.transparent) {
