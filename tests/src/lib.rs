@@ -29,6 +29,7 @@ pub mod netns;
 pub mod normalise;
 pub mod ports;
 pub mod proxy;
+pub mod sidecar;
 pub mod tls;
 pub mod xds_server;
 

@@ -250,3 +250,39 @@ impl Drop for XdsServer {
         self.stop();
     }
 }
+
+/// A bootstrap taking listeners and clusters over ADS from a control plane on a Unix socket
+/// (the `xds-grpc` pipe cluster of Istio's sidecar bootstrap), admin on 127.0.0.1:`admin`.
+pub fn ads_uds_bootstrap(
+    socket: &std::path::Path,
+    node_id: &str,
+    cluster: &str,
+    admin: u16,
+) -> String {
+    format!(
+        r#"
+node: {{ id: "{node_id}", cluster: "{cluster}" }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds-grpc }} }}]
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ pipe: {{ path: "{}" }} }} }} }}] }}]
+"#,
+        socket.display()
+    )
+}

@@ -11,10 +11,10 @@
 
 use ferry_tests::client::{self, HttpRequest};
 use ferry_tests::netns::{root_or_skip, Netns, PodPair};
-use ferry_tests::proxy::{envoy_or_skip, ferry_bin, TempDir};
+use ferry_tests::proxy::{envoy_or_skip, ferry_bin};
+use ferry_tests::sidecar::{ferry_iptables_bin, Sidecar};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -148,75 +148,10 @@ fn get(s: &Stats, k: &str) -> u64 {
     s.get(k).copied().unwrap_or(0)
 }
 
-fn ferry_iptables_bin() -> PathBuf {
-    let p = ferry_bin().with_file_name("ferry-iptables");
-    assert!(
-        p.is_file(),
-        "ferry-iptables not found at {} — run `cargo build -p ferry-iptables`",
-        p.display()
-    );
-    p
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Redirect,
     Tproxy,
-}
-
-/// Ferry in the pod, as UID/GID 1337 (with CAP_NET_ADMIN for transparent sockets, as Istio
-/// grants in TPROXY mode). The binary and config are copied where UID 1337 can read them.
-struct Sidecar {
-    child: Child,
-    dir: TempDir,
-}
-
-impl Sidecar {
-    fn start(pod: &Netns, mode: Mode, proxy: &Path) -> Sidecar {
-        let dir = TempDir::new("capture");
-        let bin = dir.path().join("sidecar");
-        std::fs::copy(proxy, &bin).expect("copy the proxy binary");
-        let template = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/capture/sidecar.yaml"),
-        )
-        .expect("sidecar.yaml");
-        let transparent = if mode == Mode::Tproxy {
-            "true"
-        } else {
-            "false"
-        };
-        let cfg = dir.path().join("sidecar.yaml");
-        std::fs::write(&cfg, template.replace("{{TRANSPARENT}}", transparent)).expect("write");
-        let log = std::fs::File::create(dir.path().join("ferry.log")).expect("log");
-        let child = pod.spawn(
-            Command::new("setpriv")
-                .args([
-                    "--reuid=1337",
-                    "--regid=1337",
-                    "--clear-groups",
-                    "--inh-caps=+net_admin",
-                    "--ambient-caps=+net_admin",
-                ])
-                .arg(&bin)
-                .arg("-c")
-                .arg(&cfg)
-                .args(["--concurrency", "1", "--disable-hot-restart", "-l", "debug"])
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log),
-        );
-        Sidecar { child, dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("ferry.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The ruleset of both families, for comparing before and after `--clean`.
@@ -301,18 +236,14 @@ fn observe(mode: Mode, bin: &Path) -> Vec<String> {
     ];
     pod.exec_ok(&capture_args);
 
-    let sidecar = Sidecar::start(pod, mode, bin);
-    let ready = pod.block_on(|| async {
-        for _ in 0..100 {
-            if let Ok(r) = client::admin_get(15000, "/ready").await {
-                if r.status == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    });
+    let template = include_str!("../configs/capture/sidecar.yaml");
+    let transparent = if mode == Mode::Tproxy {
+        "true"
+    } else {
+        "false"
+    };
+    let sidecar = Sidecar::start(pod, bin, &template.replace("{{TRANSPARENT}}", transparent));
+    let ready = sidecar.wait_ready(pod);
     assert!(
         ready,
         "{} did not become ready:\n{}",

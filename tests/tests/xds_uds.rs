@@ -11,36 +11,8 @@ use ferry_tests::xds_server::resources::{self, Routes};
 use ferry_tests::xds_server::{XdsServer, CLUSTER, LISTENER};
 use ferry_tests::{echo, ports, ProxyKind};
 
-fn bootstrap(socket: &std::path::Path) -> String {
-    format!(
-        r#"
-node: {{ id: uds-test, cluster: ferry-tests }}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN}}}} }} }}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds-grpc }} }}]
-  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
-  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ pipe: {{ path: "{}" }} }} }}
-"#,
-        socket.display()
-    )
+fn bootstrap(socket: &std::path::Path, admin: u16) -> String {
+    ferry_tests::xds_server::ads_uds_bootstrap(socket, "uds-test", "ferry-tests", admin)
 }
 
 /// Starts `kind` against a control plane on a Unix socket; returns the status and upstream of
@@ -73,7 +45,7 @@ async fn through_uds(kind: ProxyKind, bin: &std::path::Path) -> (u16, String) {
     let mut p = Proxy::spawn(
         kind,
         bin,
-        &bootstrap(&socket).replace("{{ADMIN}}", &admin.to_string()),
+        &bootstrap(&socket, admin),
         BTreeMap::from([("ADMIN".to_string(), admin)]),
         &[],
     );

@@ -11,7 +11,14 @@ use tokio::net::TcpStream;
 
 pub struct ServerTls {
     pub cfg: DownstreamTls,
-    built: super::Cached<ServerConfig>,
+    built: super::Cached<Configs>,
+}
+
+/// The context with its ALPN list, and the same without: when the client offers none of the
+/// protocols, Envoy goes on without ALPN (rustls alone would fail the handshake).
+pub struct Configs {
+    alpn: Arc<ServerConfig>,
+    plain: Arc<ServerConfig>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -44,7 +51,7 @@ impl ServerTls {
         }
     }
 
-    fn build(&self) -> Result<(Vec<u64>, ServerConfig), NotReady> {
+    fn build(&self) -> Result<(Vec<u64>, Configs), NotReady> {
         let c = &self.cfg.common;
         let mut seen = Vec::new();
         let certs = certificates(c, &mut seen)?;
@@ -70,13 +77,20 @@ impl ServerTls {
                 ))),
             _ => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(Certs(keys)));
-        config.alpn_protocols = c.alpn.clone();
-        Ok((seen, config))
+        let plain = builder.with_cert_resolver(Arc::new(Certs(keys)));
+        let mut alpn = plain.clone();
+        alpn.alpn_protocols = c.alpn.clone();
+        Ok((
+            seen,
+            Configs {
+                alpn: Arc::new(alpn),
+                plain: Arc::new(plain),
+            },
+        ))
     }
 
     /// The current server config (rebuilt when a secret changed since it was built).
-    pub fn config(&self) -> Result<Arc<ServerConfig>, NotReady> {
+    pub fn config(&self) -> Result<Arc<Configs>, NotReady> {
         self.built.get(&self.cfg.common, || self.build())
     }
 
@@ -94,7 +108,27 @@ impl ServerTls {
                 return None;
             }
         };
-        match tokio_rustls::TlsAcceptor::from(config).accept(tcp).await {
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let start = match acceptor.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                stats.failed(&e);
+                return None;
+            }
+        };
+        let wanted = &config.alpn.alpn_protocols;
+        let overlap = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| wanted.iter().any(|w| w == p)));
+        let chosen = if wanted.is_empty() || overlap {
+            config.alpn.clone()
+        } else {
+            config.plain.clone()
+        };
+        match start.into_stream(chosen).await {
             Ok(s) => {
                 stats.handshake(s.get_ref().1);
                 if s.get_ref().1.peer_certificates().is_none() {

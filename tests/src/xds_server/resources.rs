@@ -300,3 +300,14 @@ pub fn with_mtls(listener: (String, Any), cert: &str, ca: &str) -> (String, Any)
     }
     raw(&name, &l)
 }
+
+/// A resource written as Envoy YAML (proto3 JSON mapping, `typed_config` by `@type`), named.
+pub fn from_yaml<T: Message + Name>(yaml: &str) -> Any {
+    let desc = ferry::config::load::descriptor(&T::full_name());
+    let msg = ferry::config::load::from_yaml(yaml.as_bytes(), &desc, false)
+        .unwrap_or_else(|e| panic!("{} from YAML: {e}\n{yaml}", T::full_name()));
+    Any {
+        type_url: T::type_url(),
+        value: msg.encode_to_vec(),
+    }
+}
