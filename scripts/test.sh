@@ -7,8 +7,8 @@ bash scripts/setup.sh
 export ENVOY_BIN="${ENVOY_BIN:-$(cat target/envoy-bin)}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# The end-to-end tests run the ferry binary itself (same profile as the tests).
-cargo build -p ferry
+# The end-to-end tests run the ferry and ferry-iptables binaries themselves (same profile).
+cargo build -p ferry -p ferry-iptables
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
