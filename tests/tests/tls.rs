@@ -150,6 +150,19 @@ async fn tls_termination_and_origination() {
             names.push(format!("cluster.{c}.ssl.fail_verify_error"));
             names.push(format!("cluster.{c}.upstream_cx_connect_fail"));
         }
+        // /certs: every TLS context's CA and certificate (order aside).
+        let certs = client::admin_get(px.admin_port(), "/certs")
+            .await
+            .map(|r| r.text())
+            .unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&certs).unwrap_or_default();
+        let mut entries: Vec<String> = json["certificates"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e.to_string()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        got.push(format!("/certs: {} contexts", entries.len()));
+        got.extend(entries.into_iter().map(|e| format!("/certs: {e}")));
         // Let the server side finish counting the failed handshakes.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         for s in stats_of(px.admin_port(), &names).await {
@@ -177,6 +190,17 @@ async fn tls_termination_and_origination() {
     ] {
         assert!(ferry.contains(&want), "missing {want:?} in {ferry:#?}");
     }
+    // mtls and tls12 listeners, four origination clusters.
+    assert!(
+        ferry.contains(&"/certs: 6 contexts".to_string()),
+        "{ferry:#?}"
+    );
+    assert!(
+        ferry
+            .iter()
+            .any(|l| l.contains("\"uri\":\"spiffe://cluster.local/ns/default/sa/server\"")),
+        "{ferry:#?}"
+    );
     if let [(_, envoy), (_, ferry)] = results.as_slice() {
         let diffs: Vec<String> = envoy
             .iter()

@@ -177,7 +177,7 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
         "/certs" => reply(
             StatusCode::OK,
             "application/json",
-            "{\n \"certificates\": []\n}\n".into(),
+            crate::tls::certs::render(server),
         ),
         "/healthcheck/fail" => {
             server

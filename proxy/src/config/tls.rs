@@ -21,6 +21,8 @@ pub const UPSTREAM: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTl
 pub struct Certificate {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// Where the chain came from (`/certs`): its file, or `<inline>`.
+    pub path: String,
 }
 
 /// Which kind of subject alternative name a matcher looks at.
@@ -45,6 +47,8 @@ pub struct SanMatcher {
 pub struct Validation {
     /// Trusted CAs; without them the peer's certificate is not verified at all (Envoy's rule).
     pub trusted_ca: Vec<CertificateDer<'static>>,
+    /// Where the CAs came from (`/certs`): their file, or `<inline>`.
+    pub ca_path: String,
     pub san: Vec<SanMatcher>,
 }
 
@@ -145,15 +149,20 @@ pub const CIPHERS: &[&str] = &[
 
 pub const CURVES: &[&str] = &["X25519", "P-256", "P-384"];
 
-fn data(d: &Option<DataSource>, path: &str) -> Result<Option<Vec<u8>>> {
+/// The bytes of a data source and where they came from (a file name, or `<inline>`).
+fn data(d: &Option<DataSource>, path: &str) -> Result<Option<(Vec<u8>, String)>> {
     let Some(d) = d else { return Ok(None) };
+    let inline = || "<inline>".to_string();
     Ok(match &d.specifier {
-        Some(DataSpec::InlineString(s)) => Some(s.clone().into_bytes()),
-        Some(DataSpec::InlineBytes(b)) => Some(b.clone()),
-        Some(DataSpec::Filename(f)) => Some(std::fs::read(f).map_err(|e| ConfigError {
-            path: format!("{path}.filename"),
-            msg: format!("cannot read {f}: {e}"),
-        })?),
+        Some(DataSpec::InlineString(s)) => Some((s.clone().into_bytes(), inline())),
+        Some(DataSpec::InlineBytes(b)) => Some((b.clone(), inline())),
+        Some(DataSpec::Filename(f)) => Some((
+            std::fs::read(f).map_err(|e| ConfigError {
+                path: format!("{path}.filename"),
+                msg: format!("cannot read {f}: {e}"),
+            })?,
+            f.clone(),
+        )),
         Some(_) => return err(path, "this data source is not supported by Ferry"),
         None => None,
     })
@@ -175,11 +184,11 @@ fn certs_pem(pem: &[u8], path: &str) -> Result<Vec<CertificateDer<'static>>> {
 impl Certificate {
     pub fn from_proto(c: &pb::TlsCertificate, path: &str) -> Result<Certificate> {
         let cp = format!("{path}.certificate_chain");
-        let Some(chain) = data(&c.certificate_chain, &cp)? else {
+        let Some((chain, chain_path)) = data(&c.certificate_chain, &cp)? else {
             return err(&cp, "a certificate chain is required");
         };
         let kp = format!("{path}.private_key");
-        let Some(key) = data(&c.private_key, &kp)? else {
+        let Some((key, _)) = data(&c.private_key, &kp)? else {
             return err(&kp, "a private key is required");
         };
         let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| ConfigError {
@@ -194,15 +203,16 @@ impl Certificate {
         Ok(Certificate {
             chain: certs_pem(&chain, &cp)?,
             key,
+            path: chain_path,
         })
     }
 }
 
 impl Validation {
     pub fn from_proto(v: &pb::CertificateValidationContext, path: &str) -> Result<Validation> {
-        let trusted_ca = match data(&v.trusted_ca, &format!("{path}.trusted_ca"))? {
-            Some(pem) => certs_pem(&pem, &format!("{path}.trusted_ca"))?,
-            None => Vec::new(),
+        let (trusted_ca, ca_path) = match data(&v.trusted_ca, &format!("{path}.trusted_ca"))? {
+            Some((pem, from)) => (certs_pem(&pem, &format!("{path}.trusted_ca"))?, from),
+            None => (Vec::new(), String::new()),
         };
         let mut san = Vec::new();
         for (i, m) in v.match_typed_subject_alt_names.iter().enumerate() {
@@ -238,7 +248,11 @@ impl Validation {
                 )?,
             });
         }
-        Ok(Validation { trusted_ca, san })
+        Ok(Validation {
+            trusted_ca,
+            ca_path,
+            san,
+        })
     }
 }
 

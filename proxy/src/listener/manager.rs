@@ -129,6 +129,12 @@ impl Manager {
         map.get(&SocketAddr::new(any, dst.port())).cloned()
     }
 
+    /// The current config of every running listener.
+    pub fn configs(&self) -> Vec<Arc<Listener>> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.values().map(|r| r.target.cfg.load_full()).collect()
+    }
+
     /// `(name, address)` of every running listener.
     pub fn list(&self) -> Vec<(String, SocketAddr)> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());

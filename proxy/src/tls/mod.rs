@@ -2,6 +2,7 @@
 //! clusters, Envoy's peer verification and `ssl.*` stats. Contexts built from SDS secrets are
 //! rebuilt at the first handshake after a secret changes.
 
+pub mod certs;
 pub mod client;
 pub mod san;
 pub mod sds;
@@ -78,7 +79,7 @@ pub enum NotReady {
 }
 
 /// The certificates of a context, resolving SDS names; plus the slot versions they came from.
-fn certificates(
+pub(crate) fn certificates(
     c: &CommonTls,
     seen: &mut Vec<u64>,
 ) -> Result<Vec<Arc<crate::config::tls::Certificate>>, NotReady> {
@@ -100,7 +101,10 @@ fn certificates(
 }
 
 /// The validation context, resolving an SDS name (and merging a combined context).
-fn validation(c: &CommonTls, seen: &mut Vec<u64>) -> Result<Option<Arc<Validation>>, NotReady> {
+pub(crate) fn validation(
+    c: &CommonTls,
+    seen: &mut Vec<u64>,
+) -> Result<Option<Arc<Validation>>, NotReady> {
     let from_sds = |name: &str, seen: &mut Vec<u64>| {
         let slot = secrets::store().slot(name);
         seen.push(slot.version());
@@ -116,14 +120,18 @@ fn validation(c: &CommonTls, seen: &mut Vec<u64>) -> Result<Option<Arc<Validatio
         Some(ValidationSource::Sds(r)) => Some(from_sds(&r.name, seen)?),
         Some(ValidationSource::Combined { default, sds }) => {
             let dynamic = from_sds(&sds.name, seen)?;
-            let trusted_ca = if dynamic.trusted_ca.is_empty() {
-                default.trusted_ca.clone()
+            let (trusted_ca, ca_path) = if dynamic.trusted_ca.is_empty() {
+                (default.trusted_ca.clone(), default.ca_path.clone())
             } else {
-                dynamic.trusted_ca.clone()
+                (dynamic.trusted_ca.clone(), dynamic.ca_path.clone())
             };
             let mut san: Vec<_> = default.san.iter().map(clone_matcher).collect();
             san.extend(dynamic.san.iter().map(clone_matcher));
-            Some(Arc::new(Validation { trusted_ca, san }))
+            Some(Arc::new(Validation {
+                trusted_ca,
+                ca_path,
+                san,
+            }))
         }
     })
 }

@@ -114,3 +114,115 @@ pub fn dns_matches(cert_name: &str, want: &str) -> bool {
         None => false,
     }
 }
+
+/// What `/certs` shows of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Details {
+    /// The serial number in lowercase hex.
+    pub serial: String,
+    /// Validity bounds, seconds since the epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub names: Vec<San>,
+}
+
+/// Serial number, validity and names of a DER certificate.
+pub fn details(cert_der: &[u8]) -> Option<Details> {
+    let (SEQUENCE, cert, _) = tlv(cert_der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = tlv(cert)? else {
+        return None;
+    };
+    let mut parts = children(tbs).peekable();
+    // [0] EXPLICIT version, when present.
+    if parts.peek().is_some_and(|(t, _)| *t == 0xa0) {
+        parts.next();
+    }
+    let (0x02, serial) = parts.next()? else {
+        return None;
+    };
+    let _signature = parts.next()?;
+    let _issuer = parts.next()?;
+    let (SEQUENCE, validity) = parts.next()? else {
+        return None;
+    };
+    let mut times = children(validity).map(|(t, v)| time(t, v));
+    let not_before = times.next()??;
+    let not_after = times.next()??;
+    let serial = serial
+        .iter()
+        .skip_while(|b| **b == 0 && serial.len() > 1)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(Details {
+        serial,
+        not_before,
+        not_after,
+        names: names(cert_der),
+    })
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as epoch seconds.
+fn time(tag: u8, v: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(v).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = s.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, s.get(2..)?)
+        }
+        0x18 => (s.get(..4)?.parse().ok()?, s.get(4..)?),
+        _ => return None,
+    };
+    let n = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let days = days_from_civil(year, n(0)?, n(2)?);
+    Some(days * 86_400 + n(4)? * 3600 + n(6)? * 60 + n(8)?)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Epoch seconds as RFC 3339 (`2026-11-24T10:00:00Z`), as Envoy's JSON shows timestamps.
+pub fn rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        let t = days_from_civil(2026, 11, 24) * 86_400 + 3661;
+        assert_eq!(rfc3339(t), "2026-11-24T01:01:01Z");
+        assert_eq!(time(0x17, b"261124010101Z"), Some(t));
+        assert_eq!(time(0x18, b"20261124010101Z"), Some(t));
+        assert!(dns_matches("*.example.com", "a.example.com"));
+        assert!(!dns_matches("*.example.com", "a.b.example.com"));
+    }
+}
