@@ -5,8 +5,10 @@
 //! All traffic is to 127.0.0.1; every loop is bounded in time and count.
 
 mod bootstrap;
+mod certs;
 mod grpc;
 mod load;
+mod mtls;
 mod plot;
 mod priority;
 mod proxy;
@@ -146,6 +148,7 @@ fn real_main(args: Args) -> Result<()> {
             Scenario::Tcp,
             Scenario::Conn,
             Scenario::Mesh,
+            Scenario::Mtls,
             Scenario::XdsScale,
         ]
     };
@@ -254,6 +257,12 @@ fn real_main(args: Args) -> Result<()> {
                 for n in &args.xds_sizes {
                     described.push((format!("xds-scale-{n}"), format!("N = {n}. {desc}")));
                 }
+            } else if sc == Scenario::Mtls {
+                described.push((sc.name().to_string(), desc));
+                described.push((
+                    mtls::HANDSHAKES.to_string(),
+                    mtls::describe_handshakes(&opts),
+                ));
             } else {
                 described.push((sc.name().to_string(), desc));
             }
@@ -290,10 +299,11 @@ fn real_main(args: Args) -> Result<()> {
         Scenario::Grpc,
         Scenario::Body64k,
         Scenario::Mesh,
+        Scenario::Mtls,
     ];
     if !args.no_plot && scenarios.iter().any(|s| latency_scenarios.contains(s)) {
         let png = out.join(format!("{stamp}.png"));
-        let panels: Vec<String> = ["http1", "h2", "grpc", "body64k", "mesh"]
+        let panels: Vec<String> = ["http1", "h2", "grpc", "body64k", "mesh", "mtls"]
             .iter()
             .map(|s| s.to_string())
             .collect();

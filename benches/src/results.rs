@@ -53,6 +53,13 @@ pub const METRICS: &[Metric] = &[
         UP,
         0,
     ),
+    m(
+        "hs_per_s",
+        "mTLS handshakes (1 request each)",
+        "handshakes/s",
+        UP,
+        0,
+    ),
     m("cpu_us_per_req", "proxy CPU per request", "µs", DOWN, 1),
     m(
         "cpu_s_per_gib",
@@ -62,6 +69,13 @@ pub const METRICS: &[Metric] = &[
         2,
     ),
     m("cpu_us_per_conn", "proxy CPU per connection", "µs", DOWN, 1),
+    m(
+        "cpu_us_per_hs",
+        "proxy CPU per mTLS handshake",
+        "µs",
+        DOWN,
+        1,
+    ),
     m(
         "cpu_vs_http1",
         "CPU per request ÷ http1's (same run)",
@@ -120,6 +134,13 @@ pub const METRICS: &[Metric] = &[
     m(
         "conn_p99_us",
         "connection + request p99 (closed loop)",
+        "µs",
+        DOWN,
+        0,
+    ),
+    m(
+        "hs_p99_us",
+        "handshake + request p99 (closed loop)",
         "µs",
         DOWN,
         0,

@@ -5,17 +5,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
 use crate::bootstrap::{mesh_host, static_bootstrap, Ports};
 use crate::grpc;
 use crate::load::{self, HttpTarget, Proto};
+use crate::mtls;
 use crate::proxy::{free_port, Proxy};
 use crate::results::{Recorder, Sample};
 use crate::tcpload;
 use crate::upstream::{Upstream, BIG_BODY_LEN, SMALL_BODY};
-use crate::window::{Cpus, Window};
+use crate::window::{proxies_cpu, Cpus, Window};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Scenario {
@@ -26,6 +27,7 @@ pub enum Scenario {
     Tcp,
     Conn,
     Mesh,
+    Mtls,
     XdsScale,
 }
 
@@ -39,6 +41,7 @@ impl Scenario {
             Scenario::Tcp => "tcp",
             Scenario::Conn => "conn",
             Scenario::Mesh => "mesh",
+            Scenario::Mtls => "mtls",
             Scenario::XdsScale => "xds-scale",
         }
     }
@@ -96,6 +99,7 @@ pub fn describe(sc: Scenario, o: &Opts) -> String {
         Scenario::Tcp => format!("tcp_proxy to a TCP echo, {} connection(s) writing 64 KiB chunks; Gbit/s of payload echoed back (each byte crosses the proxy twice).", o.tcp_connections),
         Scenario::Conn => format!("a new TCP connection per request (`Connection: close`), {} concurrent clients.", o.conn_workers),
         Scenario::Mesh => format!("as http1, with {} more clusters and {} more virtual hosts (`svc-I.mesh.local`) in the bootstrap; connections spread over those hosts. Compare CPU per request with http1.", o.mesh_size, o.mesh_size),
+        Scenario::Mtls => mtls::describe(o, &fixed),
         Scenario::XdsScale => "ADS (state of the world) pushes N EDS clusters and N ClusterLoadAssignments; time from the first CDS response sent until CDS and EDS are both ACKed, and the proxy's peak RSS.".to_string(),
     }
 }
@@ -110,7 +114,7 @@ pub async fn run(
 ) {
     let mut baseline_rps: Option<f64> = None;
     for target in &ctx.targets {
-        if sc == Scenario::Mesh && target.bin.is_none() {
+        if matches!(sc, Scenario::Mesh | Scenario::Mtls) && target.bin.is_none() {
             continue; // the same as http1 without a proxy
         }
         let mut rec = Recorder {
@@ -146,6 +150,12 @@ async fn measure(
     rec: &mut Recorder<'_>,
     baseline_rps: Option<f64>,
 ) -> Result<Option<f64>> {
+    if sc == Scenario::Mtls {
+        let bin = target.bin.as_deref().context("mtls needs a proxy")?;
+        return mtls::measure(ctx, bin, &target.name, run, rec, baseline_rps)
+            .await
+            .map(Some);
+    }
     let mut proxy = None;
     let (http, tcp) = match &target.bin {
         None => (ctx.upstream.http, ctx.upstream.echo),
@@ -177,16 +187,17 @@ async fn measure(
             (at(ports.http), at(ports.tcp))
         }
     };
+    let proxies: Vec<&Proxy> = proxy.iter().collect();
     let rps = match sc {
         Scenario::Tcp => {
-            measure_tcp(ctx, rec, proxy.as_ref(), tcp).await?;
+            measure_tcp(ctx, rec, &proxies, tcp).await?;
             None
         }
         Scenario::Conn => {
-            measure_conn(ctx, rec, proxy.as_ref(), http).await?;
+            measure_conn(ctx, rec, &proxies, http).await?;
             None
         }
-        _ => Some(measure_http(ctx, sc, rec, proxy.as_ref(), http, baseline_rps).await?),
+        _ => Some(measure_http(ctx, sc, rec, &proxies, http, baseline_rps).await?),
     };
     if let Some(p) = proxy.as_mut() {
         if let Some(how) = p.exited() {
@@ -198,11 +209,13 @@ async fn measure(
     Ok(rps)
 }
 
-async fn measure_http(
+/// Max throughput, then latency at the fixed rate; CPU summed over `proxies` (none for
+/// `direct`). Returns the max rps.
+pub async fn measure_http(
     ctx: &Ctx,
     sc: Scenario,
     rec: &mut Recorder<'_>,
-    proxy: Option<&Proxy>,
+    proxies: &[&Proxy],
     addr: SocketAddr,
     baseline_rps: Option<f64>,
 ) -> Result<f64> {
@@ -230,9 +243,9 @@ async fn measure_http(
     };
     load::closed(&target, o.warmup, o.max_requests).await?;
 
-    let w = Window::start(proxy, ctx.cpus);
+    let w = Window::start(proxies, ctx.cpus);
     let max = load::closed(&target, o.duration, o.max_requests).await?;
-    let used = w.finish(proxy, ctx.cpus, rec);
+    let used = w.finish(proxies, ctx.cpus, rec);
     if max.requests == 0 {
         bail!("no request succeeded ({} errors)", max.errors);
     }
@@ -248,16 +261,16 @@ async fn measure_http(
         );
     }
     rec.put("rps", max.rps());
-    if proxy.is_some() {
+    if !proxies.is_empty() {
         rec.put("cpu_us_per_req", used / max.requests as f64 * 1e6);
     }
 
     let rate = o
         .rate
         .unwrap_or(baseline_rps.unwrap_or(max.rps()) * o.rate_fraction);
-    let c0 = proxy.map_or(0.0, |p| p.cpu_seconds());
+    let c0 = proxies_cpu(proxies);
     let fixed = load::open(&target, rate, o.duration, o.max_requests).await?;
-    let c1 = proxy.map_or(0.0, |p| p.cpu_seconds());
+    let c1 = proxies_cpu(proxies);
     rec.put("rate", fixed.rps());
     for (key, q) in [
         ("p50_us", 0.5),
@@ -268,7 +281,7 @@ async fn measure_http(
         rec.put(key, fixed.hist.value_at_quantile(q) as f64 / 1000.0);
     }
     rec.put("max_us", fixed.hist.max() as f64 / 1000.0);
-    if proxy.is_some() && fixed.requests > 0 {
+    if !proxies.is_empty() && fixed.requests > 0 {
         rec.put(
             "cpu_us_per_req_fixed",
             (c1 - c0) / fixed.requests as f64 * 1e6,
@@ -281,16 +294,16 @@ async fn measure_http(
 async fn measure_tcp(
     ctx: &Ctx,
     rec: &mut Recorder<'_>,
-    proxy: Option<&Proxy>,
+    proxies: &[&Proxy],
     addr: SocketAddr,
 ) -> Result<()> {
     let o = &ctx.opts;
     tcpload::throughput(addr, o.tcp_connections, o.warmup).await?;
-    let w = Window::start(proxy, ctx.cpus);
+    let w = Window::start(proxies, ctx.cpus);
     let r = tcpload::throughput(addr, o.tcp_connections, o.duration).await?;
-    let used = w.finish(proxy, ctx.cpus, rec);
+    let used = w.finish(proxies, ctx.cpus, rec);
     rec.put("gbps", r.gbit_per_s());
-    if proxy.is_some() {
+    if !proxies.is_empty() {
         rec.put(
             "cpu_s_per_gib",
             used / (r.bytes as f64 / (1u64 << 30) as f64),
@@ -302,14 +315,14 @@ async fn measure_tcp(
 async fn measure_conn(
     ctx: &Ctx,
     rec: &mut Recorder<'_>,
-    proxy: Option<&Proxy>,
+    proxies: &[&Proxy],
     addr: SocketAddr,
 ) -> Result<()> {
     let o = &ctx.opts;
-    tcpload::conn_rate(addr, o.conn_workers, o.warmup, o.max_requests).await?;
-    let w = Window::start(proxy, ctx.cpus);
-    let r = tcpload::conn_rate(addr, o.conn_workers, o.duration, o.max_requests).await?;
-    let used = w.finish(proxy, ctx.cpus, rec);
+    tcpload::conn_rate(addr, o.conn_workers, o.warmup, o.max_requests, None).await?;
+    let w = Window::start(proxies, ctx.cpus);
+    let r = tcpload::conn_rate(addr, o.conn_workers, o.duration, o.max_requests, None).await?;
+    let used = w.finish(proxies, ctx.cpus, rec);
     if r.connections == 0 {
         bail!("no connection succeeded ({} errors)", r.errors);
     }
@@ -318,7 +331,7 @@ async fn measure_conn(
         "conn_p99_us",
         r.hist.value_at_quantile(0.99) as f64 / 1000.0,
     );
-    if proxy.is_some() {
+    if !proxies.is_empty() {
         rec.put("cpu_us_per_conn", used / r.connections as f64 * 1e6);
     }
     rec.put("errors", r.errors as f64);

@@ -1,7 +1,7 @@
 //! Load that is not keep-alive HTTP: TCP stream throughput through an echo (every byte goes
 //! through the proxy twice, there and back) and the new-connection rate (one HTTP/1.1 request
-//! per connection, `Connection: close`). Both bounded by a deadline (and a count for the
-//! connection rate).
+//! per connection, `Connection: close`), optionally each over a new TLS session (the mtls
+//! scenario's handshake rate). Both bounded by a deadline (and a count for the connection rate).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::load::new_histogram;
 
@@ -106,12 +108,20 @@ impl ConnResult {
     }
 }
 
-/// `workers` closed loops of connect → one request → read to EOF.
+/// A TLS client for `conn_rate`: each connection makes a new session, sending `name` as SNI.
+#[derive(Clone)]
+pub struct Tls {
+    pub connector: TlsConnector,
+    pub name: ServerName<'static>,
+}
+
+/// `workers` closed loops of connect (→ TLS handshake) → one request → read to EOF.
 pub async fn conn_rate(
     addr: SocketAddr,
     workers: usize,
     duration: Duration,
     max_connections: u64,
+    tls: Option<Tls>,
 ) -> Result<ConnResult> {
     let start = Instant::now();
     let deadline = start + duration;
@@ -119,6 +129,7 @@ pub async fn conn_rate(
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
         let issued = issued.clone();
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = new_histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
@@ -126,7 +137,7 @@ pub async fn conn_rate(
                 && issued.fetch_add(1, Ordering::Relaxed) < max_connections
             {
                 let began = Instant::now();
-                match one_connection(addr, deadline + Duration::from_secs(2)).await {
+                match one_connection(addr, tls.as_ref(), deadline + Duration::from_secs(2)).await {
                     Ok(()) => {
                         ok += 1;
                         hist.saturating_record(began.elapsed().as_nanos() as u64);
@@ -159,33 +170,46 @@ pub async fn conn_rate(
 
 const CONN_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n";
 
-async fn one_connection(addr: SocketAddr, give_up: Instant) -> Result<()> {
+async fn one_connection(addr: SocketAddr, tls: Option<&Tls>, give_up: Instant) -> Result<()> {
     let left = give_up.saturating_duration_since(Instant::now());
     tokio::time::timeout(left, async {
-        let mut s = TcpStream::connect(addr).await?;
+        let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
-        s.write_all(CONN_REQUEST).await?;
-        let mut buf = [0u8; 4096];
-        let mut head = Vec::with_capacity(512);
-        // Read to EOF (the server closes after `Connection: close`), at most 1 MiB.
-        let mut total = 0usize;
-        loop {
-            let n = s.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            if head.len() < 16 {
-                head.extend_from_slice(&buf[..n.min(16)]);
-            }
-            total += n;
-            if total > 1 << 20 {
-                bail!("response too long");
-            }
+        match tls {
+            None => exchange(s).await,
+            Some(t) => exchange(t.connector.connect(t.name.clone(), s).await?).await,
         }
-        if !head.starts_with(b"HTTP/1.1 200") {
-            bail!("unexpected response {:?}", String::from_utf8_lossy(&head));
-        }
-        Ok(())
     })
     .await?
+}
+
+/// Sends the request and reads the answer to EOF (the server closes after
+/// `Connection: close`), at most 1 MiB; the status must be 200.
+async fn exchange(mut s: impl AsyncRead + AsyncWrite + Unpin) -> Result<()> {
+    s.write_all(CONN_REQUEST).await?;
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::with_capacity(512);
+    let mut total = 0usize;
+    loop {
+        let n = match s.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify, after its answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && total > 0 => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            break;
+        }
+        if head.len() < 16 {
+            head.extend_from_slice(&buf[..n.min(16)]);
+        }
+        total += n;
+        if total > 1 << 20 {
+            bail!("response too long");
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 200") {
+        bail!("unexpected response {:?}", String::from_utf8_lossy(&head));
+    }
+    Ok(())
 }

@@ -13,7 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::bootstrap::{static_bootstrap, xds_bootstrap, Ports};
+use crate::bootstrap::{
+    mtls_client_bootstrap, mtls_server_bootstrap, static_bootstrap, xds_bootstrap, Ports,
+};
+use crate::certs::{self, MeshCerts};
 use crate::grpc;
 use crate::load::{self, HttpTarget, Proto};
 use crate::report::{self, fmt_num, Meta};
@@ -74,7 +77,7 @@ async fn tcp_echo_and_connection_rate() {
         .await
         .unwrap();
     assert!(t.bytes > 0 && t.gbit_per_s() > 0.0);
-    let c = tcpload::conn_rate(up.http, 2, Duration::from_millis(200), 1_000_000)
+    let c = tcpload::conn_rate(up.http, 2, Duration::from_millis(200), 1_000_000, None)
         .await
         .unwrap();
     assert!(c.connections > 0 && c.errors == 0, "{c:?}");
@@ -230,7 +233,15 @@ async fn bootstraps_name_what_the_scenarios_use() {
 fn a_report_with_every_metric_renders() {
     let mut samples = Vec::new();
     for run in 1..=3 {
-        for sc in ["http1", "mesh", "tcp", "conn", "xds-scale-1000"] {
+        for sc in [
+            "http1",
+            "mesh",
+            "tcp",
+            "conn",
+            "mtls",
+            "mtls-handshakes",
+            "xds-scale-1000",
+        ] {
             for target in ["envoy", "ferry", "direct"] {
                 for (i, m) in METRICS.iter().enumerate() {
                     samples.push(Sample {
@@ -263,16 +274,184 @@ fn a_report_with_every_metric_renders() {
         loadavg_start: String::new(),
         loadavg_end: String::new(),
         wall_s: 1.0,
-        scenarios: ["http1", "mesh", "tcp", "conn", "xds-scale-1000"]
-            .iter()
-            .map(|s| (s.to_string(), String::new()))
-            .collect(),
+        scenarios: [
+            "http1",
+            "mesh",
+            "tcp",
+            "conn",
+            "mtls",
+            "mtls-handshakes",
+            "xds-scale-1000",
+        ]
+        .iter()
+        .map(|s| (s.to_string(), String::new()))
+        .collect(),
         notes: report::caveats(&samples),
         plot: None,
     };
     let md = report::markdown(&meta, &samples);
     assert!(md.contains("## Headline: ferry / envoy"));
     assert!(md.contains("| ferry/envoy |"));
+    assert!(md.contains("| mtls-handshakes | mTLS handshakes (1 request each) (handshakes/s) |"));
+    assert!(!md.contains("not yet measured"));
     let json = report::json(&meta, &samples);
     assert!(json["summary"].as_array().unwrap().len() > METRICS.len());
+}
+
+/// A tiny mTLS server with the mesh's server certificate: it requires a client certificate of
+/// the mesh CA, answers each connection's request with an empty 200 and closes. Sends each
+/// client's leaf certificate (DER) on the channel. Bounded: at most 10,000 connections.
+async fn mtls_server(
+    mesh: &MeshCerts,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = certs::provider();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        certs::roots(&mesh.ca).unwrap(),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certs::certs(&mesh.server.cert).unwrap(),
+            certs::key(&mesh.server.key).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, peers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let peer = tls.get_ref().1.peer_certificates().map(|c| c[0].to_vec());
+                let _ = seen.send(peer.unwrap_or_default());
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, peers)
+}
+
+fn tls_to(mesh_ca: &str, me: &certs::Pem) -> tcpload::Tls {
+    tcpload::Tls {
+        connector: tokio_rustls::TlsConnector::from(certs::client_config(mesh_ca, me).unwrap()),
+        name: rustls::pki_types::ServerName::try_from(certs::SNI).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn mtls_certificates_verify_and_the_handshake_loop_counts() {
+    let mesh = MeshCerts::generate().unwrap();
+    let (addr, mut peers) = mtls_server(&mesh).await;
+
+    // One handshake by hand: ALPN http/1.1 out of Istio's list; the server got the client's
+    // SPIFFE certificate.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tls_to(&mesh.ca, &mesh.client);
+    let mut s = tls.connector.connect(tls.name.clone(), tcp).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let peer = peers.recv().await.unwrap();
+    assert!(
+        peer.windows(certs::CLIENT_ID.len())
+            .any(|w| w == certs::CLIENT_ID.as_bytes()),
+        "the client's certificate carries its SPIFFE URI"
+    );
+    drop(s);
+
+    // The handshake loop: every connection a full handshake and a 200.
+    let r = tcpload::conn_rate(addr, 2, Duration::from_millis(200), 1_000_000, Some(tls))
+        .await
+        .unwrap();
+    assert!(r.connections > 0 && r.errors == 0, "{r:?}");
+
+    // Certificates of another CA: refused (each side distrusts the other's chain).
+    let rogue = MeshCerts::generate().unwrap();
+    for t in [
+        tls_to(&rogue.ca, &mesh.client),
+        tls_to(&mesh.ca, &rogue.client),
+    ] {
+        let r = tcpload::conn_rate(addr, 1, Duration::from_secs(5), 3, Some(t))
+            .await
+            .unwrap();
+        assert_eq!((r.connections, r.errors), (0, 3));
+    }
+}
+
+#[tokio::test]
+async fn mtls_bootstraps_name_the_certificates() {
+    let up = Upstream::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("ferry-bench-test-mtls-{}", std::process::id()));
+    let files = MeshCerts::generate().unwrap().write(&dir).unwrap();
+    for (f, uri) in [
+        (&files.client, certs::CLIENT_ID),
+        (&files.server, certs::SERVER_ID),
+    ] {
+        let pem = std::fs::read_to_string(&f.cert).unwrap();
+        let der = certs::certs(&pem).unwrap();
+        assert_eq!(der.len(), 1);
+        assert!(der[0].windows(uri.len()).any(|w| w == uri.as_bytes()));
+        assert!(f.key.is_file() && f.ca.is_file());
+    }
+    let server: SocketAddr = "127.0.0.1:4003".parse().unwrap();
+    let c = mtls_client_bootstrap(4001, 4002, server, &files.client);
+    let s = mtls_server_bootstrap(4004, 4003, &up, &files.server);
+    for (y, id) in [(&c, &files.client), (&s, &files.server)] {
+        for path in [&id.cert, &id.key, &id.ca] {
+            assert!(y.contains(&format!("{{ filename: \"{}\" }}", path.display())));
+        }
+        assert!(y.contains("tls_maximum_protocol_version: TLSv1_3"));
+    }
+    for needle in [
+        "port_value: 4001",
+        "port_value: 4002",
+        "port_value: 4003",
+        "UpstreamTlsContext",
+        certs::SNI,
+        "\"istio-http/1.1\", \"istio\", \"http/1.1\"",
+        &format!("exact: \"{}\"", certs::SERVER_ID),
+        "cluster: server",
+    ] {
+        assert!(c.contains(needle), "client: {needle}\n{c}");
+    }
+    for needle in [
+        "port_value: 4003",
+        "port_value: 4004",
+        &format!("port_value: {}", up.http.port()),
+        "DownstreamTlsContext",
+        "require_client_certificate: true",
+        "envoy.filters.listener.tls_inspector",
+        "transport_protocol: tls",
+        &format!("prefix: \"{}\"", certs::NAMESPACE_PREFIX),
+        "cluster: upstream_h1",
+    ] {
+        assert!(s.contains(needle), "server: {needle}\n{s}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,6 +28,11 @@ fn own_cpu() -> f64 {
     cpu_seconds(std::process::id() as i32).unwrap_or(0.0)
 }
 
+/// CPU seconds of all `proxies` together (a sidecar pair counts as one target).
+pub fn proxies_cpu(proxies: &[&Proxy]) -> f64 {
+    proxies.iter().map(|p| p.cpu_seconds()).sum()
+}
+
 /// The CPUs the proxy and the load generator are pinned to (None: not pinned).
 #[derive(Clone, Copy, Debug)]
 pub struct Cpus {
@@ -43,23 +48,23 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn start(proxy: Option<&Proxy>, cpus: Option<Cpus>) -> Window {
+    pub fn start(proxies: &[&Proxy], cpus: Option<Cpus>) -> Window {
         Window {
             at: Instant::now(),
-            proxy: proxy.map_or(0.0, |p| p.cpu_seconds()),
+            proxy: proxies_cpu(proxies),
             own: own_cpu(),
             busy: cpus.and_then(|c| Some((busy_seconds(c.proxy)?, busy_seconds(c.load)?))),
         }
     }
 
     /// Records `proxy_cpu_pct`, `gen_cpu_pct` and the interference on both CPUs; returns the
-    /// proxy's CPU seconds in the window.
-    pub fn finish(self, proxy: Option<&Proxy>, cpus: Option<Cpus>, rec: &mut Recorder<'_>) -> f64 {
+    /// proxies' CPU seconds in the window (summed; none for `direct`).
+    pub fn finish(self, proxies: &[&Proxy], cpus: Option<Cpus>, rec: &mut Recorder<'_>) -> f64 {
         let secs = self.at.elapsed().as_secs_f64().max(1e-9);
-        let proxy_cpu = proxy.map_or(0.0, |p| p.cpu_seconds()) - self.proxy;
+        let proxy_cpu = proxies_cpu(proxies) - self.proxy;
         let own = own_cpu() - self.own;
         rec.put("gen_cpu_pct", own / secs * 100.0);
-        if proxy.is_some() {
+        if !proxies.is_empty() {
             rec.put("proxy_cpu_pct", proxy_cpu / secs * 100.0);
         }
         let now = cpus.and_then(|c| Some((busy_seconds(c.proxy)?, busy_seconds(c.load)?)));
