@@ -117,7 +117,14 @@ async fn tls_termination_and_origination() {
             let o = tls::get(port, tls::client_config(ca, *cert, alpn), sni, "/x").await;
             got.push(format!("{name}: {}", describe(&o)));
         }
-        for path in ["/good", "/wrong-san", "/no-client-cert", "/untrusted"] {
+        for path in [
+            "/good",
+            "/wrong-san",
+            "/no-client-cert",
+            "/untrusted",
+            "/auto-h2",
+            "/auto-h1",
+        ] {
             got.push(format!(
                 "originate {path}: {}",
                 status_via(px.port("L2"), path).await
@@ -139,6 +146,10 @@ async fn tls_termination_and_origination() {
         names.push(format!("{l3}.handshake"));
         names.push(format!("{l3}.versions.TLSv1.2"));
         names.push(format!("{l3}.ciphers.ECDHE-ECDSA-AES256-GCM-SHA384"));
+        for c in ["to_mtls_auto", "to_tls12_auto"] {
+            names.push(format!("cluster.{c}.upstream_cx_http2_total"));
+            names.push(format!("cluster.{c}.upstream_cx_http1_total"));
+        }
         for c in [
             "to_mtls",
             "to_mtls_wrong_san",
@@ -187,12 +198,16 @@ async fn tls_termination_and_origination() {
         "originate /wrong-san: 503".to_string(),
         "originate /no-client-cert: 503".to_string(),
         "originate /untrusted: 503".to_string(),
+        "originate /auto-h2: 200".to_string(),
+        "originate /auto-h1: 200".to_string(),
+        "cluster.to_mtls_auto.upstream_cx_http2_total: 1".to_string(),
+        "cluster.to_tls12_auto.upstream_cx_http1_total: 1".to_string(),
     ] {
         assert!(ferry.contains(&want), "missing {want:?} in {ferry:#?}");
     }
-    // mtls and tls12 listeners, four origination clusters.
+    // mtls and tls12 listeners, six origination clusters.
     assert!(
-        ferry.contains(&"/certs: 6 contexts".to_string()),
+        ferry.contains(&"/certs: 8 contexts".to_string()),
         "{ferry:#?}"
     );
     assert!(

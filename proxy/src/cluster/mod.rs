@@ -147,6 +147,7 @@ impl ClusterRt {
                 UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
                 UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
                 UpstreamProtocol::Downstream => Vec::new(),
+                UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             };
             Arc::new(crate::tls::client::ClientTls::new(t, alpn, &cfg.name))
         });

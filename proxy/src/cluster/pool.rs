@@ -53,6 +53,8 @@ pub struct HostPool {
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
     /// Held while the HTTP/2 connection is being opened, so that concurrent requests share it.
     h2_connecting: tokio::sync::Mutex<()>,
+    /// `auto_config`: what ALPN chose with this host (0 not known yet, 1 HTTP/1.1, 2 h2).
+    alpn: std::sync::atomic::AtomicU8,
 }
 
 impl HostPool {
@@ -72,6 +74,7 @@ impl HostPool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
+            alpn: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
@@ -130,6 +133,14 @@ impl HostPool {
         host: &Arc<super::Host>,
     ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
         let stream = self.connect(&host.stats).await?;
+        self.h1_over(host, stream).await
+    }
+
+    async fn h1_over(
+        &self,
+        host: &Arc<super::Host>,
+        stream: crate::io::Stream,
+    ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -205,20 +216,63 @@ impl HostPool {
                     Some(s) => s,
                     None => {
                         let stream = self.connect(&host.stats).await?;
-                        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(UpstreamError::Reset)?;
-                        self.stats.upstream_cx_http2_total.inc();
-                        self.spawn_conn(host, async move { conn.await.is_ok() });
-                        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-                        sender
+                        self.h2_over(host, stream).await?
                     }
                 }
             }
         };
         sender.ready().await.map_err(UpstreamError::Reset)?;
         sender.send_request(req).await.map_err(UpstreamError::Reset)
+    }
+
+    /// Makes `stream` the host's shared HTTP/2 connection.
+    async fn h2_over(
+        &self,
+        host: &Arc<super::Host>,
+        stream: crate::io::Stream,
+    ) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Reset)?;
+        self.stats.upstream_cx_http2_total.inc();
+        self.spawn_conn(host, async move { conn.await.is_ok() });
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// `auto_config`: whether requests to this host go over HTTP/2, as the TLS handshake's ALPN
+    /// decided (HTTP/1.1 without TLS or without ALPN). The first connection finds out and
+    /// joins the pool of its protocol.
+    pub async fn auto_is_h2(&self, host: &Arc<super::Host>) -> Result<bool, UpstreamError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.alpn.load(Relaxed) {
+            1 => return Ok(false),
+            2 => return Ok(true),
+            _ => {}
+        }
+        if self.tls.is_none() {
+            self.alpn.store(1, Relaxed);
+            return Ok(false);
+        }
+        let _opening = self.h2_connecting.lock().await;
+        match self.alpn.load(Relaxed) {
+            1 => return Ok(false),
+            2 => return Ok(true),
+            _ => {}
+        }
+        let stream = self.connect(&host.stats).await?;
+        let h2 = stream.alpn() == Some(b"h2".as_slice());
+        if h2 {
+            self.h2_over(host, stream).await?;
+        } else {
+            let mut sender = self.h1_over(host, stream).await?;
+            // Ready before it joins the idle list, so that the request that asked takes it.
+            sender.ready().await.map_err(UpstreamError::Reset)?;
+            self.checkin_h1(sender);
+        }
+        self.alpn.store(if h2 { 2 } else { 1 }, Relaxed);
+        Ok(h2)
     }
 }

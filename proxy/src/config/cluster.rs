@@ -49,6 +49,8 @@ pub enum UpstreamProtocol {
     Http2,
     /// Use the downstream request's protocol.
     Downstream,
+    /// `auto_config`: what the TLS handshake's ALPN picks (h2 or HTTP/1.1).
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +252,7 @@ impl Cluster {
                     _ => return err(&format!("{kp}.explicit_http_config"), "only HTTP/1.1 and HTTP/2 are supported by Ferry"),
                 },
                 Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
-                Some(_) => return err(&kp, "auto_config needs upstream TLS (ALPN), which is not supported yet"),
+                Some(UpstreamProtocolOptions::AutoConfig(_)) => UpstreamProtocol::Auto,
                 None => protocol,
             };
         }

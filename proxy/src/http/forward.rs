@@ -192,6 +192,7 @@ pub async fn forward(
             UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Downstream => version == Version::HTTP_2,
+            UpstreamProtocol::Auto => host.pool.auto_is_h2(&host).await.unwrap_or(false),
         };
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
