@@ -22,6 +22,8 @@ pub fn spiffe(ns: &str, sa: &str) -> String {
 pub struct Pem {
     pub chain: String,
     pub key: String,
+    /// The leaf's serial number (for CRLs).
+    pub serial: u64,
 }
 
 fn ca_params(cn: &str) -> CertificateParams {
@@ -100,13 +102,42 @@ impl Ca {
         self.issue_with(p)
     }
 
-    fn issue_with(&self, p: CertificateParams) -> Pem {
+    fn issue_with(&self, mut p: CertificateParams) -> Pem {
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        p.serial_number = Some(rcgen::SerialNumber::from(serial));
         let key = KeyPair::generate().expect("key");
         let cert = p.signed_by(&key, &self.issuer).expect("leaf");
         Pem {
             chain: format!("{}{}", cert.pem(), self.above),
             key: key.serialize_pem(),
+            serial,
         }
+    }
+
+    /// This CA's certificate revocation list, revoking `revoked`.
+    pub fn crl(&self, revoked: &[&Pem]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|p| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(p.serial),
+                    revocation_time: date_time_ymd(2024, 6, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .expect("CRL")
+            .pem()
+            .expect("CRL PEM")
     }
 }
 

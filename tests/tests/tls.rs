@@ -16,6 +16,7 @@ struct Pki {
     other_ns: Pem,
     rogue: Pem,
     expired: Pem,
+    revoked: Pem,
     _dir: TempDir,
 }
 
@@ -26,11 +27,16 @@ fn pki() -> Pki {
     let rogue_root = Ca::root("rogue root");
     let server = inter.issue(&spiffe("default", "server"), &["server.example.com"]);
     let client = inter.issue(&spiffe("default", "client"), &[]);
-    let files = tls::write_files(
+    let revoked = inter.issue(&spiffe("default", "revoked"), &[]);
+    let crl = format!("{}{}", root.crl(&[]), inter.crl(&[&revoked]));
+    let crl_path = dir.path().join("mesh.crl");
+    std::fs::write(&crl_path, crl).expect("write CRL");
+    let mut files = tls::write_files(
         dir.path(),
         &[("server", &server), ("client", &client)],
         &[("mesh", &root.root_pem), ("rogue", &rogue_root.root_pem)],
     );
+    files.insert("MESH_CRL".into(), crl_path.display().to_string());
     Pki {
         files,
         root_pem: root.root_pem.clone(),
@@ -38,6 +44,7 @@ fn pki() -> Pki {
         rogue: rogue_root.issue(&spiffe("default", "client"), &[]),
         expired: inter.issue_expired(&spiffe("default", "client")),
         client,
+        revoked,
         _dir: dir,
     }
 }
@@ -107,6 +114,8 @@ async fn tls_termination_and_origination() {
             ),
             ("mtls, expired certificate", Some(&p.expired), &[], "L1"),
             ("tls 1.2 only, no client certificate asked", None, &[], "L3"),
+            ("crl, good certificate", Some(&p.client), &[], "L4"),
+            ("crl, revoked certificate", Some(&p.revoked), &[], "L4"),
         ];
         for (name, cert, alpn, listener) in &cases {
             let port = if *listener == "L1" {
@@ -194,6 +203,8 @@ async fn tls_termination_and_origination() {
         "mtls, identity of another namespace: refused".to_string(),
         "mtls, expired certificate: refused".to_string(),
         format!("tls 1.2 only, no client certificate asked: 200 alpn=\"\" {https}"),
+        format!("crl, good certificate: 200 alpn=\"\" {https}"),
+        "crl, revoked certificate: refused".to_string(),
         "originate /good: 200".to_string(),
         "originate /wrong-san: 503".to_string(),
         "originate /no-client-cert: 503".to_string(),
@@ -205,9 +216,9 @@ async fn tls_termination_and_origination() {
     ] {
         assert!(ferry.contains(&want), "missing {want:?} in {ferry:#?}");
     }
-    // mtls and tls12 listeners, six origination clusters.
+    // mtls, mtls_crl and tls12 listeners, six origination clusters.
     assert!(
-        ferry.contains(&"/certs: 8 contexts".to_string()),
+        ferry.contains(&"/certs: 9 contexts".to_string()),
         "{ferry:#?}"
     );
     assert!(

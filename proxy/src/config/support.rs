@@ -81,7 +81,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext", &["default_validation_context", "validation_context_sds_secret_config"]),
     ("envoy.extensions.transport_sockets.tls.v3.TlsParameters", &["tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites", "ecdh_curves"]),
     ("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", &["certificate_chain", "private_key"]),
-    ("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", &["trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names"]),
+    ("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", &["trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names", "crl", "only_verify_leaf_cert_crl"]),
     ("envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", &["san_type", "matcher"]),
     ("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig", &["name", "sds_config"]),
     ("envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys", &["*"]),

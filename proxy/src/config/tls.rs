@@ -49,6 +49,10 @@ pub struct Validation {
     pub trusted_ca: Vec<CertificateDer<'static>>,
     /// Where the CAs came from (`/certs`): their file, or `<inline>`.
     pub ca_path: String,
+    /// Certificate revocation lists (`crl`), and whether only the leaf is checked against them
+    /// (`only_verify_leaf_cert_crl`; otherwise every CA of the chain needs a CRL).
+    pub crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
+    pub crl_leaf_only: bool,
     pub san: Vec<SanMatcher>,
 }
 
@@ -248,9 +252,33 @@ impl Validation {
                 )?,
             });
         }
+        let crls = match data(&v.crl, &format!("{path}.crl"))? {
+            Some((pem, _)) => {
+                use rustls::pki_types::CertificateRevocationListDer as Crl;
+                let crls = Crl::pem_slice_iter(&pem)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| ConfigError {
+                        path: format!("{path}.crl"),
+                        msg: format!("malformed PEM CRL: {e}"),
+                    })?;
+                for c in &crls {
+                    webpki::OwnedCertRevocationList::from_der(c).map_err(|e| ConfigError {
+                        path: format!("{path}.crl"),
+                        msg: format!("invalid CRL: {e}"),
+                    })?;
+                }
+                if crls.is_empty() {
+                    return err(&format!("{path}.crl"), "no CRL found in the PEM data");
+                }
+                crls
+            }
+            None => Vec::new(),
+        };
         Ok(Validation {
             trusted_ca,
             ca_path,
+            crls,
+            crl_leaf_only: v.only_verify_leaf_cert_crl,
             san,
         })
     }

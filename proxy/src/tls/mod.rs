@@ -127,9 +127,16 @@ pub(crate) fn validation(
             };
             let mut san: Vec<_> = default.san.iter().map(clone_matcher).collect();
             san.extend(dynamic.san.iter().map(clone_matcher));
+            let (crls, crl_leaf_only) = if dynamic.crls.is_empty() {
+                (default.crls.clone(), default.crl_leaf_only)
+            } else {
+                (dynamic.crls.clone(), dynamic.crl_leaf_only)
+            };
             Some(Arc::new(Validation {
                 trusted_ca,
                 ca_path,
+                crls,
+                crl_leaf_only,
                 san,
             }))
         }

@@ -67,13 +67,21 @@ fn anchors(v: &Validation) -> Vec<rustls::pki_types::TrustAnchor<'static>> {
 struct Checker {
     validation: Arc<Validation>,
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    crls: Vec<webpki::CertRevocationList<'static>>,
     provider: Arc<CryptoProvider>,
 }
 
 impl Checker {
     fn new(validation: Arc<Validation>, provider: Arc<CryptoProvider>) -> Checker {
+        let crls = validation
+            .crls
+            .iter()
+            .filter_map(|c| webpki::OwnedCertRevocationList::from_der(c).ok())
+            .map(webpki::CertRevocationList::from)
+            .collect();
         Checker {
             anchors: anchors(&validation),
+            crls,
             validation,
             provider,
         }
@@ -91,13 +99,28 @@ impl Checker {
         }
         let cert = webpki::EndEntityCert::try_from(leaf)
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        // Envoy's CRL rule: with CRLs, every CA of the chain needs one (unknown status fails),
+        // unless only the leaf is checked.
+        let crl_refs: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
+            .ok()
+            .map(|b| {
+                if self.validation.crl_leaf_only {
+                    b.with_depth(webpki::RevocationCheckDepth::EndEntity)
+                        .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                } else {
+                    b.with_depth(webpki::RevocationCheckDepth::Chain)
+                        .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                }
+                .build()
+            });
         cert.verify_for_usage(
             self.provider.signature_verification_algorithms.all,
             &self.anchors,
             intermediates,
             now,
             usage,
-            None,
+            revocation,
             None,
         )
         .map_err(|e| Error::InvalidCertificate(webpki_error(e)))?;
