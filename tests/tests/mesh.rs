@@ -355,6 +355,16 @@ fn call(a_bin: &Path, b_bin: &Path) -> Vec<String> {
         "b's sidecar mTLS handshakes on 15006: {}",
         pod_ns_b.block_on(|| async { stat("listener.0.0.0.0_15006.ssl.handshake").await })
     ));
+    // No request for a named type with no names (in state of the world that asks for all).
+    let empty = xds_b
+        .requests()
+        .iter()
+        .filter(|r| !ferry_tests::xds_server::is_wildcard_type(&r.type_url))
+        .filter(|r| r.resource_names.is_empty())
+        .count();
+    out.push(format!(
+        "b's requests for named types without names: {empty}"
+    ));
     if out
         .iter()
         .any(|l| !l.contains("200") && l.starts_with("a -> b"))
@@ -389,6 +399,7 @@ fn two_pods_over_mtls_fed_by_xds() {
         "a -> b: 200 app b saw peer=127.0.0.6 x-forwarded-proto=http".to_string(),
         "a's sidecar mTLS handshakes to b: 1".to_string(),
         "b's sidecar mTLS handshakes on 15006: 1".to_string(),
+        "b's requests for named types without names: 0".to_string(),
     ];
     let ferry = ferry_bin();
     let mut pairs: Vec<(&str, PathBuf, PathBuf)> =

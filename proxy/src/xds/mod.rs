@@ -70,7 +70,8 @@ pub struct XdsState {
     wants_lds: bool,
     wants_cds: bool,
     lds_requested: std::sync::atomic::AtomicBool,
-    secrets_asked: std::sync::atomic::AtomicBool,
+    /// Named types subscribed at least once.
+    asked: Mutex<BTreeSet<String>>,
 }
 
 impl XdsState {
@@ -94,7 +95,7 @@ impl XdsState {
             wants_lds: dynamic.lds,
             wants_cds: dynamic.cds,
             lds_requested: std::sync::atomic::AtomicBool::new(false),
-            secrets_asked: std::sync::atomic::AtomicBool::new(false),
+            asked: Mutex::new(BTreeSet::new()),
         });
         // Envoy asks for clusters first and for listeners once the clusters are initialised.
         let mut wildcard = Vec::new();
@@ -161,7 +162,16 @@ impl XdsState {
             .store(Arc::new(Snapshot { clusters, routes }));
     }
 
+    /// Subscribes to exactly `names` of a named type (routes, endpoints, secrets). Nothing is
+    /// sent for a type until it has a name to ask for: in state of the world an empty list would
+    /// ask for every resource of the type, and Envoy sends no request then.
     fn subscribe(&self, type_url: &str, names: BTreeSet<String>) {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        if names.is_empty() && !asked.contains(type_url) {
+            return;
+        }
+        asked.insert(type_url.to_string());
+        drop(asked);
         if let Some(h) = self.handle.get() {
             h.subscribe(type_url, names);
         }
@@ -188,12 +198,7 @@ impl XdsState {
             refs.extend(crate::tls::sds::cluster_refs(c));
         }
         let from_ads = crate::tls::sds::clients().want(&server, &refs);
-        // No request for secrets until one is named (an empty list would ask for all of them).
-        use std::sync::atomic::Ordering::Relaxed;
-        if !from_ads.is_empty() || self.secrets_asked.load(Relaxed) {
-            self.secrets_asked.store(true, Relaxed);
-            self.subscribe(ads::SECRET, from_ads);
-        }
+        self.subscribe(ads::SECRET, from_ads);
     }
 
     fn request_lds(&self) {
