@@ -62,7 +62,30 @@ async fn read_stream<T>(
     shared.changed.notify_waiters();
 }
 
+type SotwStream = UnboundedReceiverStream<Result<DiscoveryResponse, Status>>;
+type DeltaStream = UnboundedReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
 impl Ads {
+    /// A state-of-the-world stream (ADS or SDS).
+    fn sotw(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open(Sender::Sotw(tx), request.into_inner(), Inner::on_sotw);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    /// An incremental stream (ADS or SDS).
+    fn delta(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open(Sender::Delta(tx), request.into_inner(), Inner::on_delta);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
     fn open<T: Send + 'static>(
         &self,
         sender: Sender,
@@ -90,18 +113,14 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.open(Sender::Sotw(tx), request.into_inner(), Inner::on_sotw);
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        self.sotw(request)
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.open(Sender::Delta(tx), request.into_inner(), Inner::on_delta);
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        self.delta(request)
     }
 }
 
@@ -116,18 +135,14 @@ impl SecretDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.open(Sender::Sotw(tx), request.into_inner(), Inner::on_sotw);
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        self.sotw(request)
     }
 
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.open(Sender::Delta(tx), request.into_inner(), Inner::on_delta);
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        self.delta(request)
     }
 
     async fn fetch_secrets(
