@@ -55,3 +55,47 @@ async fn cluster_types() {
     ])
     .await;
 }
+
+/// Load balancing by counts (the pick order is each proxy's own; the proportions are Envoy's):
+/// endpoint weights 1:3 give exactly 10 and 30 of 40 requests; RANDOM and LEAST_REQUEST spread
+/// sequential requests over both endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancing_proportions() {
+    use ferry_tests::client::{self, HttpRequest};
+    use ferry_tests::proxy::{self, Proxy};
+    use ferry_tests::{echo, ProxyKind};
+    let (a, b) = (echo::start_http("a").await, echo::start_http("b").await);
+    let mut shared = std::collections::BTreeMap::new();
+    shared.insert("UP_A".to_string(), a.port().to_string());
+    shared.insert("UP_B".to_string(), b.port().to_string());
+    let template = include_str!("../configs/clusters.yaml");
+    let mut kinds = vec![(ProxyKind::Ferry, proxy::ferry_bin())];
+    if let Some(envoy) = proxy::envoy_or_skip() {
+        kinds.insert(0, (ProxyKind::Envoy, envoy));
+    }
+    for (kind, bin) in kinds {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let mut counts = std::collections::BTreeMap::new();
+        for path in ["/weighted", "/random", "/least"] {
+            for _ in 0..40 {
+                let up = match client::send(p.port("L1"), &HttpRequest::get(path)).await {
+                    Ok(r) => r.header("x-upstream").unwrap_or("?").to_string(),
+                    Err(e) => format!("error {e}"),
+                };
+                *counts.entry(format!("{path} {up}")).or_insert(0u32) += 1;
+            }
+        }
+        assert_eq!(counts.get("/weighted a"), Some(&10), "{kind}: {counts:?}");
+        assert_eq!(counts.get("/weighted b"), Some(&30), "{kind}: {counts:?}");
+        for path in ["/random", "/least"] {
+            let (na, nb) = (
+                counts.get(&format!("{path} a")).copied().unwrap_or(0),
+                counts.get(&format!("{path} b")).copied().unwrap_or(0),
+            );
+            assert!(
+                na > 0 && nb > 0 && na + nb == 40,
+                "{kind} {path}: {counts:?}"
+            );
+        }
+    }
+}

@@ -37,7 +37,7 @@ pub async fn resolve(c: &Arc<ClusterRt>) {
         };
         for a in addrs {
             if !hosts.iter().any(|h: &Arc<super::Host>| h.addr == a) {
-                hosts.push(c.new_host(a, e.hostname.clone(), e.healthy));
+                hosts.push(c.new_host(a, e.hostname.clone(), e.healthy, e.weight));
             }
         }
     }

@@ -3,12 +3,13 @@
 
 pub mod connect;
 mod dns;
+pub mod lb;
 mod original_dst;
 pub mod pool;
 
 pub use original_dst::LbContext;
 
-use crate::config::cluster::{Cluster, Discovery, EndpointCfg, UpstreamProtocol};
+use crate::config::cluster::{Cluster, Discovery, EndpointCfg, LbPolicy, UpstreamProtocol};
 use crate::stats::{registry, Counter, Gauge, Scope};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct Host {
     pub addr: SocketAddr,
     pub hostname: String,
     pub healthy: bool,
+    /// `load_balancing_weight`.
+    pub weight: u32,
     pub stats: HostStats,
     pub pool: Arc<pool::HostPool>,
     /// ORIGINAL_DST: picked since the last cleanup sweep.
@@ -126,10 +129,48 @@ impl ClusterStats {
     }
 }
 
+/// What a pick looks at, rebuilt when the host set changes: the healthy hosts, the weighted
+/// round-robin order, and the cumulative weights for weighted random.
+#[derive(Debug, Default)]
+struct Picker {
+    healthy: Vec<Arc<Host>>,
+    schedule: Vec<u32>,
+    cumulative: Vec<u64>,
+}
+
+impl Picker {
+    fn new(hosts: &[Arc<Host>]) -> Picker {
+        let healthy: Vec<Arc<Host>> = hosts.iter().filter(|h| h.healthy).cloned().collect();
+        let weights: Vec<u32> = healthy.iter().map(|h| h.weight).collect();
+        let cumulative = weights
+            .iter()
+            .scan(0u64, |acc, &w| {
+                *acc += u64::from(w);
+                Some(*acc)
+            })
+            .collect();
+        Picker {
+            schedule: lb::schedule(&weights),
+            cumulative,
+            healthy,
+        }
+    }
+
+    fn random(&self) -> usize {
+        match self.cumulative.last() {
+            Some(&total) if !self.schedule.is_empty() => {
+                lb::weighted_index(&self.cumulative, fastrand::u64(0..total))
+            }
+            _ => fastrand::usize(0..self.healthy.len()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ClusterRt {
     pub cfg: Cluster,
     hosts: ArcSwap<Vec<Arc<Host>>>,
+    picker: ArcSwap<Picker>,
     rr: AtomicUsize,
     pub stats: Arc<ClusterStats>,
     /// ORIGINAL_DST: hosts by address, read lock-free.
@@ -154,6 +195,7 @@ impl ClusterRt {
         let rt = Arc::new(ClusterRt {
             cfg,
             hosts: ArcSwap::from_pointee(Vec::new()),
+            picker: ArcSwap::default(),
             rr: AtomicUsize::new(0),
             stats,
             dst_hosts: ArcSwap::default(),
@@ -165,7 +207,7 @@ impl ClusterRt {
             .iter()
             .filter_map(|e| {
                 e.addr
-                    .map(|a| rt.new_host(a, e.hostname.clone(), e.healthy))
+                    .map(|a| rt.new_host(a, e.hostname.clone(), e.healthy, e.weight))
             })
             .collect();
         rt.set_hosts(hosts);
@@ -183,7 +225,7 @@ impl ClusterRt {
             .into_iter()
             .map(|h| {
                 old.iter()
-                    .find(|o| o.addr == h.addr && o.healthy == h.healthy)
+                    .find(|o| o.addr == h.addr && o.healthy == h.healthy && o.weight == h.weight)
                     .cloned()
                     .unwrap_or(h)
             })
@@ -192,6 +234,7 @@ impl ClusterRt {
         self.stats
             .membership_healthy
             .set(merged.iter().filter(|h| h.healthy).count() as u64);
+        self.picker.store(Arc::new(Picker::new(&merged)));
         self.hosts.store(Arc::new(merged));
     }
 
@@ -205,14 +248,32 @@ impl ClusterRt {
             }
             return h;
         }
-        let hosts = self.hosts.load();
-        let healthy = hosts.iter().filter(|h| h.healthy).count();
-        if healthy == 0 {
+        let p = self.picker.load();
+        let n = p.healthy.len();
+        if n == 0 {
             self.stats.upstream_cx_none_healthy.inc();
             return None;
         }
-        let n = self.rr.fetch_add(1, Relaxed) % healthy;
-        hosts.iter().filter(|h| h.healthy).nth(n).cloned()
+        let i = match self.cfg.lb {
+            LbPolicy::Random => p.random(),
+            LbPolicy::LeastRequest { choices } => {
+                let draws = (0..choices).map(|_| p.random());
+                lb::least_request(draws, |i| {
+                    let h = &p.healthy[i];
+                    (h.stats.rq_active.load(Relaxed), h.weight)
+                })
+                .unwrap_or(0)
+            }
+            LbPolicy::RoundRobin | LbPolicy::ClusterProvided => {
+                let k = self.rr.fetch_add(1, Relaxed);
+                if p.schedule.is_empty() {
+                    k % n
+                } else {
+                    p.schedule[k % p.schedule.len()] as usize
+                }
+            }
+        };
+        p.healthy.get(i).cloned()
     }
 
     /// EDS: the hosts of a load assignment (existing hosts keep their pools).
@@ -221,7 +282,7 @@ impl ClusterRt {
             .iter()
             .filter_map(|e| {
                 e.addr
-                    .map(|a| self.new_host(a, e.hostname.clone(), e.healthy))
+                    .map(|a| self.new_host(a, e.hostname.clone(), e.healthy, e.weight))
             })
             .collect();
         self.set_hosts(hosts);
@@ -244,11 +305,18 @@ impl ClusterRt {
         }
     }
 
-    pub(crate) fn new_host(&self, addr: SocketAddr, hostname: String, healthy: bool) -> Arc<Host> {
+    pub(crate) fn new_host(
+        &self,
+        addr: SocketAddr,
+        hostname: String,
+        healthy: bool,
+        weight: u32,
+    ) -> Arc<Host> {
         Arc::new(Host {
             addr,
             hostname,
             healthy,
+            weight,
             stats: HostStats::default(),
             pool: Arc::new(pool::HostPool::new(
                 addr,

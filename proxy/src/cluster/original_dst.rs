@@ -38,7 +38,7 @@ impl ClusterRt {
             h.used.store(true, Relaxed);
             return Some(h.clone());
         }
-        let host = self.new_host(addr, String::new(), true);
+        let host = self.new_host(addr, String::new(), true, 1);
         host.used.store(true, Relaxed);
         let mut inserted = host.clone();
         self.dst_hosts.rcu(|m| {

@@ -74,12 +74,28 @@ pub struct EndpointCfg {
     /// `Endpoint.hostname`, or for DNS clusters the name resolved.
     pub hostname: String,
     pub healthy: bool,
+    /// `load_balancing_weight` (default 1).
+    pub weight: u32,
+}
+
+/// `lb_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    Random,
+    /// Power of `choices` choices (`least_request_lb_config.choice_count`, default 2).
+    LeastRequest {
+        choices: u32,
+    },
+    /// ORIGINAL_DST's own.
+    ClusterProvided,
 }
 
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub name: String,
     pub discovery: Discovery,
+    pub lb: LbPolicy,
     pub connect_timeout: Duration,
     pub endpoints: Vec<EndpointCfg>,
     pub protocol: UpstreamProtocol,
@@ -151,15 +167,33 @@ impl Cluster {
                 ),
             );
         }
-        if !provided && c.lb_policy != 0 {
-            return err(
+        let lb = match c.lb_policy {
+            0 => LbPolicy::RoundRobin,
+            1 => {
+                let choices = match &c.lb_config {
+                    Some(pb::cluster::LbConfig::LeastRequestLbConfig(l)) => {
+                        l.choice_count.as_ref().map_or(2, |c| c.value)
+                    }
+                    _ => 2,
+                };
+                if choices < 2 {
+                    return err(
+                        &format!("{path}.least_request_lb_config.choice_count"),
+                        "value must be greater than or equal to 2",
+                    );
+                }
+                LbPolicy::LeastRequest { choices }
+            }
+            3 => LbPolicy::Random,
+            CLUSTER_PROVIDED => LbPolicy::ClusterProvided,
+            _ => return err(
                 &format!("{path}.lb_policy"),
                 format!(
-                    "lb_policy {} is not supported yet (ROUND_ROBIN is)",
+                    "lb_policy {} is not supported yet (ROUND_ROBIN, LEAST_REQUEST and RANDOM are)",
                     lb_name()
                 ),
-            );
-        }
+            ),
+        };
         if discovery == Discovery::OriginalDst && c.load_assignment.is_some() {
             return err(
                 &format!("{path}.load_assignment"),
@@ -327,6 +361,7 @@ impl Cluster {
         Ok(Cluster {
             name: c.name.clone(),
             discovery,
+            lb,
             connect_timeout,
             endpoints,
             protocol,
@@ -377,7 +412,6 @@ pub fn endpoints(
     lp: &str,
 ) -> Result<Vec<EndpointCfg>> {
     let mut out = Vec::new();
-    let mut weight = None;
     for (li, loc) in la.endpoints.iter().enumerate() {
         let locp = format!("{lp}.endpoints[{li}]");
         if loc.priority != 0 {
@@ -388,11 +422,11 @@ pub fn endpoints(
         }
         for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
             let ep = format!("{locp}.lb_endpoints[{ei}]");
-            let w = lbe.load_balancing_weight.as_ref().map_or(1, |w| w.value);
-            if *weight.get_or_insert(w) != w {
+            let weight = lbe.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+            if weight == 0 {
                 return err(
                     &format!("{ep}.load_balancing_weight"),
-                    "unequal endpoint weights are not supported yet",
+                    "value must be greater than or equal to 1",
                 );
             }
             let Some(
@@ -415,6 +449,7 @@ pub fn endpoints(
                     pipe: Some(p.path.clone().into()),
                     hostname: e.hostname.clone(),
                     healthy: true,
+                    weight,
                 });
                 continue;
             }
@@ -459,6 +494,7 @@ pub fn endpoints(
                 pipe: None,
                 hostname,
                 healthy,
+                weight,
             });
         }
     }

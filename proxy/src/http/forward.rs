@@ -217,6 +217,9 @@ pub async fn forward(
     cs.upstream_rq_total.inc();
     host.stats.rq_total.fetch_add(1, Relaxed);
     let _rq_active = crate::stats::ActiveGuard::new(&cs.upstream_rq_active);
+    // The host's active requests: LEAST_REQUEST's load measure.
+    host.stats.rq_active.fetch_add(1, Relaxed);
+    let _host_active = HostActive(&host.stats.rq_active);
     let started = Instant::now();
     let send = async {
         if use_h2 {
@@ -320,4 +323,13 @@ fn reset_body(e: &UpstreamError) -> String {
         UpstreamError::Reset(_) => "connection termination".to_string(),
     };
     format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
+}
+
+/// Decrements a host's active-request count when the request is done (or dropped).
+struct HostActive<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for HostActive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
