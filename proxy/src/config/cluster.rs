@@ -186,13 +186,11 @@ impl Cluster {
             }
             3 => LbPolicy::Random,
             CLUSTER_PROVIDED => LbPolicy::ClusterProvided,
-            _ => return err(
-                &format!("{path}.lb_policy"),
-                format!(
-                    "lb_policy {} is not supported yet (ROUND_ROBIN, LEAST_REQUEST and RANDOM are)",
-                    lb_name()
-                ),
-            ),
+            _ => {
+                let supported = "ROUND_ROBIN, LEAST_REQUEST and RANDOM are";
+                let msg = format!("lb_policy {} is not supported yet ({supported})", lb_name());
+                return err(&format!("{path}.lb_policy"), msg);
+            }
         };
         if discovery == Discovery::OriginalDst && c.load_assignment.is_some() {
             return err(
