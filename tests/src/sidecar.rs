@@ -45,10 +45,11 @@ impl Sidecar {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
 
-    /// Waits (up to 10 s) until the admin port in the pod answers `/ready` with 200.
+    /// Waits (up to 30 s: the whole suite may be running at once) until the admin port in the
+    /// pod answers `/ready` with 200.
     pub fn wait_ready(&self, pod: &Netns) -> bool {
         pod.block_on(|| async {
-            for _ in 0..100 {
+            for _ in 0..300 {
                 if let Ok(r) = crate::client::admin_get(15000, "/ready").await {
                     if r.status == 200 {
                         return true;

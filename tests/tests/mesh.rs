@@ -319,8 +319,23 @@ fn call(a_bin: &Path, b_bin: &Path) -> Vec<String> {
     }
     let a = Sidecar::start(pod_ns_a, a_bin, &bootstrap(&sock_a, "a"));
     let b = Sidecar::start(pod_ns_b, b_bin, &bootstrap(&sock_b, "b"));
-    for (name, s, ns) in [("a", &a, pod_ns_a), ("b", &b, pod_ns_b)] {
-        assert!(s.wait_ready(ns), "sidecar {name} not ready:\n{}", s.log());
+    for (name, s, ns, xds) in [("a", &a, pod_ns_a, &xds_a), ("b", &b, pod_ns_b, &xds_b)] {
+        if !s.wait_ready(ns) {
+            let admin = ns.block_on(|| async {
+                client::admin_get(
+                    15000,
+                    "/stats?filter=server.state|control_plane|cds|lds|warming",
+                )
+                .await
+                .map(|r| r.text())
+                .unwrap_or_else(|e| e)
+            });
+            panic!(
+                "sidecar {name} not ready:\n{}\nits control plane:\n{}\nadmin:\n{admin}",
+                s.log(),
+                xds.dump()
+            );
+        }
     }
     rt.block_on(async {
         let _ = xds_a.wait_ack(SECRET, "1", WAIT).await;
