@@ -223,21 +223,16 @@ pub fn clusters(server: &Server) -> String {
     for name in names {
         let c = &snap.clusters[name];
         out.push_str(&format!("{name}::observability_name::{name}\n"));
-        for (k, v) in [
-            ("max_connections", 1024),
-            ("max_pending_requests", 1024),
-            ("max_requests", 1024),
-            ("max_retries", 3),
-        ] {
-            out.push_str(&format!("{name}::default_priority::{k}::{v}\n"));
-        }
-        for (k, v) in [
-            ("max_connections", 1024),
-            ("max_pending_requests", 1024),
-            ("max_requests", 1024),
-            ("max_retries", 3),
-        ] {
-            out.push_str(&format!("{name}::high_priority::{k}::{v}\n"));
+        let cb = &c.cfg.circuit_breakers;
+        for (prio, t) in [("default", &cb.default), ("high", &cb.high)] {
+            for (k, v) in [
+                ("max_connections", t.max_connections),
+                ("max_pending_requests", t.max_pending_requests),
+                ("max_requests", t.max_requests),
+                ("max_retries", t.max_retries),
+            ] {
+                out.push_str(&format!("{name}::{prio}_priority::{k}::{v}\n"));
+            }
         }
         out.push_str(&format!("{name}::added_via_api::false\n"));
         for h in c.hosts().iter() {
@@ -253,7 +248,10 @@ pub fn clusters(server: &Server) -> String {
             out.push_str(&l("cx_total", s.cx_total.load(Relaxed).to_string()));
             out.push_str(&l("rq_active", s.rq_active.load(Relaxed).to_string()));
             out.push_str(&l("rq_error", s.rq_error.load(Relaxed).to_string()));
-            out.push_str(&l("rq_pending_active", "0".into()));
+            out.push_str(&l(
+                "rq_pending_active",
+                s.rq_pending_active.load(Relaxed).to_string(),
+            ));
             out.push_str(&l("rq_success", s.rq_success.load(Relaxed).to_string()));
             out.push_str(&l("rq_timeout", s.rq_timeout.load(Relaxed).to_string()));
             out.push_str(&l("rq_total", s.rq_total.load(Relaxed).to_string()));

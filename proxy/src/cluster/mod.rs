@@ -4,6 +4,7 @@
 pub mod connect;
 mod dns;
 pub mod lb;
+pub mod limits;
 mod original_dst;
 pub mod pool;
 
@@ -27,6 +28,7 @@ pub struct HostStats {
     pub rq_success: AtomicU64,
     pub rq_error: AtomicU64,
     pub rq_timeout: AtomicU64,
+    pub rq_pending_active: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -52,6 +54,11 @@ pub struct ClusterStats {
     pub upstream_cx_connect_fail: Counter,
     pub upstream_cx_connect_timeout: Counter,
     pub upstream_cx_destroy: Counter,
+    pub upstream_cx_overflow: Counter,
+    pub upstream_rq_pending_overflow: Counter,
+    pub upstream_rq_active_overflow: Counter,
+    pub upstream_rq_pending_total: Counter,
+    pub upstream_rq_pending_active: Gauge,
     pub upstream_cx_none_healthy: Counter,
     pub upstream_cx_rx_bytes_total: Counter,
     pub upstream_cx_tx_bytes_total: Counter,
@@ -82,6 +89,11 @@ impl ClusterStats {
             upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
             upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
             upstream_cx_destroy: c("upstream_cx_destroy"),
+            upstream_cx_overflow: c("upstream_cx_overflow"),
+            upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
+            upstream_rq_active_overflow: c("upstream_rq_active_overflow"),
+            upstream_rq_pending_total: c("upstream_rq_pending_total"),
+            upstream_rq_pending_active: g("upstream_rq_pending_active"),
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
             upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
@@ -173,6 +185,8 @@ pub struct ClusterRt {
     picker: ArcSwap<Picker>,
     rr: AtomicUsize,
     pub stats: Arc<ClusterStats>,
+    /// Circuit breakers.
+    pub limits: Arc<limits::Limits>,
     /// ORIGINAL_DST: hosts by address, read lock-free.
     dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
     /// The TLS transport socket of upstream connections.
@@ -183,6 +197,7 @@ impl ClusterRt {
     /// Builds the cluster; DNS clusters start empty until [`ClusterRt::start_dns`] resolves them.
     pub fn new(cfg: Cluster) -> Arc<ClusterRt> {
         let stats = Arc::new(ClusterStats::new(&cfg.name));
+        let limits = limits::Limits::new(&cfg.name, cfg.circuit_breakers);
         let tls = cfg.tls.clone().map(|t| {
             let alpn: Vec<Vec<u8>> = match cfg.protocol {
                 UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
@@ -198,6 +213,7 @@ impl ClusterRt {
             picker: ArcSwap::default(),
             rr: AtomicUsize::new(0),
             stats,
+            limits,
             dst_hosts: ArcSwap::default(),
             tls,
         });
@@ -322,6 +338,7 @@ impl ClusterRt {
                 addr,
                 &self.cfg,
                 self.stats.clone(),
+                self.limits.clone(),
                 self.tls.clone(),
             )),
             used: AtomicBool::new(false),
@@ -332,5 +349,43 @@ impl ClusterRt {
         if self.uses_dns() {
             dns::resolve(self).await;
         }
+    }
+}
+
+/// An upstream request in flight, until its response has been sent on (or dropped): counted
+/// in the cluster's and host's active requests and against `max_requests`.
+#[derive(Debug)]
+pub struct ActiveRequest {
+    host: Arc<Host>,
+    limits: Arc<limits::Limits>,
+    gauge: Gauge,
+}
+
+impl ActiveRequest {
+    /// Admits a request to `host` under the cluster's `max_requests` (none: overflow).
+    pub fn admit(
+        limits: &Arc<limits::Limits>,
+        stats: &ClusterStats,
+        host: &Arc<Host>,
+    ) -> Option<ActiveRequest> {
+        if !limits.requests.try_acquire() {
+            return None;
+        }
+        stats.upstream_rq_active.inc();
+        host.stats.rq_active.fetch_add(1, Relaxed);
+        Some(ActiveRequest {
+            host: host.clone(),
+            limits: limits.clone(),
+            gauge: stats.upstream_rq_active.clone(),
+        })
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        self.host.stats.rq_active.fetch_sub(1, Relaxed);
+        self.limits.requests.release();
+        self.limits.wake();
     }
 }

@@ -3,6 +3,7 @@
 
 use super::listener::socket_address;
 mod endpoints;
+pub mod limits;
 pub use endpoints::endpoints;
 
 use super::{any_to, err, opt_duration, type_name, ConfigError, Result};
@@ -110,6 +111,7 @@ pub struct Cluster {
     pub bind: Option<BindCfg>,
     /// The TLS transport socket (`UpstreamTlsContext`), none: plaintext.
     pub tls: Option<super::tls::UpstreamTls>,
+    pub circuit_breakers: limits::CircuitBreakerCfg,
 }
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -373,6 +375,10 @@ impl Cluster {
             cleanup_interval: cleanup_interval.max(Duration::from_millis(1)),
             bind,
             tls,
+            circuit_breakers: limits::circuit_breakers(
+                &c.circuit_breakers,
+                &format!("{path}.circuit_breakers"),
+            )?,
         })
     }
 }

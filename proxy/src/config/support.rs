@@ -127,7 +127,9 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     // clusters
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "upstream_bind_config", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "upstream_bind_config", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers"]),
+    ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds", "per_host_thresholds"]),
+    ("envoy.config.cluster.v3.CircuitBreakers.Thresholds", &["priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "track_remaining", "retry_budget", "max_connection_pools"]),
     ("envoy.config.cluster.v3.UpstreamConnectionOptions", &["*"]),
     ("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", &["choice_count"]),
     ("envoy.config.cluster.v3.Cluster.OriginalDstLbConfig", &["use_http_header", "http_header_name", "upstream_port_override", "metadata_key"]),

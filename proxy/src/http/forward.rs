@@ -214,12 +214,6 @@ pub async fn forward(
     let up_req = Request::from_parts(parts, body);
 
     let cs = &cluster.stats;
-    cs.upstream_rq_total.inc();
-    host.stats.rq_total.fetch_add(1, Relaxed);
-    let _rq_active = crate::stats::ActiveGuard::new(&cs.upstream_rq_active);
-    // The host's active requests: LEAST_REQUEST's load measure.
-    host.stats.rq_active.fetch_add(1, Relaxed);
-    let _host_active = HostActive(&host.stats.rq_active);
     let started = Instant::now();
     let send = async {
         if use_h2 {
@@ -232,7 +226,11 @@ pub async fn forward(
         Some(t) => tokio::time::timeout(t, send).await.ok(),
         None => Some(send.await),
     };
-    let mut resp = match result {
+    if !matches!(result, Some(Err(UpstreamError::Overflow))) {
+        cs.upstream_rq_total.inc();
+        host.stats.rq_total.fetch_add(1, Relaxed);
+    }
+    let (mut resp, active) = match result {
         None => {
             cs.upstream_rq_timeout.inc();
             host.stats.rq_timeout.fetch_add(1, Relaxed);
@@ -250,6 +248,11 @@ pub async fn forward(
             let mut r = local(StatusCode::BAD_REQUEST, "Bad Request");
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        Some(Err(UpstreamError::Overflow)) => {
+            let mut r = overflow(cs, ctx.hcm.suppress_envoy_headers);
+            finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
             return r;
         }
         Some(Err(e)) => {
@@ -270,6 +273,7 @@ pub async fn forward(
         }
         Some(Ok(r)) => r,
     };
+    // `active` counts the request until its response has been passed on.
     let status = resp.status();
     cs.charge(status.as_u16());
     cs.upstream_rq_completed.inc();
@@ -308,7 +312,7 @@ pub async fn forward(
         if switching {
             Body::empty()
         } else {
-            Body::Upstream(body)
+            Body::Upstream(body, Some(active))
         },
     );
     finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
@@ -321,15 +325,28 @@ fn reset_body(e: &UpstreamError) -> String {
         UpstreamError::ConnectFailed(_) => "remote connection failure".to_string(),
         UpstreamError::ConnectTimeout => "connection timeout".to_string(),
         UpstreamError::Reset(_) => "connection termination".to_string(),
+        UpstreamError::Overflow => "overflow".to_string(),
     };
     format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
 }
 
-/// Decrements a host's active-request count when the request is done (or dropped).
-struct HostActive<'a>(&'a std::sync::atomic::AtomicU64);
-
-impl Drop for HostActive<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+/// Envoy's answer when a circuit breaker is open: 503, flag UO.
+fn overflow(cs: &crate::cluster::ClusterStats, suppress_envoy_headers: bool) -> Response<Body> {
+    cs.charge(503);
+    cs.upstream_rq_completed.inc();
+    tracing::debug!(
+        flag = Flag::UpstreamOverflow.code(),
+        "circuit breaker overflow"
+    );
+    let mut r = local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    if !suppress_envoy_headers {
+        r.headers_mut().insert(
+            super::headers::X_ENVOY_OVERLOADED.clone(),
+            HeaderValue::from_static("true"),
+        );
     }
+    r
 }

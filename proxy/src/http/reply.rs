@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 
 /// A response body: streamed from upstream, or produced here.
 pub enum Body {
-    Upstream(Incoming),
+    /// An upstream response body, with the request it answers counted as active until done.
+    Upstream(Incoming, Option<crate::cluster::ActiveRequest>),
     Full(Option<Bytes>),
 }
 
@@ -32,21 +33,21 @@ impl HttpBody for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Body::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Body::Upstream(b, _) => Pin::new(b).poll_frame(cx),
             Body::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Upstream(b) => b.is_end_stream(),
+            Body::Upstream(b, _) => b.is_end_stream(),
             Body::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Upstream(b) => b.size_hint(),
+            Body::Upstream(b, _) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -61,6 +62,7 @@ pub enum Flag {
     UpstreamConnectFailure,
     UpstreamConnectionTermination,
     UpstreamRequestTimeout,
+    UpstreamOverflow,
 }
 
 impl Flag {
@@ -72,6 +74,7 @@ impl Flag {
             Flag::UpstreamConnectFailure => "UF",
             Flag::UpstreamConnectionTermination => "UC",
             Flag::UpstreamRequestTimeout => "UT",
+            Flag::UpstreamOverflow => "UO",
         }
     }
 }

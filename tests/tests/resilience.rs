@@ -1,0 +1,162 @@
+//! Upstream resilience against Envoy: circuit breakers (and, as they land, outlier detection,
+//! health checks and priorities) on the same config and traffic.
+
+use ferry_tests::client::{self, HttpRequest};
+use ferry_tests::conn::stat;
+use ferry_tests::proxy::{self, Proxy};
+use ferry_tests::{echo, ProxyKind};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The proxies to compare: Envoy (when present) first, then Ferry.
+fn kinds() -> Vec<(ProxyKind, std::path::PathBuf)> {
+    let mut kinds = vec![(ProxyKind::Ferry, proxy::ferry_bin())];
+    if let Some(envoy) = proxy::envoy_or_skip() {
+        kinds.insert(0, (ProxyKind::Envoy, envoy));
+    }
+    kinds
+}
+
+/// Waits (up to 5 s) until stat `name` reads `want`.
+async fn wait_stat(admin: u16, name: &str, want: &str) -> String {
+    let mut v = String::new();
+    for _ in 0..100 {
+        v = stat(admin, name).await;
+        if v == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    v
+}
+
+fn spawn_get(
+    port: u16,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Result<client::HttpResponse, String>> {
+    tokio::spawn(async move { client::send(port, &HttpRequest::get(path)).await })
+}
+
+fn describe(r: Result<client::HttpResponse, String>) -> String {
+    match r {
+        Ok(r) => format!(
+            "{} overloaded={} flags-body={}",
+            r.status,
+            r.header("x-envoy-overloaded").unwrap_or("-"),
+            if r.status == 503 {
+                r.text()
+            } else {
+                String::new()
+            }
+        ),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// One connection, one pending request: a request in flight holds the connection, the next
+/// waits for it, the third overflows with 503 UO; the waiting one is then served on the same
+/// connection. One active request: the second concurrent request overflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breakers_trip_at_the_same_limits() {
+    let up = echo::start_http("a").await;
+    let mut shared = BTreeMap::new();
+    shared.insert("UP_A".to_string(), up.port().to_string());
+    let template = include_str!("../configs/circuit_breakers.yaml");
+    let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
+    for (kind, bin) in kinds() {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let (l1, l2, admin) = (p.port("L1"), p.port("L2"), p.admin_port());
+        let mut obs = Vec::new();
+        let c = "cluster.one_connection";
+        let slow = spawn_get(l1, "/delay/1500");
+        obs.push(format!(
+            "first in flight: rq_active={}",
+            wait_stat(admin, &format!("{c}.upstream_rq_active"), "1").await
+        ));
+        let queued = spawn_get(l1, "/delay/0");
+        obs.push(format!(
+            "second pending: pending_active={}",
+            wait_stat(admin, &format!("{c}.upstream_rq_pending_active"), "1").await
+        ));
+        for s in [
+            "rq_pending_open",
+            "cx_open",
+            "remaining_pending",
+            "remaining_cx",
+        ] {
+            obs.push(format!(
+                "{s}={}",
+                stat(admin, &format!("{c}.circuit_breakers.default.{s}")).await
+            ));
+        }
+        obs.push(format!(
+            "third: {}",
+            describe(client::send(l1, &HttpRequest::get("/")).await)
+        ));
+        obs.push(format!("first: {}", describe(slow.await.expect("task"))));
+        obs.push(format!("second: {}", describe(queued.await.expect("task"))));
+        for s in [
+            "upstream_rq_pending_overflow",
+            "upstream_rq_pending_total",
+            "upstream_cx_total",
+            "upstream_rq_total",
+            "upstream_rq_503",
+            "upstream_rq_completed",
+            "upstream_rq_200",
+        ] {
+            obs.push(format!("{s}={}", stat(admin, &format!("{c}.{s}")).await));
+        }
+        let overflowed = stat(admin, &format!("{c}.upstream_cx_overflow")).await;
+        obs.push(format!(
+            "cx_overflow counted: {}",
+            overflowed.parse::<u64>().unwrap_or(0) >= 1
+        ));
+        obs.push(format!(
+            "remaining_cx after={}",
+            wait_stat(
+                admin,
+                &format!("{c}.circuit_breakers.default.remaining_pending"),
+                "1"
+            )
+            .await
+        ));
+
+        let c = "cluster.one_request";
+        let slow = spawn_get(l2, "/delay/1000");
+        wait_stat(admin, &format!("{c}.upstream_rq_active"), "1").await;
+        obs.push(format!(
+            "rq_open={}",
+            stat(admin, &format!("{c}.circuit_breakers.default.rq_open")).await
+        ));
+        obs.push(format!(
+            "over max_requests: {}",
+            describe(client::send(l2, &HttpRequest::get("/")).await)
+        ));
+        obs.push(format!(
+            "in flight: {}",
+            describe(slow.await.expect("task"))
+        ));
+        for s in [
+            "upstream_rq_pending_overflow",
+            "upstream_rq_active_overflow",
+            "upstream_rq_total",
+            "upstream_rq_completed",
+        ] {
+            obs.push(format!("{s}={}", stat(admin, &format!("{c}.{s}")).await));
+        }
+        seen.push((kind, obs));
+    }
+    for (kind, obs) in &seen {
+        eprintln!("{kind}:\n  {}", obs.join("\n  "));
+    }
+    let ferry = &seen.last().expect("ferry ran").1;
+    assert!(
+        ferry
+            .iter()
+            .any(|o| o.starts_with("third: 503 overloaded=true")),
+        "{ferry:?}"
+    );
+    if let [(_, envoy), (_, ferry)] = seen.as_slice() {
+        assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}
