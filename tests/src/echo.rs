@@ -6,6 +6,8 @@
 //! `{"method","path","version","authority","headers":{name:[values]},"body","upstream"}`
 //! plus the response header `x-upstream: <name>`. Special paths:
 //! - `/status/NNN` answers with status NNN (same JSON body);
+//! - `/fail/NAME/NNN` answers with status NNN from the upstream named NAME and
+//!   200 from the others (one failing endpoint among several);
 //! - `/delay/MS` waits MS milliseconds before answering;
 //! - `/close` drops the connection (HTTP/1) or resets the stream (h2)
 //!   without sending response headers;
@@ -186,8 +188,14 @@ async fn handle(upstream: Arc<str>, mut req: Request<Incoming>) -> EchoResult {
         return Ok(resp);
     }
 
+    let failing = bare_path
+        .strip_prefix("/fail/")
+        .and_then(|s| s.split_once('/'))
+        .filter(|(name, _)| *name == &*upstream)
+        .map(|(_, code)| code);
     let status = bare_path
         .strip_prefix("/status/")
+        .or(failing)
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);

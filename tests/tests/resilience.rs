@@ -160,3 +160,130 @@ async fn circuit_breakers_trip_at_the_same_limits() {
         assert_eq!(envoy, ferry, "Envoy and Ferry differ");
     }
 }
+
+/// Sends `n` sequential requests for `path` and counts `upstream status` outcomes.
+async fn spread(port: u16, path: &str, n: usize) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let key = match client::send(port, &HttpRequest::get(path)).await {
+            Ok(r) => format!("{} {}", r.header("x-upstream").unwrap_or("local"), r.status),
+            Err(e) => format!("error {e}"),
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The `health_flags` of each host of `cluster` in `/clusters`, by upstream name.
+async fn health_flags(admin: u16, cluster: &str, names: &BTreeMap<u16, &str>) -> Vec<String> {
+    let text = client::admin_get(admin, "/clusters")
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default();
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{cluster}::127.0.0.1:")))
+        .filter_map(|l| {
+            let (port, rest) = l.split_once("::")?;
+            let flags = rest.strip_prefix("health_flags::")?;
+            let name = names.get(&port.parse().ok()?)?;
+            Some(format!("{name}={flags}"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Outlier detection, priority failover and panic, on the same config and traffic: the
+/// same requests reach the same upstreams, the same host is ejected (with the same stats and
+/// `/clusters` flags), and Envoy's max_ejection_percent rule keeps the only other host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outliers_priorities_and_panic() {
+    let (a, b, bad) = (
+        echo::start_http("a").await,
+        echo::start_http("b").await,
+        echo::start_http("bad").await,
+    );
+    let mut shared = BTreeMap::new();
+    shared.insert("UP_A".to_string(), a.port().to_string());
+    shared.insert("UP_B".to_string(), b.port().to_string());
+    shared.insert("UP_BAD".to_string(), bad.port().to_string());
+    let names: BTreeMap<u16, &str> = [(a.port(), "a"), (b.port(), "b"), (bad.port(), "bad")]
+        .into_iter()
+        .collect();
+    let template = include_str!("../configs/outlier.yaml");
+    let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
+    for (kind, bin) in kinds() {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let admin = p.admin_port();
+        let mut obs = Vec::new();
+        // Ejection after 3 consecutive 500s from "bad".
+        obs.push(format!(
+            "ejecting: {:?}",
+            spread(p.port("L1"), "/fail/bad/500", 20).await
+        ));
+        let od = "cluster.ejecting.outlier_detection";
+        for s in [
+            "ejections_active",
+            "ejections_enforced_total",
+            "ejections_enforced_consecutive_5xx",
+            "ejections_detected_consecutive_5xx",
+            "ejections_detected_consecutive_gateway_failure",
+            "ejections_overflow",
+            "ejections_total",
+        ] {
+            obs.push(format!("{s}={}", stat(admin, &format!("{od}.{s}")).await));
+        }
+        obs.push(format!(
+            "flags: {:?}",
+            health_flags(admin, "ejecting", &names).await
+        ));
+        obs.push(format!(
+            "membership_healthy={}",
+            stat(admin, "cluster.ejecting.membership_healthy").await
+        ));
+        // The default 10% never allows one host of two.
+        obs.push(format!(
+            "never_ejecting: {:?}",
+            spread(p.port("L2"), "/fail/bad/503", 20).await
+        ));
+        let od = "cluster.never_ejecting.outlier_detection";
+        for s in [
+            "ejections_active",
+            "ejections_overflow",
+            "ejections_detected_consecutive_5xx",
+            "ejections_detected_consecutive_gateway_failure",
+        ] {
+            obs.push(format!("{s}={}", stat(admin, &format!("{od}.{s}")).await));
+        }
+        // Failover to priority 1.
+        obs.push(format!(
+            "failover: {:?}",
+            spread(p.port("L3"), "/", 10).await
+        ));
+        // Panic: all three hosts of the only priority.
+        obs.push(format!("panic: {:?}", spread(p.port("L4"), "/", 12).await));
+        obs.push(format!(
+            "lb_healthy_panic={}",
+            stat(admin, "cluster.panic.lb_healthy_panic").await
+        ));
+        obs.push(format!(
+            "panic flags: {:?}",
+            health_flags(admin, "panic", &names).await
+        ));
+        seen.push((kind, obs));
+    }
+    for (kind, obs) in &seen {
+        eprintln!("{kind}:\n  {}", obs.join("\n  "));
+    }
+    let ferry = &seen.last().expect("ferry ran").1;
+    assert!(
+        ferry
+            .iter()
+            .any(|o| o == "ejections_enforced_consecutive_5xx=1"),
+        "{ferry:?}"
+    );
+    if let [(_, envoy), (_, ferry)] = seen.as_slice() {
+        assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}

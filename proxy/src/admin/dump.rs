@@ -256,22 +256,17 @@ pub fn clusters(server: &Server) -> String {
             out.push_str(&l("rq_timeout", s.rq_timeout.load(Relaxed).to_string()));
             out.push_str(&l("rq_total", s.rq_total.load(Relaxed).to_string()));
             out.push_str(&l("hostname", h.hostname.clone()));
-            out.push_str(&l(
-                "health_flags",
-                if h.healthy {
-                    "healthy".into()
-                } else {
-                    "/failed_eds_health".into()
-                },
-            ));
-            out.push_str(&l("weight", "1".into()));
-            out.push_str(&l("region", String::new()));
-            out.push_str(&l("zone", String::new()));
-            out.push_str(&l("sub_zone", String::new()));
+            out.push_str(&l("health_flags", h.health_flags()));
+            out.push_str(&l("weight", h.weight().to_string()));
+            let loc = h.locality();
+            out.push_str(&l("region", loc.region.clone()));
+            out.push_str(&l("zone", loc.zone.clone()));
+            out.push_str(&l("sub_zone", loc.sub_zone.clone()));
             out.push_str(&l("canary", "false".into()));
-            out.push_str(&l("priority", "0".into()));
-            out.push_str(&l("success_rate", "-1".into()));
-            out.push_str(&l("local_origin_success_rate", "-1".into()));
+            out.push_str(&l("priority", h.priority().to_string()));
+            let (sr, local_sr) = h.outlier.success_rates();
+            out.push_str(&l("success_rate", sr.to_string()));
+            out.push_str(&l("local_origin_success_rate", local_sr.to_string()));
         }
     }
     out

@@ -21,7 +21,7 @@ pub fn spawn(c: Arc<ClusterRt>) {
 }
 
 pub async fn resolve(c: &Arc<ClusterRt>) {
-    let mut hosts = Vec::new();
+    let mut hosts: Vec<(SocketAddr, &crate::config::cluster::EndpointCfg)> = Vec::new();
     for e in &c.cfg.endpoints {
         let addrs = match tokio::net::lookup_host((e.host.as_str(), e.port)).await {
             Ok(a) => pick_family(a.collect(), c.cfg.dns_family),
@@ -36,8 +36,8 @@ pub async fn resolve(c: &Arc<ClusterRt>) {
             addrs
         };
         for a in addrs {
-            if !hosts.iter().any(|h: &Arc<super::Host>| h.addr == a) {
-                hosts.push(c.new_host(a, e.hostname.clone(), e.healthy, e.weight));
+            if !hosts.iter().any(|(h, _)| *h == a) {
+                hosts.push((a, e));
             }
         }
     }

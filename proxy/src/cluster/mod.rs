@@ -3,46 +3,26 @@
 
 pub mod connect;
 mod dns;
+pub mod host;
 pub mod lb;
 pub mod limits;
 mod original_dst;
+pub mod outlier;
+mod picker;
 pub mod pool;
+mod priority;
+
+pub use host::{Host, HostStats};
 
 pub use original_dst::LbContext;
 
-use crate::config::cluster::{Cluster, Discovery, EndpointCfg, LbPolicy, UpstreamProtocol};
+use crate::config::cluster::{Cluster, Discovery, EndpointCfg, UpstreamProtocol};
 use crate::stats::{registry, Counter, Gauge, Scope};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
-
-#[derive(Debug, Default)]
-pub struct HostStats {
-    pub cx_total: AtomicU64,
-    pub cx_active: AtomicU64,
-    pub cx_connect_fail: AtomicU64,
-    pub rq_total: AtomicU64,
-    pub rq_active: AtomicU64,
-    pub rq_success: AtomicU64,
-    pub rq_error: AtomicU64,
-    pub rq_timeout: AtomicU64,
-    pub rq_pending_active: AtomicU64,
-}
-
-#[derive(Debug)]
-pub struct Host {
-    pub addr: SocketAddr,
-    pub hostname: String,
-    pub healthy: bool,
-    /// `load_balancing_weight`.
-    pub weight: u32,
-    pub stats: HostStats,
-    pub pool: Arc<pool::HostPool>,
-    /// ORIGINAL_DST: picked since the last cleanup sweep.
-    used: AtomicBool,
-}
 
 /// Envoy's per-cluster counters and gauges used on the data path.
 #[derive(Debug)]
@@ -73,6 +53,9 @@ pub struct ClusterStats {
     /// `upstream_rq_<code>` counters, created on first use; read lock-free.
     codes: ArcSwap<Vec<(u16, Counter)>>,
     pub membership_healthy: Gauge,
+    pub membership_degraded: Gauge,
+    pub membership_change: Counter,
+    pub lb_healthy_panic: Counter,
     pub update_success: Counter,
 }
 
@@ -111,6 +94,9 @@ impl ClusterStats {
             ],
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
+            membership_degraded: g("membership_degraded"),
+            membership_change: c("membership_change"),
+            lb_healthy_panic: c("lb_healthy_panic"),
             update_success: c("update_success"),
             name: name.to_string(),
             codes: ArcSwap::from_pointee(Vec::new()),
@@ -141,50 +127,15 @@ impl ClusterStats {
     }
 }
 
-/// What a pick looks at, rebuilt when the host set changes: the healthy hosts, the weighted
-/// round-robin order, and the cumulative weights for weighted random.
-#[derive(Debug, Default)]
-struct Picker {
-    healthy: Vec<Arc<Host>>,
-    schedule: Vec<u32>,
-    cumulative: Vec<u64>,
-}
-
-impl Picker {
-    fn new(hosts: &[Arc<Host>]) -> Picker {
-        let healthy: Vec<Arc<Host>> = hosts.iter().filter(|h| h.healthy).cloned().collect();
-        let weights: Vec<u32> = healthy.iter().map(|h| h.weight).collect();
-        let cumulative = weights
-            .iter()
-            .scan(0u64, |acc, &w| {
-                *acc += u64::from(w);
-                Some(*acc)
-            })
-            .collect();
-        Picker {
-            schedule: lb::schedule(&weights),
-            cumulative,
-            healthy,
-        }
-    }
-
-    fn random(&self) -> usize {
-        match self.cumulative.last() {
-            Some(&total) if !self.schedule.is_empty() => {
-                lb::weighted_index(&self.cumulative, fastrand::u64(0..total))
-            }
-            _ => fastrand::usize(0..self.healthy.len()),
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct ClusterRt {
     pub cfg: Cluster,
     hosts: ArcSwap<Vec<Arc<Host>>>,
-    picker: ArcSwap<Picker>,
-    rr: AtomicUsize,
+    picker: ArcSwap<picker::Picker>,
+    /// The load assignment's `overprovisioning_factor` (percent).
+    overprovisioning: AtomicU32,
     pub stats: Arc<ClusterStats>,
+    pub outlier: Option<outlier::Detector>,
     /// Circuit breakers.
     pub limits: Arc<limits::Limits>,
     /// ORIGINAL_DST: hosts by address, read lock-free.
@@ -198,6 +149,11 @@ impl ClusterRt {
     pub fn new(cfg: Cluster) -> Arc<ClusterRt> {
         let stats = Arc::new(ClusterStats::new(&cfg.name));
         let limits = limits::Limits::new(&cfg.name, cfg.circuit_breakers);
+        let overprovisioning = cfg.overprovisioning;
+        let outlier = cfg
+            .outlier
+            .clone()
+            .map(|o| outlier::Detector::new(&cfg.name, o));
         let tls = cfg.tls.clone().map(|t| {
             let alpn: Vec<Vec<u8>> = match cfg.protocol {
                 UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
@@ -211,22 +167,15 @@ impl ClusterRt {
             cfg,
             hosts: ArcSwap::from_pointee(Vec::new()),
             picker: ArcSwap::default(),
-            rr: AtomicUsize::new(0),
+            overprovisioning: AtomicU32::new(overprovisioning),
+            outlier,
             stats,
             limits,
             dst_hosts: ArcSwap::default(),
             tls,
         });
-        let hosts: Vec<Arc<Host>> = rt
-            .cfg
-            .endpoints
-            .iter()
-            .filter_map(|e| {
-                e.addr
-                    .map(|a| rt.new_host(a, e.hostname.clone(), e.healthy, e.weight))
-            })
-            .collect();
-        rt.set_hosts(hosts);
+        let endpoints = rt.cfg.endpoints.clone();
+        rt.set_endpoints(&endpoints, rt.cfg.overprovisioning);
         rt
     }
 
@@ -234,72 +183,89 @@ impl ClusterRt {
         self.hosts.load_full()
     }
 
-    /// Replaces the host set, keeping existing hosts (and their pools) that are still present.
-    pub fn set_hosts(&self, new: Vec<Arc<Host>>) {
+    /// Replaces the host set with hosts at `addrs` described by their endpoints: a host
+    /// already present at that address keeps its stats, pool and health state.
+    pub fn set_hosts(&self, new: Vec<(SocketAddr, &EndpointCfg)>) {
         let old = self.hosts.load();
         let merged: Vec<Arc<Host>> = new
             .into_iter()
-            .map(|h| {
-                old.iter()
-                    .find(|o| o.addr == h.addr && o.healthy == h.healthy && o.weight == h.weight)
-                    .cloned()
-                    .unwrap_or(h)
+            .map(|(addr, e)| {
+                match old
+                    .iter()
+                    .find(|o| o.addr == addr && o.hostname == e.hostname)
+                {
+                    Some(o) => {
+                        o.update(e);
+                        o.clone()
+                    }
+                    None => self.new_host(addr, e),
+                }
             })
             .collect();
-        self.stats.membership_total.set(merged.len() as u64);
-        self.stats
-            .membership_healthy
-            .set(merged.iter().filter(|h| h.healthy).count() as u64);
-        self.picker.store(Arc::new(Picker::new(&merged)));
+        self.install(merged);
+    }
+
+    /// Makes `merged` the host set.
+    pub(crate) fn install(&self, merged: Vec<Arc<Host>>) {
+        let old = self.hosts.load();
+        if let Some(d) = &self.outlier {
+            for gone in old
+                .iter()
+                .filter(|o| !merged.iter().any(|m| Arc::ptr_eq(m, o)))
+            {
+                d.forget(gone);
+            }
+        }
+        if old.len() != merged.len() || old.iter().zip(&merged).any(|(a, b)| !Arc::ptr_eq(a, b)) {
+            self.stats.membership_change.inc();
+        }
         self.hosts.store(Arc::new(merged));
+        self.refresh();
     }
 
-    /// The host for a connection or request: the cluster's own choice for ORIGINAL_DST, round
-    /// robin over healthy hosts otherwise.
+    /// Rebuilds what picks look at from the hosts' current health and weights.
+    pub fn refresh(&self) {
+        let hosts = self.hosts.load();
+        let p = picker::Picker::new(
+            &hosts,
+            self.overprovisioning.load(Relaxed),
+            self.cfg.panic_threshold,
+        );
+        self.stats.membership_total.set(hosts.len() as u64);
+        self.stats.membership_healthy.set(p.healthy_count);
+        self.stats.membership_degraded.set(p.degraded_count);
+        self.picker.store(Arc::new(p));
+    }
+
+    /// The host for a connection or request: the cluster's own choice for ORIGINAL_DST, else
+    /// by priority load and `lb_policy`.
     pub fn pick(&self, lb: &LbContext<'_>) -> Option<Arc<Host>> {
-        if self.cfg.discovery == Discovery::OriginalDst {
-            let h = self.pick_original_dst(lb);
-            if h.is_none() {
-                self.stats.upstream_cx_none_healthy.inc();
-            }
-            return h;
-        }
-        let p = self.picker.load();
-        let n = p.healthy.len();
-        if n == 0 {
-            self.stats.upstream_cx_none_healthy.inc();
-            return None;
-        }
-        let i = match self.cfg.lb {
-            LbPolicy::Random => p.random(),
-            LbPolicy::LeastRequest { choices } => {
-                let draws = (0..choices).map(|_| p.random());
-                lb::least_request(draws, |i| {
-                    let h = &p.healthy[i];
-                    (h.stats.rq_active.load(Relaxed), h.weight)
-                })
-                .unwrap_or(0)
-            }
-            LbPolicy::RoundRobin | LbPolicy::ClusterProvided => {
-                let k = self.rr.fetch_add(1, Relaxed);
-                if p.schedule.is_empty() {
-                    k % n
-                } else {
-                    p.schedule[k % p.schedule.len()] as usize
-                }
-            }
+        let h = if self.cfg.discovery == Discovery::OriginalDst {
+            self.pick_original_dst(lb)
+        } else {
+            self.picker
+                .load()
+                .pick(self.cfg.lb, &self.stats.lb_healthy_panic)
         };
-        p.healthy.get(i).cloned()
+        if h.is_none() {
+            self.stats.upstream_cx_none_healthy.inc();
+        }
+        h
     }
 
-    /// EDS: the hosts of a load assignment (existing hosts keep their pools).
-    pub fn set_endpoints(&self, endpoints: &[EndpointCfg]) {
+    /// Charges an upstream result to its host's outlier record.
+    pub fn report(&self, host: &Host, outcome: outlier::Outcome) {
+        if let Some(d) = &self.outlier {
+            d.record(self, host, outcome);
+        }
+    }
+
+    /// The hosts of a load assignment (STATIC or EDS; existing hosts keep their state).
+    pub fn set_endpoints(&self, endpoints: &[EndpointCfg], overprovisioning: u32) {
+        self.overprovisioning.store(overprovisioning, Relaxed);
         let hosts = endpoints
             .iter()
-            .filter_map(|e| {
-                e.addr
-                    .map(|a| self.new_host(a, e.hostname.clone(), e.healthy, e.weight))
-            })
+            .filter_map(|e| e.addr.map(|a| (a, e)))
             .collect();
         self.set_hosts(hosts);
     }
@@ -319,30 +285,18 @@ impl ClusterRt {
         if self.cfg.discovery == Discovery::OriginalDst {
             original_dst::spawn_cleanup(self);
         }
+        outlier::Detector::spawn(self);
     }
 
-    pub(crate) fn new_host(
-        &self,
-        addr: SocketAddr,
-        hostname: String,
-        healthy: bool,
-        weight: u32,
-    ) -> Arc<Host> {
-        Arc::new(Host {
+    pub(crate) fn new_host(&self, addr: SocketAddr, e: &EndpointCfg) -> Arc<Host> {
+        let pool = Arc::new(pool::HostPool::new(
             addr,
-            hostname,
-            healthy,
-            weight,
-            stats: HostStats::default(),
-            pool: Arc::new(pool::HostPool::new(
-                addr,
-                &self.cfg,
-                self.stats.clone(),
-                self.limits.clone(),
-                self.tls.clone(),
-            )),
-            used: AtomicBool::new(false),
-        })
+            &self.cfg,
+            self.stats.clone(),
+            self.limits.clone(),
+            self.tls.clone(),
+        ));
+        Arc::new(Host::new(addr, e, pool))
     }
 
     pub async fn resolve_once(self: &Arc<Self>) {

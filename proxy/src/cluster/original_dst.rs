@@ -38,7 +38,7 @@ impl ClusterRt {
             h.used.store(true, Relaxed);
             return Some(h.clone());
         }
-        let host = self.new_host(addr, String::new(), true, 1);
+        let host = self.new_host(addr, &crate::config::cluster::EndpointCfg::default());
         host.used.store(true, Relaxed);
         let mut inserted = host.clone();
         self.dst_hosts.rcu(|m| {
@@ -64,7 +64,7 @@ impl ClusterRt {
     /// Mirrors the host map into the host list that `/clusters` and the stats show.
     fn publish_dst_hosts(&self) {
         let hosts: Vec<Arc<Host>> = self.dst_hosts.load().values().cloned().collect();
-        self.set_hosts(hosts);
+        self.install(hosts);
     }
 }
 

@@ -4,7 +4,8 @@
 use super::listener::socket_address;
 mod endpoints;
 pub mod limits;
-pub use endpoints::endpoints;
+pub mod outlier;
+pub use endpoints::{endpoints, Assignment};
 
 use super::{any_to, err, opt_duration, type_name, ConfigError, Result};
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
@@ -74,9 +75,72 @@ pub struct EndpointCfg {
     pub pipe: Option<std::path::PathBuf>,
     /// `Endpoint.hostname`, or for DNS clusters the name resolved.
     pub hostname: String,
-    pub healthy: bool,
+    pub health: EdsHealth,
     /// `load_balancing_weight` (default 1).
     pub weight: u32,
+    /// The priority of its locality (0 is the highest).
+    pub priority: u32,
+    pub locality: Locality,
+}
+
+impl Default for EndpointCfg {
+    /// An endpoint made on demand (ORIGINAL_DST): healthy, weight 1, priority 0.
+    fn default() -> Self {
+        EndpointCfg {
+            host: String::new(),
+            port: 0,
+            addr: None,
+            pipe: None,
+            hostname: String::new(),
+            health: EdsHealth::Unknown,
+            weight: 1,
+            priority: 0,
+            locality: Locality::default(),
+        }
+    }
+}
+
+/// `LbEndpoint.health_status` (`core.v3.HealthStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdsHealth {
+    Unknown = 0,
+    Healthy = 1,
+    Unhealthy = 2,
+    Draining = 3,
+    Timeout = 4,
+    Degraded = 5,
+}
+
+impl EdsHealth {
+    pub fn from_u8(v: u8) -> EdsHealth {
+        match v {
+            1 => EdsHealth::Healthy,
+            2 => EdsHealth::Unhealthy,
+            3 => EdsHealth::Draining,
+            4 => EdsHealth::Timeout,
+            5 => EdsHealth::Degraded,
+            _ => EdsHealth::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EdsHealth::Unknown => "UNKNOWN",
+            EdsHealth::Healthy => "HEALTHY",
+            EdsHealth::Unhealthy => "UNHEALTHY",
+            EdsHealth::Draining => "DRAINING",
+            EdsHealth::Timeout => "TIMEOUT",
+            EdsHealth::Degraded => "DEGRADED",
+        }
+    }
+}
+
+/// Where an endpoint runs (`core.v3.Locality`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
 }
 
 /// `lb_policy`.
@@ -112,6 +176,11 @@ pub struct Cluster {
     /// The TLS transport socket (`UpstreamTlsContext`), none: plaintext.
     pub tls: Option<super::tls::UpstreamTls>,
     pub circuit_breakers: limits::CircuitBreakerCfg,
+    pub outlier: Option<outlier::OutlierCfg>,
+    /// The own load assignment's `overprovisioning_factor`.
+    pub overprovisioning: u32,
+    /// `common_lb_config.healthy_panic_threshold` (percent; 0 disables panic).
+    pub panic_threshold: f64,
 }
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -205,18 +274,22 @@ impl Cluster {
         if connect_timeout.is_zero() {
             return err(&format!("{path}.connect_timeout"), "must be greater than 0");
         }
-        let endpoints = match &c.load_assignment {
-            Some(la) if discovery != Discovery::Eds => {
-                endpoints(la, discovery, &format!("{path}.load_assignment"))?
-            }
+        let assignment = match &c.load_assignment {
+            Some(la) if discovery != Discovery::Eds => Some(endpoints(
+                la,
+                discovery,
+                &format!("{path}.load_assignment"),
+            )?),
             Some(_) => {
                 return err(
                     &format!("{path}.load_assignment"),
                     "an EDS cluster takes its endpoints from EDS",
                 )
             }
-            None => Vec::new(),
+            None => None,
         };
+        let overprovisioning = assignment.as_ref().map_or(140, |a| a.overprovisioning);
+        let endpoints = assignment.map(|a| a.endpoints).unwrap_or_default();
         if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
             return err(
                 &format!("{path}.load_assignment"),
@@ -379,8 +452,32 @@ impl Cluster {
                 &c.circuit_breakers,
                 &format!("{path}.circuit_breakers"),
             )?,
+            outlier: outlier::outlier_detection(
+                &c.outlier_detection,
+                &format!("{path}.outlier_detection"),
+            )?,
+            overprovisioning,
+            panic_threshold: panic_threshold(c, path)?,
         })
     }
+}
+
+/// `common_lb_config.healthy_panic_threshold` (default 50%).
+fn panic_threshold(c: &pb::Cluster, path: &str) -> Result<f64> {
+    let Some(t) = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.healthy_panic_threshold)
+    else {
+        return Ok(50.0);
+    };
+    if !(0.0..=100.0).contains(&t.value) {
+        return err(
+            &format!("{path}.common_lb_config.healthy_panic_threshold.value"),
+            "value must be between 0 and 100",
+        );
+    }
+    Ok(t.value)
 }
 
 fn bind_config(

@@ -226,6 +226,20 @@ pub async fn forward(
         Some(t) => tokio::time::timeout(t, send).await.ok(),
         None => Some(send.await),
     };
+    {
+        use crate::cluster::outlier::Outcome;
+        let outcome = match &result {
+            None => Some(Outcome::Timeout),
+            Some(Ok((r, _))) => Some(Outcome::Status(r.status().as_u16())),
+            Some(Err(UpstreamError::Overflow)) => None,
+            Some(Err(e)) if e.is_downstream_body() => None,
+            Some(Err(e)) if e.is_connect() => Some(Outcome::ConnectFailed),
+            Some(Err(_)) => Some(Outcome::Reset),
+        };
+        if let Some(o) = outcome {
+            cluster.report(&host, o);
+        }
+    }
     if !matches!(result, Some(Err(UpstreamError::Overflow))) {
         cs.upstream_rq_total.inc();
         host.stats.rq_total.fetch_add(1, Relaxed);

@@ -119,7 +119,7 @@ impl XdsState {
                         .attempt
                         .inc();
                     if let Some(a) = assignments.get(&rt.cfg.eds_service_name) {
-                        rt.set_endpoints(&a.value);
+                        rt.set_endpoints(&a.value.endpoints, a.value.overprovisioning);
                     }
                 }
                 rt.start();
@@ -220,14 +220,14 @@ impl XdsState {
                 Ok(eps) => {
                     for name in &users {
                         if let Some(c) = res.clusters.get(name) {
-                            c.value.set_endpoints(&eps);
+                            c.value.set_endpoints(&eps.endpoints, eps.overprovisioning);
                         }
                     }
                     // A host-set update of a cluster that already had its endpoints.
                     if res.assignments.contains_key(&d.name) {
                         self.manager.cluster_updated.add(users.len() as u64);
                     }
-                    let empty = eps.is_empty();
+                    let empty = eps.endpoints.is_empty();
                     res.assignments
                         .insert(d.name, accepted(eps, d.raw, version));
                     charge(res, true, true, empty);

@@ -9,7 +9,6 @@ mod resource;
 mod stats;
 
 use crate::cluster::ClusterRt;
-use crate::config::cluster::EndpointCfg;
 use crate::config::listener::Listener;
 use crate::config::route::RouteTable;
 use crate::snapshot::{Server, Snapshot};
@@ -34,7 +33,7 @@ pub struct Accepted<T> {
 #[derive(Default)]
 struct Resources {
     clusters: BTreeMap<String, Accepted<Arc<ClusterRt>>>,
-    assignments: BTreeMap<String, Accepted<Vec<EndpointCfg>>>,
+    assignments: BTreeMap<String, Accepted<crate::config::cluster::Assignment>>,
     routes: BTreeMap<String, Accepted<Arc<RouteTable>>>,
     listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
     /// Types whose first response has been applied.

@@ -2,27 +2,52 @@
 
 use super::super::listener::socket_address;
 use super::super::{err, ConfigError, Result};
-use super::{Discovery, EndpointCfg};
+use super::{Discovery, EdsHealth, EndpointCfg, Locality};
 use envoy_types::pb::envoy::config::core::v3::{
     address::Address as AddrKind, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
+/// A load assignment's endpoints and policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub endpoints: Vec<EndpointCfg>,
+    /// `policy.overprovisioning_factor` (percent, default 140).
+    pub overprovisioning: u32,
+}
+
 /// The endpoints of a load assignment (a cluster's own, or an EDS resource at `lp`).
-pub fn endpoints(
-    la: &ClusterLoadAssignment,
-    discovery: Discovery,
-    lp: &str,
-) -> Result<Vec<EndpointCfg>> {
+pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> Result<Assignment> {
+    let mut overprovisioning = 140;
+    if let Some(p) = &la.policy {
+        if let Some(o) = p.overprovisioning_factor {
+            if o.value == 0 {
+                return err(
+                    &format!("{lp}.policy.overprovisioning_factor"),
+                    "value must be greater than 0",
+                );
+            }
+            overprovisioning = o.value;
+        }
+        if p.weighted_priority_health {
+            return err(
+                &format!("{lp}.policy.weighted_priority_health"),
+                "weighted_priority_health is not supported by Ferry yet",
+            );
+        }
+    }
     let mut out = Vec::new();
     for (li, loc) in la.endpoints.iter().enumerate() {
         let locp = format!("{lp}.endpoints[{li}]");
-        if loc.priority != 0 {
-            return err(
-                &format!("{locp}.priority"),
-                "priorities other than 0 are not supported yet",
-            );
-        }
+        let locality = loc
+            .locality
+            .as_ref()
+            .map(|l| Locality {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                sub_zone: l.sub_zone.clone(),
+            })
+            .unwrap_or_default();
         for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
             let ep = format!("{locp}.lb_endpoints[{ei}]");
             let weight = lbe.load_balancing_weight.as_ref().map_or(1, |w| w.value);
@@ -51,8 +76,10 @@ pub fn endpoints(
                     addr: None,
                     pipe: Some(p.path.clone().into()),
                     hostname: e.hostname.clone(),
-                    healthy: true,
+                    health: EdsHealth::from_u8(lbe.health_status.clamp(0, 5) as u8),
                     weight,
+                    priority: loc.priority,
+                    locality: locality.clone(),
                 });
                 continue;
             }
@@ -82,8 +109,6 @@ pub fn endpoints(
                 Discovery::Static | Discovery::Eds => Some(socket_address(&e.address, &ap)?),
                 _ => None,
             };
-            // UNHEALTHY (2), DRAINING (3) and TIMEOUT (4) endpoints take no traffic.
-            let healthy = !matches!(lbe.health_status, 2..=4);
             let dns = matches!(discovery, Discovery::StrictDns | Discovery::LogicalDns);
             let hostname = if e.hostname.is_empty() && dns {
                 host.clone()
@@ -96,10 +121,15 @@ pub fn endpoints(
                 addr,
                 pipe: None,
                 hostname,
-                healthy,
+                health: EdsHealth::from_u8(lbe.health_status.clamp(0, 5) as u8),
                 weight,
+                priority: loc.priority,
+                locality: locality.clone(),
             });
         }
     }
-    Ok(out)
+    Ok(Assignment {
+        endpoints: out,
+        overprovisioning,
+    })
 }

@@ -1,0 +1,163 @@
+//! What a pick looks at, rebuilt whenever hosts or their health change: per priority level,
+//! the hosts that take traffic (healthy ones, degraded ones, or all in panic) with their
+//! weighted round-robin order and cumulative weights, and the priority load.
+
+use super::host::{Health, Host};
+use super::lb;
+use super::priority::{self, Counts, Loads};
+use crate::config::cluster::LbPolicy;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+#[derive(Debug, Default)]
+pub struct HostSet {
+    pub hosts: Vec<Arc<Host>>,
+    schedule: Vec<u32>,
+    cumulative: Vec<u64>,
+    rr: AtomicUsize,
+}
+
+impl HostSet {
+    fn new(hosts: Vec<Arc<Host>>) -> HostSet {
+        let weights: Vec<u32> = hosts.iter().map(|h| h.weight()).collect();
+        let cumulative = weights
+            .iter()
+            .scan(0u64, |acc, &w| {
+                *acc += u64::from(w);
+                Some(*acc)
+            })
+            .collect();
+        HostSet {
+            schedule: lb::schedule(&weights),
+            cumulative,
+            hosts,
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    fn random(&self) -> usize {
+        match self.cumulative.last() {
+            Some(&total) if !self.schedule.is_empty() => {
+                lb::weighted_index(&self.cumulative, fastrand::u64(0..total))
+            }
+            _ => fastrand::usize(0..self.hosts.len()),
+        }
+    }
+
+    fn pick(&self, policy: LbPolicy) -> Option<&Arc<Host>> {
+        let n = self.hosts.len();
+        if n == 0 {
+            return None;
+        }
+        let i = match policy {
+            LbPolicy::Random => self.random(),
+            LbPolicy::LeastRequest { choices } => {
+                let draws = (0..choices).map(|_| self.random());
+                lb::least_request(draws, |i| {
+                    let h = &self.hosts[i];
+                    (h.stats.rq_active.load(Relaxed), h.weight())
+                })
+                .unwrap_or(0)
+            }
+            LbPolicy::RoundRobin | LbPolicy::ClusterProvided => {
+                let k = self.rr.fetch_add(1, Relaxed);
+                if self.schedule.is_empty() {
+                    k % n
+                } else {
+                    self.schedule[k % self.schedule.len()] as usize
+                }
+            }
+        };
+        self.hosts.get(i)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Picker {
+    pub loads: Loads,
+    /// Per level: its healthy hosts (all of its hosts when it is in panic).
+    pub healthy: Vec<HostSet>,
+    pub degraded: Vec<HostSet>,
+    /// One level taking all the load: no priority draw.
+    single: bool,
+    pub healthy_count: u64,
+    pub degraded_count: u64,
+}
+
+impl Picker {
+    pub fn new(hosts: &[Arc<Host>], overprovisioning: u32, panic_threshold: f64) -> Picker {
+        let levels = hosts
+            .iter()
+            .map(|h| h.priority() as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut counts = vec![Counts::default(); levels];
+        // Per level: healthy, degraded, all.
+        type Level = (Vec<Arc<Host>>, Vec<Arc<Host>>, Vec<Arc<Host>>);
+        let mut by_level: Vec<Level> = (0..levels).map(|_| Default::default()).collect();
+        let (mut healthy_count, mut degraded_count) = (0, 0);
+        for h in hosts {
+            let p = h.priority() as usize;
+            let c = &mut counts[p];
+            let (healthy, degraded, all) = &mut by_level[p];
+            all.push(h.clone());
+            if h.excluded() {
+                continue;
+            }
+            c.total += 1;
+            match h.health() {
+                Health::Healthy => {
+                    c.healthy += 1;
+                    healthy_count += 1;
+                    healthy.push(h.clone());
+                }
+                Health::Degraded => {
+                    c.degraded += 1;
+                    degraded_count += 1;
+                    degraded.push(h.clone());
+                }
+                Health::Unhealthy => {}
+            }
+        }
+        let loads = priority::loads(&counts, overprovisioning, panic_threshold);
+        let mut healthy = Vec::with_capacity(levels);
+        let mut degraded = Vec::with_capacity(levels);
+        for (i, (h, d, all)) in by_level.into_iter().enumerate() {
+            if loads.panic[i] {
+                healthy.push(HostSet::new(all));
+                degraded.push(HostSet::default());
+            } else {
+                healthy.push(HostSet::new(h));
+                degraded.push(HostSet::new(d));
+            }
+        }
+        let single = loads.healthy.first() == Some(&100);
+        Picker {
+            loads,
+            healthy,
+            degraded,
+            single,
+            healthy_count,
+            degraded_count,
+        }
+    }
+
+    /// A host by `policy`: a priority level drawn by the priority load, then a host of it.
+    /// A pick from a level in panic counts in `panic`.
+    pub fn pick(&self, policy: LbPolicy, panic: &crate::stats::Stat) -> Option<Arc<Host>> {
+        let (level, deg) = if self.single {
+            (0, false)
+        } else {
+            priority::choose(&self.loads, fastrand::u32(0..100))
+        };
+        let set = if deg {
+            self.degraded.get(level)?
+        } else {
+            self.healthy.get(level)?
+        };
+        if self.loads.panic.get(level) == Some(&true) {
+            panic.inc();
+        }
+        set.pick(policy).cloned()
+    }
+}
