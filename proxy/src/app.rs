@@ -142,6 +142,13 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     for c in snapshot.clusters.values() {
         c.start();
     }
+    // Health-checked clusters warm until each host has had its first check, as Envoy's do.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !snapshot.clusters.values().all(|c| c.health_warmed())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let server = Server::new(bootstrap.clone(), snapshot, concurrency, cli.clone());
     // Secrets of separate SDS servers named by static listeners and clusters.
     let refs: Vec<_> = bootstrap

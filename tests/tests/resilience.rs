@@ -287,3 +287,88 @@ async fn outliers_priorities_and_panic() {
         assert_eq!(envoy, ferry, "Envoy and Ferry differ");
     }
 }
+
+/// Each stat `prefix.name` as `name=value`.
+async fn stats(admin: u16, prefix: &str, names: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in names {
+        out.push(format!(
+            "{s}={}",
+            stat(admin, &format!("{prefix}.{s}")).await
+        ));
+    }
+    out
+}
+
+/// Active health checks: an HTTP check that one host fails with 503 and a TCP check that one
+/// host refuses take that host out of rotation on both proxies, with the same flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks() {
+    let (a, bad) = (echo::start_http("a").await, echo::start_http("bad").await);
+    let refusing = echo::refusing("refusing");
+    let mut shared = BTreeMap::new();
+    shared.insert("UP_A".to_string(), a.port().to_string());
+    shared.insert("UP_BAD".to_string(), bad.port().to_string());
+    shared.insert("UP_REFUSING".to_string(), refusing.port().to_string());
+    let names: BTreeMap<u16, &str> = [
+        (a.port(), "a"),
+        (bad.port(), "bad"),
+        (refusing.port(), "refusing"),
+    ]
+    .into_iter()
+    .collect();
+    let template = include_str!("../configs/health_checks.yaml");
+    let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
+    for (kind, bin) in kinds() {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let admin = p.admin_port();
+        let mut obs = Vec::new();
+        for (cluster, listener) in [("http_checked", "L1"), ("tcp_checked", "L2")] {
+            let prefix = format!("cluster.{cluster}.health_check");
+            obs.push(format!(
+                "{cluster} healthy={}",
+                wait_stat(admin, &format!("{prefix}.healthy"), "1").await
+            ));
+            obs.push(format!(
+                "{cluster}: {:?}",
+                spread(p.port(listener), "/", 10).await
+            ));
+            obs.push(format!("{:?}", health_flags(admin, cluster, &names).await));
+            let counts = stats(
+                admin,
+                &prefix,
+                &["attempt", "success", "failure", "network_failure"],
+            )
+            .await;
+            let positive = |name: &str| {
+                counts
+                    .iter()
+                    .find_map(|c| c.strip_prefix(&format!("{name}=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v > 0)
+            };
+            obs.push(format!(
+                "success>0={} failure>0={} network_failure>0={}",
+                positive("success"),
+                positive("failure"),
+                positive("network_failure")
+            ));
+            obs.push(format!(
+                "membership_healthy={}",
+                stat(admin, &format!("cluster.{cluster}.membership_healthy")).await
+            ));
+        }
+        seen.push((kind, obs));
+    }
+    for (kind, obs) in &seen {
+        eprintln!("{kind}:\n  {}", obs.join("\n  "));
+    }
+    let ferry = &seen.last().expect("ferry ran").1;
+    assert!(
+        ferry.iter().any(|o| o == "http_checked: {\"a 200\": 10}"),
+        "{ferry:?}"
+    );
+    if let [(_, envoy), (_, ferry)] = seen.as_slice() {
+        assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}

@@ -54,6 +54,9 @@ pub struct Host {
     pub outlier: super::outlier::HostRecord,
     /// ORIGINAL_DST: picked since the last cleanup sweep.
     pub(super) used: AtomicBool,
+    /// Active health checking: a session checks this host; it had its first result.
+    pub(super) hc_session: AtomicBool,
+    pub hc_checked: AtomicBool,
 }
 
 impl Host {
@@ -70,6 +73,8 @@ impl Host {
             pool,
             outlier: super::outlier::HostRecord::default(),
             used: AtomicBool::new(false),
+            hc_session: AtomicBool::new(false),
+            hc_checked: AtomicBool::new(false),
         };
         h.update(e);
         h

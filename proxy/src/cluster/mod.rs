@@ -3,6 +3,7 @@
 
 pub mod connect;
 mod dns;
+mod health;
 pub mod host;
 pub mod lb;
 pub mod limits;
@@ -136,6 +137,7 @@ pub struct ClusterRt {
     overprovisioning: AtomicU32,
     pub stats: Arc<ClusterStats>,
     pub outlier: Option<outlier::Detector>,
+    pub health: Option<health::Checker>,
     /// Circuit breakers.
     pub limits: Arc<limits::Limits>,
     /// ORIGINAL_DST: hosts by address, read lock-free.
@@ -150,6 +152,10 @@ impl ClusterRt {
         let stats = Arc::new(ClusterStats::new(&cfg.name));
         let limits = limits::Limits::new(&cfg.name, cfg.circuit_breakers);
         let overprovisioning = cfg.overprovisioning;
+        let health = cfg
+            .health_check
+            .clone()
+            .map(|h| health::Checker::new(&cfg.name, h));
         let outlier = cfg
             .outlier
             .clone()
@@ -169,6 +175,7 @@ impl ClusterRt {
             picker: ArcSwap::default(),
             overprovisioning: AtomicU32::new(overprovisioning),
             outlier,
+            health,
             stats,
             limits,
             dst_hosts: ArcSwap::default(),
@@ -221,6 +228,9 @@ impl ClusterRt {
         }
         self.hosts.store(Arc::new(merged));
         self.refresh();
+        if let Some(h) = &self.health {
+            h.hosts_changed();
+        }
     }
 
     /// Rebuilds what picks look at from the hosts' current health and weights.
@@ -251,6 +261,15 @@ impl ClusterRt {
             self.stats.upstream_cx_none_healthy.inc();
         }
         h
+    }
+
+    /// Every host has had its first active health check (true without health checking).
+    pub fn health_warmed(&self) -> bool {
+        self.health.is_none()
+            || self
+                .hosts()
+                .iter()
+                .all(|h| h.hc_checked.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Charges an upstream result to its host's outlier record.
@@ -286,6 +305,7 @@ impl ClusterRt {
             original_dst::spawn_cleanup(self);
         }
         outlier::Detector::spawn(self);
+        health::Checker::spawn(self);
     }
 
     pub(crate) fn new_host(&self, addr: SocketAddr, e: &EndpointCfg) -> Arc<Host> {
@@ -296,7 +316,12 @@ impl ClusterRt {
             self.limits.clone(),
             self.tls.clone(),
         ));
-        Arc::new(Host::new(addr, e, pool))
+        let h = Host::new(addr, e, pool);
+        if self.health.is_some() {
+            // Health-checked hosts start failed until their first check passes.
+            h.set_flag(host::flag::FAILED_ACTIVE_HC, true);
+        }
+        Arc::new(h)
     }
 
     pub async fn resolve_once(self: &Arc<Self>) {

@@ -3,6 +3,7 @@
 
 use super::listener::socket_address;
 mod endpoints;
+pub mod health;
 pub mod limits;
 pub mod outlier;
 pub use endpoints::{endpoints, Assignment};
@@ -177,6 +178,7 @@ pub struct Cluster {
     pub tls: Option<super::tls::UpstreamTls>,
     pub circuit_breakers: limits::CircuitBreakerCfg,
     pub outlier: Option<outlier::OutlierCfg>,
+    pub health_check: Option<health::HealthCheckCfg>,
     /// The own load assignment's `overprovisioning_factor`.
     pub overprovisioning: u32,
     /// `common_lb_config.healthy_panic_threshold` (percent; 0 disables panic).
@@ -455,6 +457,10 @@ impl Cluster {
             outlier: outlier::outlier_detection(
                 &c.outlier_detection,
                 &format!("{path}.outlier_detection"),
+            )?,
+            health_check: health::health_checks(
+                &c.health_checks,
+                &format!("{path}.health_checks"),
             )?,
             overprovisioning,
             panic_threshold: panic_threshold(c, path)?,
