@@ -283,6 +283,7 @@ fn bench_lb(c: &mut Criterion) {
     let lb = LbContext {
         original_dst: Some(dst),
         headers: None,
+        hash: None,
     };
     // The first pick makes the host; the timed ones find it.
     assert_eq!(rt.pick(&lb).map(|h| h.addr), Some(dst));

@@ -31,6 +31,7 @@ pub async fn handle(
         let lb = crate::cluster::LbContext {
             original_dst: down.original_dst,
             headers: None,
+            hash: None,
         };
         let Some(host) = cluster.pick(&lb) else { break };
         // Every attempt is an upstream connection in Envoy's count.

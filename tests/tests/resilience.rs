@@ -372,3 +372,92 @@ async fn active_health_checks() {
         assert_eq!(envoy, ferry, "Envoy and Ferry differ");
     }
 }
+
+/// Sends `GET path` with `headers` and returns the upstream that answered.
+async fn upstream_of(port: u16, path: &str, headers: &[(&str, String)]) -> String {
+    let mut req = HttpRequest::get(path);
+    for (k, v) in headers {
+        req.headers.push((k.to_string(), v.clone()));
+    }
+    match client::send(port, &req).await {
+        Ok(r) => r.header("x-upstream").unwrap_or("local").to_string(),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// Consistent hashing against Envoy: ring hash (default and a small weighted ring), Maglev
+/// (enum and typed config) and the hash policies (header, query parameter, generated cookie,
+/// two combined headers, terminal) send each key to exactly the endpoint Envoy sends it to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_picks_the_same_endpoints() {
+    let (a, b, c) = (
+        echo::start_http("a").await,
+        echo::start_http("b").await,
+        echo::start_http("c").await,
+    );
+    let mut shared = BTreeMap::new();
+    shared.insert("UP_A".to_string(), a.port().to_string());
+    shared.insert("UP_B".to_string(), b.port().to_string());
+    shared.insert("UP_C".to_string(), c.port().to_string());
+    let template = include_str!("../configs/hashing.yaml");
+    let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
+    for (kind, bin) in kinds() {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let l1 = p.port("L1");
+        let mut obs = Vec::new();
+        for path in ["/ring", "/maglev", "/typed", "/small-ring"] {
+            let mut picks = String::new();
+            for i in 0..24 {
+                picks.push_str(&upstream_of(l1, path, &[("x-user", format!("user-{i}"))]).await);
+            }
+            obs.push(format!("{path}: {picks}"));
+        }
+        let mut picks = String::new();
+        for i in 0..12 {
+            picks.push_str(&upstream_of(l1, &format!("/query?user=u{i}&x=1"), &[]).await);
+        }
+        obs.push(format!("/query: {picks}"));
+        let mut picks = String::new();
+        for i in 0..12 {
+            let h = [("x-a", format!("a{i}")), ("x-b", format!("b{}", i % 3))];
+            picks.push_str(&upstream_of(l1, "/two", &h).await);
+            picks.push_str(&upstream_of(l1, "/terminal", &h).await);
+        }
+        obs.push(format!("/two and /terminal: {picks}"));
+        // Sticky cookies: a request carrying one always lands on the same endpoint.
+        let mut picks = String::new();
+        for i in 0..12 {
+            let h = [("cookie", format!("sticky=\"{i:016x}\""))];
+            picks.push_str(&upstream_of(l1, "/cookie", &h).await);
+        }
+        obs.push(format!("/cookie: {picks}"));
+        // Without one, the answer sets a cookie generated from the connection.
+        let set = client::send(l1, &HttpRequest::get("/cookie"))
+            .await
+            .ok()
+            .and_then(|r| r.header("set-cookie").map(str::to_string))
+            .unwrap_or_default();
+        let shape = set
+            .strip_prefix("sticky=\"")
+            .and_then(|s| s.split_once('"'))
+            .map(|(v, rest)| {
+                format!(
+                    "{} hex digits{rest}",
+                    v.chars().filter(char::is_ascii_hexdigit).count()
+                )
+            });
+        obs.push(format!("set-cookie: {shape:?}"));
+        seen.push((kind, obs));
+    }
+    for (kind, obs) in &seen {
+        eprintln!("{kind}:\n  {}", obs.join("\n  "));
+    }
+    let ferry = &seen.last().expect("ferry ran").1;
+    assert!(
+        ferry[0].contains('a') && ferry[0].contains('b') && ferry[0].contains('c'),
+        "the ring spreads keys: {ferry:?}"
+    );
+    if let [(_, envoy), (_, ferry)] = seen.as_slice() {
+        assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}

@@ -42,6 +42,8 @@ pub enum Health {
 pub struct Host {
     pub addr: SocketAddr,
     pub hostname: String,
+    /// The key on a hash ring: `envoy.lb` `hash_key`, else the address.
+    pub hash_key: Option<String>,
     eds: AtomicU8,
     /// `load_balancing_weight`.
     weight: AtomicU32,
@@ -64,6 +66,7 @@ impl Host {
         let h = Host {
             addr,
             hostname: e.hostname.clone(),
+            hash_key: e.hash_key.clone(),
             eds: AtomicU8::new(0),
             weight: AtomicU32::new(1),
             priority: AtomicU32::new(0),

@@ -3,6 +3,7 @@
 
 pub mod connect;
 mod dns;
+pub mod hash;
 mod health;
 pub mod host;
 pub mod lb;
@@ -197,10 +198,9 @@ impl ClusterRt {
         let merged: Vec<Arc<Host>> = new
             .into_iter()
             .map(|(addr, e)| {
-                match old
-                    .iter()
-                    .find(|o| o.addr == addr && o.hostname == e.hostname)
-                {
+                match old.iter().find(|o| {
+                    o.addr == addr && o.hostname == e.hostname && o.hash_key == e.hash_key
+                }) {
                     Some(o) => {
                         o.update(e);
                         o.clone()
@@ -238,6 +238,7 @@ impl ClusterRt {
         let hosts = self.hosts.load();
         let p = picker::Picker::new(
             &hosts,
+            self.cfg.lb,
             self.overprovisioning.load(Relaxed),
             self.cfg.panic_threshold,
         );
@@ -255,7 +256,7 @@ impl ClusterRt {
         } else {
             self.picker
                 .load()
-                .pick(self.cfg.lb, &self.stats.lb_healthy_panic)
+                .pick(self.cfg.lb, lb.hash, &self.stats.lb_healthy_panic)
         };
         if h.is_none() {
             self.stats.upstream_cx_none_healthy.inc();

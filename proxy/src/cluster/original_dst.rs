@@ -14,6 +14,8 @@ pub struct LbContext<'a> {
     /// The restored original destination of the downstream connection.
     pub original_dst: Option<SocketAddr>,
     pub headers: Option<&'a http::HeaderMap>,
+    /// The request hash (RING_HASH, MAGLEV); none: a random one.
+    pub hash: Option<u64>,
 }
 
 impl ClusterRt {

@@ -3,11 +3,18 @@
 //! weighted round-robin order and cumulative weights, and the priority load.
 
 use super::host::{Health, Host};
-use super::lb;
 use super::priority::{self, Counts, Loads};
+use super::{hash, lb};
 use crate::config::cluster::LbPolicy;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+
+/// A consistent-hashing table over a host set.
+#[derive(Debug)]
+enum Table {
+    Ring(hash::Ring),
+    Maglev(hash::Maglev),
+}
 
 #[derive(Debug, Default)]
 pub struct HostSet {
@@ -15,10 +22,51 @@ pub struct HostSet {
     schedule: Vec<u32>,
     cumulative: Vec<u64>,
     rr: AtomicUsize,
+    table: Option<Table>,
+}
+
+/// A host's key on a hash table: `envoy.lb` `hash_key`, the hostname
+/// (`use_hostname_for_hashing`), else the address.
+fn hash_key(h: &Host, use_hostname: bool) -> String {
+    match &h.hash_key {
+        Some(k) => k.clone(),
+        None if use_hostname => h.hostname.clone(),
+        None => h.addr.to_string(),
+    }
 }
 
 impl HostSet {
-    fn new(hosts: Vec<Arc<Host>>) -> HostSet {
+    fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> HostSet {
+        let mut set = HostSet::plain(hosts);
+        let keys = |u: bool| -> Vec<String> { set.hosts.iter().map(|h| hash_key(h, u)).collect() };
+        let weights: Vec<u32> = set.hosts.iter().map(|h| h.weight()).collect();
+        let normalized = hash::normalize_weights(&weights, 1.0);
+        set.table = match policy {
+            LbPolicy::RingHash {
+                min,
+                max,
+                use_hostname,
+            } => {
+                let k = keys(use_hostname);
+                let k: Vec<&str> = k.iter().map(String::as_str).collect();
+                Some(Table::Ring(hash::Ring::build(&k, &normalized, min, max)))
+            }
+            LbPolicy::Maglev {
+                table_size,
+                use_hostname,
+            } => {
+                let k = keys(use_hostname);
+                let k: Vec<&str> = k.iter().map(String::as_str).collect();
+                hash::Maglev::build(&k, &normalized, table_size)
+                    .ok()
+                    .map(Table::Maglev)
+            }
+            _ => None,
+        };
+        set
+    }
+
+    fn plain(hosts: Vec<Arc<Host>>) -> HostSet {
         let weights: Vec<u32> = hosts.iter().map(|h| h.weight()).collect();
         let cumulative = weights
             .iter()
@@ -32,6 +80,7 @@ impl HostSet {
             cumulative,
             hosts,
             rr: AtomicUsize::new(0),
+            table: None,
         }
     }
 
@@ -44,12 +93,20 @@ impl HostSet {
         }
     }
 
-    fn pick(&self, policy: LbPolicy) -> Option<&Arc<Host>> {
+    fn pick(&self, policy: LbPolicy, hash: u64) -> Option<&Arc<Host>> {
         let n = self.hosts.len();
         if n == 0 {
             return None;
         }
         let i = match policy {
+            LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } => {
+                let i = match &self.table {
+                    Some(Table::Ring(r)) => r.pick(hash),
+                    Some(Table::Maglev(m)) => m.pick(hash),
+                    None => None,
+                };
+                i? as usize
+            }
             LbPolicy::Random => self.random(),
             LbPolicy::LeastRequest { choices } => {
                 let draws = (0..choices).map(|_| self.random());
@@ -85,7 +142,12 @@ pub struct Picker {
 }
 
 impl Picker {
-    pub fn new(hosts: &[Arc<Host>], overprovisioning: u32, panic_threshold: f64) -> Picker {
+    pub fn new(
+        hosts: &[Arc<Host>],
+        policy: LbPolicy,
+        overprovisioning: u32,
+        panic_threshold: f64,
+    ) -> Picker {
         let levels = hosts
             .iter()
             .map(|h| h.priority() as usize + 1)
@@ -124,11 +186,11 @@ impl Picker {
         let mut degraded = Vec::with_capacity(levels);
         for (i, (h, d, all)) in by_level.into_iter().enumerate() {
             if loads.panic[i] {
-                healthy.push(HostSet::new(all));
+                healthy.push(HostSet::new(all, policy));
                 degraded.push(HostSet::default());
             } else {
-                healthy.push(HostSet::new(h));
-                degraded.push(HostSet::new(d));
+                healthy.push(HostSet::new(h, policy));
+                degraded.push(HostSet::new(d, policy));
             }
         }
         let single = loads.healthy.first() == Some(&100);
@@ -144,9 +206,23 @@ impl Picker {
 
     /// A host by `policy`: a priority level drawn by the priority load, then a host of it.
     /// A pick from a level in panic counts in `panic`.
-    pub fn pick(&self, policy: LbPolicy, panic: &crate::stats::Stat) -> Option<Arc<Host>> {
+    /// Consistent-hashing policies draw the level and the host with the request `hash` (a
+    /// random one without).
+    pub fn pick(
+        &self,
+        policy: LbPolicy,
+        hash: Option<u64>,
+        panic: &crate::stats::Stat,
+    ) -> Option<Arc<Host>> {
+        let h = if policy.hashes() {
+            hash.unwrap_or_else(|| fastrand::u64(..))
+        } else {
+            0
+        };
         let (level, deg) = if self.single {
             (0, false)
+        } else if policy.hashes() {
+            priority::choose(&self.loads, (h % 100) as u32)
         } else {
             priority::choose(&self.loads, fastrand::u32(0..100))
         };
@@ -158,6 +234,6 @@ impl Picker {
         if self.loads.panic.get(level) == Some(&true) {
             panic.inc();
         }
-        set.pick(policy).cloned()
+        set.pick(policy, h).cloned()
     }
 }

@@ -4,6 +4,7 @@
 use super::listener::socket_address;
 mod endpoints;
 pub mod health;
+mod lb;
 pub mod limits;
 pub mod outlier;
 pub use endpoints::{endpoints, Assignment};
@@ -82,6 +83,8 @@ pub struct EndpointCfg {
     /// The priority of its locality (0 is the highest).
     pub priority: u32,
     pub locality: Locality,
+    /// `envoy.lb` metadata `hash_key`: the key on a hash ring instead of the address.
+    pub hash_key: Option<String>,
 }
 
 impl Default for EndpointCfg {
@@ -97,6 +100,7 @@ impl Default for EndpointCfg {
             weight: 1,
             priority: 0,
             locality: Locality::default(),
+            hash_key: None,
         }
     }
 }
@@ -144,7 +148,7 @@ pub struct Locality {
     pub sub_zone: String,
 }
 
-/// `lb_policy`.
+/// `lb_policy` (or the typed `load_balancing_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbPolicy {
     RoundRobin,
@@ -153,8 +157,26 @@ pub enum LbPolicy {
     LeastRequest {
         choices: u32,
     },
+    /// Consistent hashing on a ring of `min..=max` entries.
+    RingHash {
+        min: u64,
+        max: u64,
+        use_hostname: bool,
+    },
+    /// Consistent hashing on a Maglev table of `table_size` (a prime) entries.
+    Maglev {
+        table_size: u64,
+        use_hostname: bool,
+    },
     /// ORIGINAL_DST's own.
     ClusterProvided,
+}
+
+impl LbPolicy {
+    /// RING_HASH and MAGLEV pick by the request hash.
+    pub fn hashes(self) -> bool {
+        matches!(self, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -216,55 +238,7 @@ impl Cluster {
                 )
             }
         };
-        // CLUSTER_PROVIDED (6) is ORIGINAL_DST's own policy and only its own.
-        const CLUSTER_PROVIDED: i32 = 6;
-        let lb_name = || {
-            pb::cluster::LbPolicy::try_from(c.lb_policy)
-                .map(|d| d.as_str_name())
-                .unwrap_or("unknown")
-        };
-        let provided = c.lb_policy == CLUSTER_PROVIDED;
-        let original_dst = discovery == Discovery::OriginalDst;
-        if original_dst && !provided {
-            return err(
-                &format!("{path}.lb_policy"),
-                format!("LB policy {} is not valid for Cluster type ORIGINAL_DST. Only 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'", lb_name()),
-            );
-        }
-        if provided && !original_dst {
-            return err(
-                &format!("{path}.lb_policy"),
-                format!(
-                    "cluster provided LB specified but cluster '{}' did not provide one",
-                    c.name
-                ),
-            );
-        }
-        let lb = match c.lb_policy {
-            0 => LbPolicy::RoundRobin,
-            1 => {
-                let choices = match &c.lb_config {
-                    Some(pb::cluster::LbConfig::LeastRequestLbConfig(l)) => {
-                        l.choice_count.as_ref().map_or(2, |c| c.value)
-                    }
-                    _ => 2,
-                };
-                if choices < 2 {
-                    return err(
-                        &format!("{path}.least_request_lb_config.choice_count"),
-                        "value must be greater than or equal to 2",
-                    );
-                }
-                LbPolicy::LeastRequest { choices }
-            }
-            3 => LbPolicy::Random,
-            CLUSTER_PROVIDED => LbPolicy::ClusterProvided,
-            _ => {
-                let supported = "ROUND_ROBIN, LEAST_REQUEST and RANDOM are";
-                let msg = format!("lb_policy {} is not supported yet ({supported})", lb_name());
-                return err(&format!("{path}.lb_policy"), msg);
-            }
-        };
+        let lb = lb::lb_policy(c, discovery, path)?;
         if discovery == Discovery::OriginalDst && c.load_assignment.is_some() {
             return err(
                 &format!("{path}.load_assignment"),

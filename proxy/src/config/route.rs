@@ -9,6 +9,7 @@ use http::header::HeaderName;
 use std::collections::HashMap;
 
 mod action;
+pub mod hash;
 mod matching;
 mod redirect;
 pub use action::*;

@@ -64,6 +64,21 @@ pub async fn forward(
         tracing::debug!(flag = Flag::NoClusterFound.code(), cluster = %cluster_name, "unknown cluster");
         return local(code, "");
     };
+    // The request hash of consistent-hashing clusters, from the request as it arrived.
+    let (hash, set_cookie) = if cluster.cfg.lb.hashes() && !fwd.hash.is_empty() {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        crate::config::route::hash::request_hash(
+            &fwd.hash,
+            &crate::config::route::hash::Request {
+                headers: req.headers(),
+                path_and_query: pq,
+                remote: ctx.remote,
+                local: ctx.local,
+            },
+        )
+    } else {
+        (None, None)
+    };
     let w_req = weighted.map(|w| &w.request);
     let w_resp: Option<&HeaderMutation> = weighted.map(|w| &w.response);
 
@@ -135,6 +150,7 @@ pub async fn forward(
     let lb = crate::cluster::LbContext {
         original_dst: ctx.original_dst,
         headers: Some(req.headers()),
+        hash,
     };
     let Some(host) = cluster.pick(&lb) else {
         tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster_name, "no healthy upstream");
@@ -330,6 +346,9 @@ pub async fn forward(
         },
     );
     finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
+    if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
     r
 }
 

@@ -51,6 +51,7 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
         for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
             let ep = format!("{locp}.lb_endpoints[{ei}]");
             let weight = lbe.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+            let hash_key = hash_key(lbe);
             if weight == 0 {
                 return err(
                     &format!("{ep}.load_balancing_weight"),
@@ -80,6 +81,7 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
                     weight,
                     priority: loc.priority,
                     locality: locality.clone(),
+                    hash_key: hash_key.clone(),
                 });
                 continue;
             }
@@ -125,6 +127,7 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
                 weight,
                 priority: loc.priority,
                 locality: locality.clone(),
+                hash_key,
             });
         }
     }
@@ -132,4 +135,21 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
         endpoints: out,
         overprovisioning,
     })
+}
+
+/// `metadata.filter_metadata["envoy.lb"].hash_key`: the endpoint's key on a hash ring (a
+/// non-empty string; anything else is ignored, as Envoy does).
+fn hash_key(lbe: &envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let v = lbe
+        .metadata
+        .as_ref()?
+        .filter_metadata
+        .get("envoy.lb")?
+        .fields
+        .get("hash_key")?;
+    match &v.kind {
+        Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
 }

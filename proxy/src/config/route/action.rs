@@ -62,6 +62,8 @@ pub struct Forward {
     pub timeout: Option<Duration>,
     /// Per-route upgrade overrides: `(upgrade type lowercased, enabled)`.
     pub upgrades: Vec<(String, bool)>,
+    /// `hash_policy`: the request hash RING_HASH and MAGLEV clusters pick by.
+    pub hash: Vec<super::hash::HashPolicy>,
 }
 
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -213,6 +215,7 @@ impl Forward {
             host_rewrite,
             timeout,
             upgrades,
+            hash: super::hash::hash_policies(&a.hash_policy, &format!("{path}.hash_policy"))?,
         })
     }
 }
