@@ -461,3 +461,70 @@ async fn consistent_hashing_picks_the_same_endpoints() {
         assert_eq!(envoy, ferry, "Envoy and Ferry differ");
     }
 }
+
+/// Connection pool limits against Envoy: a connection closes after
+/// `max_requests_per_connection` requests (HTTP/1.1 and HTTP/2), and an HTTP/2 connection
+/// with `max_concurrent_streams` open streams makes the next request open another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_limits() {
+    let up = echo::start_http("a").await;
+    let mut shared = BTreeMap::new();
+    shared.insert("UP_A".to_string(), up.port().to_string());
+    let template = include_str!("../configs/pool_limits.yaml");
+    let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
+    let counters = [
+        "upstream_cx_total",
+        "upstream_cx_max_requests",
+        "upstream_rq_total",
+    ];
+    for (kind, bin) in kinds() {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let admin = p.admin_port();
+        let mut obs = Vec::new();
+        obs.push(format!("{:?}", spread(p.port("L1"), "/", 6).await));
+        obs.extend(stats(admin, "cluster.h1_two_per_connection", &counters).await);
+        // Three concurrent slow requests, one stream per connection: three connections.
+        let l2 = p.port("L2");
+        let slow: Vec<_> = (0..3).map(|_| spread_one(l2, "/delay/400")).collect();
+        let mut statuses = Vec::new();
+        for s in slow {
+            statuses.push(s.await.expect("task"));
+        }
+        obs.push(format!("concurrent: {statuses:?}"));
+        obs.push(format!("{:?}", spread(l2, "/", 3).await));
+        obs.extend(
+            stats(
+                admin,
+                "cluster.h2_one_stream",
+                &[
+                    "upstream_cx_total",
+                    "upstream_cx_http2_total",
+                    "upstream_rq_total",
+                ],
+            )
+            .await,
+        );
+        obs.push(format!("{:?}", spread(p.port("L3"), "/", 5).await));
+        obs.extend(stats(admin, "cluster.h2_two_per_connection", &counters).await);
+        seen.push((kind, obs));
+    }
+    for (kind, obs) in &seen {
+        eprintln!("{kind}:\n  {}", obs.join("\n  "));
+    }
+    let ferry = &seen.last().expect("ferry ran").1;
+    assert!(
+        ferry.iter().any(|o| o == "upstream_cx_max_requests=3"),
+        "{ferry:?}"
+    );
+    if let [(_, envoy), (_, ferry)] = seen.as_slice() {
+        assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}
+
+fn spread_one(port: u16, path: &'static str) -> tokio::task::JoinHandle<u16> {
+    tokio::spawn(async move {
+        client::send(port, &HttpRequest::get(path))
+            .await
+            .map_or(0, |r| r.status)
+    })
+}

@@ -37,6 +37,7 @@ pub struct ClusterStats {
     pub upstream_cx_connect_timeout: Counter,
     pub upstream_cx_destroy: Counter,
     pub upstream_cx_overflow: Counter,
+    pub upstream_cx_max_requests: Counter,
     pub upstream_rq_pending_overflow: Counter,
     pub upstream_rq_active_overflow: Counter,
     pub upstream_rq_pending_total: Counter,
@@ -75,6 +76,7 @@ impl ClusterStats {
             upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
             upstream_cx_destroy: c("upstream_cx_destroy"),
             upstream_cx_overflow: c("upstream_cx_overflow"),
+            upstream_cx_max_requests: c("upstream_cx_max_requests"),
             upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
             upstream_rq_active_overflow: c("upstream_rq_active_overflow"),
             upstream_rq_pending_total: c("upstream_rq_pending_total"),
@@ -339,6 +341,8 @@ pub struct ActiveRequest {
     host: Arc<Host>,
     limits: Arc<limits::Limits>,
     gauge: Gauge,
+    /// The HTTP/2 stream it holds on its connection.
+    pub(crate) stream: Option<pool::StreamSlot>,
 }
 
 impl ActiveRequest {
@@ -357,6 +361,7 @@ impl ActiveRequest {
             host: host.clone(),
             limits: limits.clone(),
             gauge: stats.upstream_rq_active.clone(),
+            stream: None,
         })
     }
 }

@@ -7,14 +7,13 @@ pub mod health;
 mod lb;
 pub mod limits;
 pub mod outlier;
+mod protocol;
 pub use endpoints::{endpoints, Assignment};
+pub use protocol::PoolCfg;
 
-use super::{any_to, err, opt_duration, type_name, ConfigError, Result};
+use super::{err, opt_duration, ConfigError, Result};
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddrKind;
-use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
-    http_protocol_options::UpstreamProtocolOptions, HttpProtocolOptions,
-};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -199,6 +198,8 @@ pub struct Cluster {
     /// The TLS transport socket (`UpstreamTlsContext`), none: plaintext.
     pub tls: Option<super::tls::UpstreamTls>,
     pub circuit_breakers: limits::CircuitBreakerCfg,
+    /// Connection pool limits.
+    pub pool: PoolCfg,
     pub outlier: Option<outlier::OutlierCfg>,
     pub health_check: Option<health::HealthCheckCfg>,
     /// The own load assignment's `overprovisioning_factor`.
@@ -206,8 +207,6 @@ pub struct Cluster {
     /// `common_lb_config.healthy_panic_threshold` (percent; 0 disables panic).
     pub panic_threshold: f64,
 }
-
-const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 impl Cluster {
     #[allow(deprecated)] // http2_protocol_options & co. are still what many bootstraps use
@@ -299,46 +298,8 @@ impl Cluster {
             }
             (None, _) => String::new(),
         };
-        let mut protocol = if c.http2_protocol_options.is_some() {
-            UpstreamProtocol::Http2
-        } else {
-            UpstreamProtocol::Http1
-        };
-        let mut idle_timeout = opt_duration(
-            &c.common_http_protocol_options
-                .as_ref()
-                .and_then(|o| o.idle_timeout),
-            &format!("{path}.common_http_protocol_options.idle_timeout"),
-        )?;
-        for (key, any) in &c.typed_extension_protocol_options {
-            let kp = format!("{path}.typed_extension_protocol_options[{key}]");
-            if type_name(any) != HTTP_OPTIONS {
-                return err(
-                    &kp,
-                    format!(
-                        "protocol options {} are not supported by Ferry",
-                        type_name(any)
-                    ),
-                );
-            }
-            let o: HttpProtocolOptions = any_to(any, &kp)?;
-            if let Some(common) = &o.common_http_protocol_options {
-                idle_timeout = opt_duration(
-                    &common.idle_timeout,
-                    &format!("{kp}.common_http_protocol_options.idle_timeout"),
-                )?;
-            }
-            protocol = match &o.upstream_protocol_options {
-                Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match &e.protocol_config {
-                    Some(envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
-                    Some(envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(_)) => UpstreamProtocol::Http1,
-                    _ => return err(&format!("{kp}.explicit_http_config"), "only HTTP/1.1 and HTTP/2 are supported by Ferry"),
-                },
-                Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
-                Some(UpstreamProtocolOptions::AutoConfig(_)) => UpstreamProtocol::Auto,
-                None => protocol,
-            };
-        }
+        let pool = protocol::pool(c, path)?;
+        let (protocol, idle_timeout) = (pool.protocol, pool.idle_timeout);
         let dns_family = match c.dns_lookup_family {
             1 => DnsFamily::V4Only,
             2 => DnsFamily::V6Only,
@@ -432,6 +393,7 @@ impl Cluster {
                 &c.outlier_detection,
                 &format!("{path}.outlier_detection"),
             )?,
+            pool,
             health_check: health::health_checks(
                 &c.health_checks,
                 &format!("{path}.health_checks"),

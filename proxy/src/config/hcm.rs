@@ -160,6 +160,12 @@ impl HttpConnMgr {
             }
         }
         let common = h.common_http_protocol_options.unwrap_or_default();
+        if common.max_requests_per_connection.is_some() {
+            return err(
+                &format!("{path}.common_http_protocol_options.max_requests_per_connection"),
+                "a downstream request limit per connection is not supported by Ferry yet",
+            );
+        }
         let idle_timeout = match opt_duration(
             &common.idle_timeout,
             &format!("{path}.common_http_protocol_options.idle_timeout"),

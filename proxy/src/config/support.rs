@@ -98,7 +98,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig", &["cidr_ranges"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
     ("envoy.extensions.filters.http.router.v3.Router", &["suppress_envoy_headers", "~dynamic_stats", "~start_child_span"]),
-    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_headers_count", "~max_connection_duration", "~max_stream_duration", "headers_with_underscores_action"]),
+    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_headers_count", "max_requests_per_connection", "~max_connection_duration", "~max_stream_duration", "headers_with_underscores_action"]),
     ("envoy.config.core.v3.Http1ProtocolOptions", &["accept_http_10", "default_host_for_http_10"]),
     ("envoy.config.core.v3.Http2ProtocolOptions", &["~hpack_table_size", "~max_concurrent_streams", "~initial_stream_window_size", "~initial_connection_window_size", "~max_outbound_frames", "~max_outbound_control_frames", "~max_consecutive_inbound_frames_with_empty_payload", "~max_inbound_priority_frames_per_stream", "~max_inbound_window_update_frames_per_data_frame_sent", "~connection_keepalive"]),
     ("envoy.config.core.v3.KeepaliveSettings", &["*"]),
@@ -134,7 +134,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     // clusters
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "upstream_bind_config", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "max_requests_per_connection", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "upstream_bind_config", "~upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy"]),
     ("envoy.config.cluster.v3.Cluster.RingHashLbConfig", &["minimum_ring_size", "maximum_ring_size", "hash_function"]),
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
     ("envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig", &["use_hostname_for_hashing", "hash_balance_factor"]),
