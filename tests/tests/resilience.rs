@@ -271,6 +271,29 @@ async fn outliers_priorities_and_panic() {
             "panic flags: {:?}",
             health_flags(admin, "panic", &names).await
         ));
+        // The whole /clusters text (its lines sorted: Envoy lists clusters in no set order).
+        let text = client::admin_get(admin, "/clusters")
+            .await
+            .map(|r| r.text())
+            .unwrap_or_default();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        obs.push(format!("text:\n{}", lines.join("\n")));
+        // The whole /clusters JSON document.
+        let doc = client::admin_get(admin, "/clusters?format=json")
+            .await
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .unwrap_or_default();
+        // Envoy lists clusters in no particular order.
+        let mut clusters = doc["cluster_statuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        clusters.sort_by_key(|c| c["name"].as_str().unwrap_or("").to_string());
+        for c in clusters {
+            obs.push(format!("json: {c}"));
+        }
         seen.push((kind, obs));
     }
     for (kind, obs) in &seen {

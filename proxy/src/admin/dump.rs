@@ -214,64 +214,6 @@ fn with_type(mut v: Json, name: &str) -> Json {
     v
 }
 
-/// Envoy's `/clusters` text: cluster settings, then `cluster::host::stat::value` lines.
-pub fn clusters(server: &Server) -> String {
-    let snap = server.snapshot.load_full();
-    let mut names: Vec<&String> = snap.clusters.keys().collect();
-    names.sort();
-    let mut out = String::new();
-    for name in names {
-        let c = &snap.clusters[name];
-        out.push_str(&format!("{name}::observability_name::{name}\n"));
-        let cb = &c.cfg.circuit_breakers;
-        for (prio, t) in [("default", &cb.default), ("high", &cb.high)] {
-            for (k, v) in [
-                ("max_connections", t.max_connections),
-                ("max_pending_requests", t.max_pending_requests),
-                ("max_requests", t.max_requests),
-                ("max_retries", t.max_retries),
-            ] {
-                out.push_str(&format!("{name}::{prio}_priority::{k}::{v}\n"));
-            }
-        }
-        out.push_str(&format!("{name}::added_via_api::false\n"));
-        for h in c.hosts().iter() {
-            let s = &h.stats;
-            let a = h.addr;
-            let l = |k: &str, v: String| format!("{name}::{a}::{k}::{v}\n");
-            use std::sync::atomic::Ordering::Relaxed;
-            out.push_str(&l("cx_active", s.cx_active.load(Relaxed).to_string()));
-            out.push_str(&l(
-                "cx_connect_fail",
-                s.cx_connect_fail.load(Relaxed).to_string(),
-            ));
-            out.push_str(&l("cx_total", s.cx_total.load(Relaxed).to_string()));
-            out.push_str(&l("rq_active", s.rq_active.load(Relaxed).to_string()));
-            out.push_str(&l("rq_error", s.rq_error.load(Relaxed).to_string()));
-            out.push_str(&l(
-                "rq_pending_active",
-                s.rq_pending_active.load(Relaxed).to_string(),
-            ));
-            out.push_str(&l("rq_success", s.rq_success.load(Relaxed).to_string()));
-            out.push_str(&l("rq_timeout", s.rq_timeout.load(Relaxed).to_string()));
-            out.push_str(&l("rq_total", s.rq_total.load(Relaxed).to_string()));
-            out.push_str(&l("hostname", h.hostname.clone()));
-            out.push_str(&l("health_flags", h.health_flags()));
-            out.push_str(&l("weight", h.weight().to_string()));
-            let loc = h.locality();
-            out.push_str(&l("region", loc.region.clone()));
-            out.push_str(&l("zone", loc.zone.clone()));
-            out.push_str(&l("sub_zone", loc.sub_zone.clone()));
-            out.push_str(&l("canary", "false".into()));
-            out.push_str(&l("priority", h.priority().to_string()));
-            let (sr, local_sr) = h.outlier.success_rates();
-            out.push_str(&l("success_rate", sr.to_string()));
-            out.push_str(&l("local_origin_success_rate", local_sr.to_string()));
-        }
-    }
-    out
-}
-
 /// Envoy's `/listeners` text: `name::address`.
 pub fn listeners(server: &Server) -> String {
     server

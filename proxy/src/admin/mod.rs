@@ -1,5 +1,6 @@
 //! The admin API (the bootstrap's `admin` block), with Envoy's endpoints and answers.
 
+mod clusters;
 mod dump;
 pub use dump::{rfc3339, to_json};
 
@@ -171,7 +172,10 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             "application/json",
             dump::config_dump(server, param("resource").as_deref(), has("include_eds")),
         ),
-        "/clusters" => text(StatusCode::OK, dump::clusters(server)),
+        "/clusters" => match param("format").as_deref() {
+            Some("json") => reply(StatusCode::OK, "application/json", clusters::json(server)),
+            _ => text(StatusCode::OK, clusters::text(server)),
+        },
         "/listeners" => text(StatusCode::OK, dump::listeners(server)),
         "/memory" => reply(StatusCode::OK, "application/json", dump::memory()),
         "/certs" => reply(

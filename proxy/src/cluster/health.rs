@@ -164,6 +164,7 @@ async fn session(cluster: Weak<ClusterRt>, host: Arc<Host>) {
                     fail_streak += 1;
                     if verdict == Verdict::Failed || fail_streak >= cfg.unhealthy_threshold {
                         host.set_flag(flag::FAILED_ACTIVE_HC, true);
+                        host.pool.drain();
                         fail_streak = 0;
                         changed = true;
                     }

@@ -268,6 +268,7 @@ impl Detector {
         self.stats.enforced[kind as usize].inc();
         tracing::debug!(cluster = %cluster.cfg.name, host = %host.addr, kind = kind.name(), "outlier ejected");
         host.set_flag(flag::FAILED_OUTLIER_CHECK, true);
+        host.pool.drain();
         cluster.refresh();
     }
 

@@ -166,6 +166,14 @@ impl HostPool {
         Ok(Pending(self, host))
     }
 
+    /// The host failed a health or outlier check: pooled connections take no new requests
+    /// and close once their responses are done, as Envoy drains a failed host's pools.
+    pub fn drain(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let h2 = std::mem::take(&mut *self.h2.lock().unwrap_or_else(|p| p.into_inner()));
+        drop((idle, h2));
+    }
+
     /// A request takes its connection: admitted under `max_requests`, or it overflows
     /// (`upstream_rq_active_overflow`; the caller gives the connection back).
     fn attach(&self, host: &Arc<super::Host>) -> Option<super::ActiveRequest> {
