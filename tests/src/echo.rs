@@ -346,3 +346,48 @@ pub fn refusing(name: &str) -> Upstream {
         task: None,
     }
 }
+
+/// A gRPC health server (h2c): every `grpc.health.v1.Health/Check` is answered SERVING, or
+/// NOT_SERVING when `serving` is false, with `grpc-status: 0` in the trailers.
+pub async fn start_grpc_health(name: &str, serving: bool) -> Upstream {
+    use hyper::body::Frame;
+    let listener = bind_local().await;
+    let addr = listener.local_addr().expect("local_addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    let ok = req.uri().path() == "/grpc.health.v1.Health/Check";
+                    // Read the request message before answering.
+                    let _ = req.into_body().collect().await;
+                    // HealthCheckResponse { status: SERVING (1) or NOT_SERVING (2) }.
+                    let msg: [u8; 7] = [0, 0, 0, 0, 2, 0x08, if serving { 1 } else { 2 }];
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert(
+                        "grpc-status",
+                        if ok { "0" } else { "12" }.parse().expect("valid"),
+                    );
+                    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                        Ok(Frame::data(Bytes::copy_from_slice(&msg))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+                    Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(body)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        name: name.to_string(),
+        addr,
+        task: Some(task),
+    }
+}

@@ -323,20 +323,27 @@ async fn stats(admin: u16, prefix: &str, names: &[&str]) -> Vec<String> {
     out
 }
 
-/// Active health checks: an HTTP check that one host fails with 503 and a TCP check that one
-/// host refuses take that host out of rotation on both proxies, with the same flags.
+/// Active health checks: an HTTP check that one host fails with 503, a TCP check that one host
+/// refuses and a gRPC check that one host answers NOT_SERVING take that host out of rotation
+/// on both proxies, with the same flags.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_checks() {
     let (a, bad) = (echo::start_http("a").await, echo::start_http("bad").await);
     let refusing = echo::refusing("refusing");
+    let serving = echo::start_grpc_health("serving", true).await;
+    let not_serving = echo::start_grpc_health("not_serving", false).await;
     let mut shared = BTreeMap::new();
     shared.insert("UP_A".to_string(), a.port().to_string());
     shared.insert("UP_BAD".to_string(), bad.port().to_string());
     shared.insert("UP_REFUSING".to_string(), refusing.port().to_string());
+    shared.insert("UP_SERVING".to_string(), serving.port().to_string());
+    shared.insert("UP_NOT_SERVING".to_string(), not_serving.port().to_string());
     let names: BTreeMap<u16, &str> = [
         (a.port(), "a"),
         (bad.port(), "bad"),
         (refusing.port(), "refusing"),
+        (serving.port(), "serving"),
+        (not_serving.port(), "not_serving"),
     ]
     .into_iter()
     .collect();
@@ -346,16 +353,23 @@ async fn active_health_checks() {
         let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
         let admin = p.admin_port();
         let mut obs = Vec::new();
-        for (cluster, listener) in [("http_checked", "L1"), ("tcp_checked", "L2")] {
+        for (cluster, listener) in [
+            ("http_checked", "L1"),
+            ("tcp_checked", "L2"),
+            ("grpc_checked", "L3"),
+        ] {
             let prefix = format!("cluster.{cluster}.health_check");
             obs.push(format!(
                 "{cluster} healthy={}",
                 wait_stat(admin, &format!("{prefix}.healthy"), "1").await
             ));
-            obs.push(format!(
-                "{cluster}: {:?}",
-                spread(p.port(listener), "/", 10).await
-            ));
+            // (The gRPC health servers answer nothing else.)
+            if cluster != "grpc_checked" {
+                obs.push(format!(
+                    "{cluster}: {:?}",
+                    spread(p.port(listener), "/", 10).await
+                ));
+            }
             obs.push(format!("{:?}", health_flags(admin, cluster, &names).await));
             let counts = stats(
                 admin,
