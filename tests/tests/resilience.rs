@@ -565,3 +565,85 @@ fn spread_one(port: u16, path: &'static str) -> tokio::task::JoinHandle<u16> {
             .map_or(0, |r| r.status)
     })
 }
+
+/// An EDS update that keeps an endpoint keeps its warm connection and its stats: after the
+/// assignment grows from one endpoint to two, the first endpoint has still opened exactly one
+/// connection, on Envoy and on Ferry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_updates_keep_warm_connections() {
+    use ferry_tests::xds_server::resources::{self, Routes};
+    use ferry_tests::xds_server::{XdsServer, CLUSTER, ENDPOINT, LISTENER};
+    let (a, b) = (echo::start_http("a").await, echo::start_http("b").await);
+    let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
+    for (kind, bin) in kinds() {
+        let dir = proxy::TempDir::new("eds-warm");
+        let socket = dir.path().join("XDS");
+        let xds = XdsServer::start_unix(&socket).await;
+        let listen = ferry_tests::ports::free_port();
+        xds.set(CLUSTER, vec![resources::eds_cluster("backend")]);
+        xds.set(ENDPOINT, vec![resources::cla("backend", &[a.port()])]);
+        let routes = resources::route_config_msg("local", &["*"], &[("/", "backend")]);
+        xds.set(
+            LISTENER,
+            vec![resources::listener_http(
+                "warm",
+                listen,
+                Routes::Inline(Box::new(routes)),
+                "warm",
+            )],
+        );
+        let admin = ferry_tests::ports::free_port();
+        let boot =
+            ferry_tests::xds_server::ads_uds_bootstrap(&socket, "warm", "ferry-tests", admin);
+        let mut p = Proxy::spawn(
+            kind,
+            &bin,
+            &boot,
+            BTreeMap::from([("ADMIN".to_string(), admin)]),
+            &[],
+        );
+        let wait = Duration::from_secs(10);
+        if let Err(e) = xds.wait_ack(LISTENER, "1", wait).await {
+            panic!("{kind}: {e}\n{}\nstderr:\n{}", xds.dump(), p.stderr());
+        }
+        p.wait_ready().await;
+        let mut obs = vec![format!("before: {:?}", spread(listen, "/", 3).await)];
+        let v = xds.set(
+            ENDPOINT,
+            vec![resources::cla("backend", &[a.port(), b.port()])],
+        );
+        if let Err(e) = xds.wait_ack(ENDPOINT, &v, wait).await {
+            panic!("{kind}: {e}\n{}", xds.dump());
+        }
+        obs.push(format!("after: {:?}", spread(listen, "/", 4).await));
+        let text = client::admin_get(admin, "/clusters")
+            .await
+            .map(|r| r.text())
+            .unwrap_or_default();
+        for (name, port) in [("a", a.port()), ("b", b.port())] {
+            let key = format!("backend::127.0.0.1:{port}::cx_total::");
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .unwrap_or("?");
+            obs.push(format!("{name} cx_total={v}"));
+        }
+        obs.extend(
+            stats(
+                admin,
+                "cluster.backend",
+                &["upstream_cx_total", "membership_change"],
+            )
+            .await,
+        );
+        seen.push((kind, obs));
+    }
+    for (kind, obs) in &seen {
+        eprintln!("{kind}:\n  {}", obs.join("\n  "));
+    }
+    let ferry = &seen.last().expect("ferry ran").1;
+    assert!(ferry.iter().any(|o| o == "a cx_total=1"), "{ferry:?}");
+    if let [(_, envoy), (_, ferry)] = seen.as_slice() {
+        assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}
