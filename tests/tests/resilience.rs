@@ -571,7 +571,7 @@ fn spread_one(port: u16, path: &'static str) -> tokio::task::JoinHandle<u16> {
 /// connection, on Envoy and on Ferry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eds_updates_keep_warm_connections() {
-    use ferry_tests::xds_server::resources::{self, Routes};
+    use ferry_tests::xds_server::resources;
     use ferry_tests::xds_server::{XdsServer, CLUSTER, ENDPOINT, LISTENER};
     let (a, b) = (echo::start_http("a").await, echo::start_http("b").await);
     let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
@@ -582,15 +582,9 @@ async fn eds_updates_keep_warm_connections() {
         let listen = ferry_tests::ports::free_port();
         xds.set(CLUSTER, vec![resources::eds_cluster("backend")]);
         xds.set(ENDPOINT, vec![resources::cla("backend", &[a.port()])]);
-        let routes = resources::route_config_msg("local", &["*"], &[("/", "backend")]);
         xds.set(
             LISTENER,
-            vec![resources::listener_http(
-                "warm",
-                listen,
-                Routes::Inline(Box::new(routes)),
-                "warm",
-            )],
+            vec![resources::listener_to("warm", listen, "backend")],
         );
         let admin = ferry_tests::ports::free_port();
         let boot =

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_tests::client::{self, HttpRequest};
 use ferry_tests::proxy::{self, Proxy, TempDir};
-use ferry_tests::xds_server::resources::{self, Routes};
+use ferry_tests::xds_server::resources;
 use ferry_tests::xds_server::{XdsServer, CLUSTER, LISTENER};
 use ferry_tests::{echo, ports, ProxyKind};
 
@@ -31,15 +31,9 @@ async fn through_uds(kind: ProxyKind, bin: &std::path::Path) -> (u16, String) {
             upstream.port(),
         )],
     );
-    let routes = resources::route_config_msg("local", &["*"], &[("/", "backend")]);
     xds.set(
         LISTENER,
-        vec![resources::listener_http(
-            "uds",
-            listen,
-            Routes::Inline(Box::new(routes)),
-            "uds",
-        )],
+        vec![resources::listener_to("uds", listen, "backend")],
     );
     let admin = ports::free_port();
     let mut p = Proxy::spawn(

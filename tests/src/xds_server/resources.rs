@@ -63,6 +63,12 @@ pub enum Routes {
     Inline(Box<RouteConfiguration>),
 }
 
+/// An HTTP listener on `port` whose one route sends everything to `cluster`.
+pub fn listener_to(name: &str, port: u16, cluster: &str) -> (String, Any) {
+    let routes = route_config_msg("local", &["*"], &[("/", cluster)]);
+    listener_http(name, port, Routes::Inline(Box::new(routes)), name)
+}
+
 /// An HTTP listener on 127.0.0.1:`port` (HCM with the router filter).
 pub fn listener_http(name: &str, port: u16, routes: Routes, stat_prefix: &str) -> (String, Any) {
     let route_specifier = match routes {
