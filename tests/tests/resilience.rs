@@ -8,6 +8,18 @@ use ferry_tests::{echo, ProxyKind};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Echo upstreams "a", "b" and "c", and their ports as `UP_A`, `UP_B`, `UP_C`.
+async fn three_echoes() -> (Vec<echo::Upstream>, BTreeMap<String, String>) {
+    let mut ups = Vec::new();
+    let mut shared = BTreeMap::new();
+    for name in ["a", "b", "c"] {
+        let u = echo::start_http(name).await;
+        shared.insert(format!("UP_{}", name.to_uppercase()), u.port().to_string());
+        ups.push(u);
+    }
+    (ups, shared)
+}
+
 /// The proxies to compare: Envoy (when present) first, then Ferry.
 fn kinds() -> Vec<(ProxyKind, std::path::PathBuf)> {
     let mut kinds = vec![(ProxyKind::Ferry, proxy::ferry_bin())];
@@ -427,15 +439,7 @@ async fn upstream_of(port: u16, path: &str, headers: &[(&str, String)]) -> Strin
 /// two combined headers, terminal) send each key to exactly the endpoint Envoy sends it to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hashing_picks_the_same_endpoints() {
-    let (a, b, c) = (
-        echo::start_http("a").await,
-        echo::start_http("b").await,
-        echo::start_http("c").await,
-    );
-    let mut shared = BTreeMap::new();
-    shared.insert("UP_A".to_string(), a.port().to_string());
-    shared.insert("UP_B".to_string(), b.port().to_string());
-    shared.insert("UP_C".to_string(), c.port().to_string());
+    let (_upstreams, shared) = three_echoes().await;
     let template = include_str!("../configs/hashing.yaml");
     let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
     for (kind, bin) in kinds() {
@@ -639,5 +643,29 @@ async fn eds_updates_keep_warm_connections() {
     assert!(ferry.iter().any(|o| o == "a cx_total=1"), "{ferry:?}");
     if let [(_, envoy), (_, ferry)] = seen.as_slice() {
         assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}
+
+/// Locality-weighted balancing against Envoy: localities weighted 1:3 take 10 and 30 of 40
+/// requests; a locality with half its hosts unhealthy (no overprovisioning) weighs half as much
+/// (16 and 24 of 40, ±1 for where each proxy's schedule starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_weighted_balancing() {
+    let (_upstreams, shared) = three_echoes().await;
+    let template = include_str!("../configs/localities.yaml");
+    for (kind, bin) in kinds() {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let even = spread(p.port("L1"), "/", 40).await;
+        eprintln!("{kind} weights 1:3: {even:?}");
+        assert_eq!(even.get("a 200"), Some(&10), "{kind}: {even:?}");
+        assert_eq!(even.get("b 200"), Some(&30), "{kind}: {even:?}");
+        let partial = spread(p.port("L2"), "/", 40).await;
+        eprintln!("{kind} half of z2 unhealthy: {partial:?}");
+        let na = partial.get("a 200").copied().unwrap_or(0);
+        let nb = partial.get("b 200").copied().unwrap_or(0);
+        assert!(
+            na + nb == 40 && (15..=17).contains(&na),
+            "{kind}: {partial:?}"
+        );
     }
 }

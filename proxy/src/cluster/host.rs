@@ -49,6 +49,8 @@ pub struct Host {
     weight: AtomicU32,
     priority: AtomicU32,
     locality: arc_swap::ArcSwap<Locality>,
+    /// Its locality's weight (0: none given).
+    locality_weight: AtomicU32,
     flags: AtomicU32,
     pub stats: HostStats,
     pub pool: Arc<HostPool>,
@@ -71,6 +73,7 @@ impl Host {
             weight: AtomicU32::new(1),
             priority: AtomicU32::new(0),
             locality: arc_swap::ArcSwap::from_pointee(Locality::default()),
+            locality_weight: AtomicU32::new(0),
             flags: AtomicU32::new(0),
             stats: HostStats::default(),
             pool,
@@ -88,6 +91,8 @@ impl Host {
         self.eds.store(e.health as u8, Relaxed);
         self.weight.store(e.weight, Relaxed);
         self.priority.store(e.priority, Relaxed);
+        self.locality_weight
+            .store(e.locality_weight.unwrap_or(0), Relaxed);
         if **self.locality.load() != e.locality {
             self.locality.store(Arc::new(e.locality.clone()));
         }
@@ -103,6 +108,10 @@ impl Host {
 
     pub fn locality(&self) -> Arc<Locality> {
         self.locality.load_full()
+    }
+
+    pub fn locality_weight(&self) -> u32 {
+        self.locality_weight.load(Relaxed)
     }
 
     pub fn eds_health(&self) -> EdsHealth {

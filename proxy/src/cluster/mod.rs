@@ -243,6 +243,7 @@ impl ClusterRt {
             self.cfg.lb,
             self.overprovisioning.load(Relaxed),
             self.cfg.panic_threshold,
+            self.cfg.locality_weighted,
         );
         self.stats.membership_total.set(hosts.len() as u64);
         self.stats.membership_healthy.set(p.healthy_count);

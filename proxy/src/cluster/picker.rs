@@ -129,12 +129,105 @@ impl HostSet {
     }
 }
 
+/// The hosts of one level and availability, split by locality when locality-weighted
+/// balancing is on: a locality is picked by its effective weight, then a host in it.
+#[derive(Debug, Default)]
+pub struct Source {
+    plain: HostSet,
+    localities: Option<Localities>,
+}
+
+#[derive(Debug, Default)]
+struct Localities {
+    sets: Vec<HostSet>,
+    schedule: Vec<u32>,
+    rr: AtomicUsize,
+}
+
+impl Source {
+    fn plain(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Source {
+        Source {
+            plain: HostSet::new(hosts, policy),
+            localities: None,
+        }
+    }
+
+    /// `eligible` split by locality, each locality weighted by Envoy's effective weight: its
+    /// `load_balancing_weight` × min(1, overprovisioning × eligible / hosts in it). Plain when
+    /// no locality has a weight.
+    fn by_locality(
+        eligible: Vec<Arc<Host>>,
+        level: &[Arc<Host>],
+        policy: LbPolicy,
+        overprovisioning: u32,
+    ) -> Source {
+        let mut groups: Vec<(Arc<crate::config::cluster::Locality>, u32, Vec<Arc<Host>>)> =
+            Vec::new();
+        for h in &eligible {
+            let loc = h.locality();
+            match groups.iter_mut().find(|g| g.0 == loc) {
+                Some(g) => g.2.push(h.clone()),
+                None => groups.push((loc, h.locality_weight(), vec![h.clone()])),
+            }
+        }
+        let weights: Vec<u32> = groups
+            .iter()
+            .map(|(loc, lw, hosts)| {
+                let total = level
+                    .iter()
+                    .filter(|h| !h.excluded() && h.locality() == *loc)
+                    .count();
+                if total == 0 {
+                    return 0;
+                }
+                let avail = (f64::from(overprovisioning) / 100.0 * hosts.len() as f64
+                    / total as f64)
+                    .min(1.0);
+                // Thousandths: the schedule works on integers.
+                (f64::from(*lw) * avail * 1000.0).round() as u32
+            })
+            .collect();
+        if weights.iter().all(|&w| w == 0) {
+            return Source::plain(eligible, policy);
+        }
+        let (mut sets, mut kept) = (Vec::new(), Vec::new());
+        for ((_, _, hosts), w) in groups.into_iter().zip(weights) {
+            if w > 0 {
+                sets.push(HostSet::new(hosts, policy));
+                kept.push(w);
+            }
+        }
+        let mut schedule = lb::schedule(&kept);
+        if schedule.is_empty() {
+            schedule = (0..kept.len() as u32).collect();
+        }
+        Source {
+            plain: HostSet::default(),
+            localities: Some(Localities {
+                sets,
+                schedule,
+                rr: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn pick(&self, policy: LbPolicy, hash: u64) -> Option<&Arc<Host>> {
+        match &self.localities {
+            None => self.plain.pick(policy, hash),
+            Some(l) => {
+                let k = l.rr.fetch_add(1, Relaxed) % l.schedule.len().max(1);
+                l.sets.get(*l.schedule.get(k)? as usize)?.pick(policy, hash)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Picker {
     pub loads: Loads,
     /// Per level: its healthy hosts (all of its hosts when it is in panic).
-    pub healthy: Vec<HostSet>,
-    pub degraded: Vec<HostSet>,
+    pub healthy: Vec<Source>,
+    pub degraded: Vec<Source>,
     /// One level taking all the load: no priority draw.
     single: bool,
     pub healthy_count: u64,
@@ -147,6 +240,7 @@ impl Picker {
         policy: LbPolicy,
         overprovisioning: u32,
         panic_threshold: f64,
+        locality_weighted: bool,
     ) -> Picker {
         let levels = hosts
             .iter()
@@ -186,11 +280,15 @@ impl Picker {
         let mut degraded = Vec::with_capacity(levels);
         for (i, (h, d, all)) in by_level.into_iter().enumerate() {
             if loads.panic[i] {
-                healthy.push(HostSet::new(all, policy));
-                degraded.push(HostSet::default());
+                // Panic takes precedence over localities.
+                healthy.push(Source::plain(all, policy));
+                degraded.push(Source::default());
+            } else if locality_weighted {
+                healthy.push(Source::by_locality(h, &all, policy, overprovisioning));
+                degraded.push(Source::by_locality(d, &all, policy, overprovisioning));
             } else {
-                healthy.push(HostSet::new(h, policy));
-                degraded.push(HostSet::new(d, policy));
+                healthy.push(Source::plain(h, policy));
+                degraded.push(Source::plain(d, policy));
             }
         }
         let single = loads.healthy.first() == Some(&100);

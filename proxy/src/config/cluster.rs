@@ -84,6 +84,8 @@ pub struct EndpointCfg {
     pub locality: Locality,
     /// `envoy.lb` metadata `hash_key`: the key on a hash ring instead of the address.
     pub hash_key: Option<String>,
+    /// Its locality's `load_balancing_weight` (locality-weighted balancing).
+    pub locality_weight: Option<u32>,
 }
 
 impl Default for EndpointCfg {
@@ -100,6 +102,7 @@ impl Default for EndpointCfg {
             priority: 0,
             locality: Locality::default(),
             hash_key: None,
+            locality_weight: None,
         }
     }
 }
@@ -206,6 +209,8 @@ pub struct Cluster {
     pub overprovisioning: u32,
     /// `common_lb_config.healthy_panic_threshold` (percent; 0 disables panic).
     pub panic_threshold: f64,
+    /// `common_lb_config.locality_weighted_lb_config`: a locality is picked first, by weight.
+    pub locality_weighted: bool,
 }
 
 impl Cluster {
@@ -400,8 +405,31 @@ impl Cluster {
             )?,
             overprovisioning,
             panic_threshold: panic_threshold(c, path)?,
+            locality_weighted: locality_weighted(c, lb, path)?,
         })
     }
+}
+
+/// `common_lb_config.locality_weighted_lb_config` (not with consistent hashing, whose tables
+/// would weigh localities differently).
+fn locality_weighted(c: &pb::Cluster, lb: LbPolicy, path: &str) -> Result<bool> {
+    let on = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.locality_config_specifier.as_ref())
+        .is_some_and(|s| {
+            matches!(
+                s,
+                pb::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_)
+            )
+        });
+    if on && lb.hashes() {
+        return err(
+            &format!("{path}.common_lb_config.locality_weighted_lb_config"),
+            "locality-weighted RING_HASH and MAGLEV are not supported by Ferry yet",
+        );
+    }
+    Ok(on)
 }
 
 /// `common_lb_config.healthy_panic_threshold` (default 50%).

@@ -82,6 +82,7 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
                     priority: loc.priority,
                     locality: locality.clone(),
                     hash_key: hash_key.clone(),
+                    locality_weight: loc.load_balancing_weight.map(|w| w.value),
                 });
                 continue;
             }
@@ -128,6 +129,7 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
                 priority: loc.priority,
                 locality: locality.clone(),
                 hash_key,
+                locality_weight: loc.load_balancing_weight.map(|w| w.value),
             });
         }
     }
