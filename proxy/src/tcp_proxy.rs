@@ -39,7 +39,7 @@ pub async fn handle(
         host.stats.cx_total.fetch_add(1, Relaxed);
         match tokio::time::timeout(
             cluster.cfg.connect_timeout,
-            crate::cluster::connect::open(host.addr, cluster.cfg.bind, cluster.tls.as_deref()),
+            crate::cluster::connect::open(host.addr, cluster.cfg.dial(), cluster.tls.as_deref()),
         )
         .await
         {

@@ -26,6 +26,7 @@ pub mod scenario;
 mod service;
 mod side;
 mod state;
+mod uds_proxy;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub use log::{
     ENDPOINT, LISTENER, ROUTE, SECRET,
 };
 use service::{Ads, Shared};
+pub use uds_proxy::UdsProxy;
 
 /// A running (or stopped) test control plane. Dropping it stops it.
 pub struct XdsServer {

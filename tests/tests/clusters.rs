@@ -57,8 +57,9 @@ async fn cluster_types() {
 }
 
 /// Load balancing by counts (the pick order is each proxy's own; the proportions are Envoy's):
-/// endpoint weights 1:3 give exactly 10 and 30 of 40 requests; RANDOM and LEAST_REQUEST spread
-/// sequential requests over both endpoints.
+/// endpoint weights 1:3 give exactly 10 and 30 of 40 requests under ROUND_ROBIN and under
+/// LEAST_REQUEST (its EDF schedule for unequal weights); RANDOM and LEAST_REQUEST with equal
+/// weights spread sequential requests over both endpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancing_proportions() {
     use ferry_tests::client::{self, HttpRequest};
@@ -76,7 +77,7 @@ async fn load_balancing_proportions() {
     for (kind, bin) in kinds {
         let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
         let mut counts = std::collections::BTreeMap::new();
-        for path in ["/weighted", "/random", "/least"] {
+        for path in ["/weighted", "/random", "/least", "/weighted-least"] {
             for _ in 0..40 {
                 let up = match client::send(p.port("L1"), &HttpRequest::get(path)).await {
                     Ok(r) => r.header("x-upstream").unwrap_or("?").to_string(),
@@ -87,6 +88,17 @@ async fn load_balancing_proportions() {
         }
         assert_eq!(counts.get("/weighted a"), Some(&10), "{kind}: {counts:?}");
         assert_eq!(counts.get("/weighted b"), Some(&30), "{kind}: {counts:?}");
+        // Sequential requests: no active ones, so the weights alone decide.
+        assert_eq!(
+            counts.get("/weighted-least a"),
+            Some(&10),
+            "{kind}: {counts:?}"
+        );
+        assert_eq!(
+            counts.get("/weighted-least b"),
+            Some(&30),
+            "{kind}: {counts:?}"
+        );
         for path in ["/random", "/least"] {
             let (na, nb) = (
                 counts.get(&format!("{path} a")).copied().unwrap_or(0),

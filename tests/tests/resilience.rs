@@ -575,44 +575,15 @@ fn spread_one(port: u16, path: &'static str) -> tokio::task::JoinHandle<u16> {
 /// connection, on Envoy and on Ferry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eds_updates_keep_warm_connections() {
-    use ferry_tests::xds_server::resources;
-    use ferry_tests::xds_server::{XdsServer, CLUSTER, ENDPOINT, LISTENER};
+    use ferry_tests::xds_server::{resources, UdsProxy};
     let (a, b) = (echo::start_http("a").await, echo::start_http("b").await);
     let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
     for (kind, bin) in kinds() {
-        let dir = proxy::TempDir::new("eds-warm");
-        let socket = dir.path().join("XDS");
-        let xds = XdsServer::start_unix(&socket).await;
-        let listen = ferry_tests::ports::free_port();
-        xds.set(CLUSTER, vec![resources::eds_cluster("backend")]);
-        xds.set(ENDPOINT, vec![resources::cla("backend", &[a.port()])]);
-        xds.set(
-            LISTENER,
-            vec![resources::listener_to("warm", listen, "backend")],
-        );
-        let admin = ferry_tests::ports::free_port();
-        let boot =
-            ferry_tests::xds_server::ads_uds_bootstrap(&socket, "warm", "ferry-tests", admin);
-        let mut p = Proxy::spawn(
-            kind,
-            &bin,
-            &boot,
-            BTreeMap::from([("ADMIN".to_string(), admin)]),
-            &[],
-        );
-        let wait = Duration::from_secs(10);
-        if let Err(e) = xds.wait_ack(LISTENER, "1", wait).await {
-            panic!("{kind}: {e}\n{}\nstderr:\n{}", xds.dump(), p.stderr());
-        }
-        p.wait_ready().await;
+        let cluster = resources::eds_cluster("backend");
+        let up = UdsProxy::start(kind, &bin, "warm", cluster, Some(&[a.port()])).await;
+        let (listen, admin) = (up.listen, up.admin);
         let mut obs = vec![format!("before: {:?}", spread(listen, "/", 3).await)];
-        let v = xds.set(
-            ENDPOINT,
-            vec![resources::cla("backend", &[a.port(), b.port()])],
-        );
-        if let Err(e) = xds.wait_ack(ENDPOINT, &v, wait).await {
-            panic!("{kind}: {e}\n{}", xds.dump());
-        }
+        up.set_endpoints(&[a.port(), b.port()]).await;
         obs.push(format!("after: {:?}", spread(listen, "/", 4).await));
         let text = client::admin_get(admin, "/clusters")
             .await
@@ -667,5 +638,46 @@ async fn locality_weighted_balancing() {
             na + nb == 40 && (15..=17).contains(&na),
             "{kind}: {partial:?}"
         );
+    }
+}
+
+/// Slow start against Envoy: an endpoint that joins a round-robin cluster with a 3 s
+/// `slow_start_window` takes a small share at first (its weight is at the 10 % floor) and about
+/// its full share once the window has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_ramps_new_endpoints() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        LbConfig, RoundRobinLbConfig, SlowStartConfig,
+    };
+    use ferry_tests::xds_server::{resources, UdsProxy};
+    let (a, b) = (echo::start_http("a").await, echo::start_http("b").await);
+    let window = Duration::from_secs(3);
+    for (kind, bin) in kinds() {
+        let mut cluster = resources::eds_cluster_msg("backend");
+        cluster.lb_config = Some(LbConfig::RoundRobinLbConfig(RoundRobinLbConfig {
+            slow_start_config: Some(SlowStartConfig {
+                slow_start_window: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: window.as_secs() as i64,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+        }));
+        let cluster = resources::raw("backend", &cluster);
+        let up = UdsProxy::start(kind, &bin, "slow", cluster, Some(&[a.port()])).await;
+        let listen = up.listen;
+        // "a" leaves its own slow start before "b" joins.
+        tokio::time::sleep(window + Duration::from_millis(300)).await;
+        up.set_endpoints(&[a.port(), b.port()]).await;
+        let early = spread(listen, "/", 20).await;
+        tokio::time::sleep(window).await;
+        // Weights are re-read as hosts come up in the schedule: "b" comes back to its full share
+        // within about ten picks.
+        let late = spread(listen, "/", 40).await;
+        eprintln!("{kind}: just joined {early:?}, after the window {late:?}");
+        let b_early = early.get("b 200").copied().unwrap_or(0);
+        let b_late = late.get("b 200").copied().unwrap_or(0);
+        assert!((1..=5).contains(&b_early), "{kind}: {early:?}");
+        assert!((12..=22).contains(&b_late), "{kind}: {late:?}");
     }
 }

@@ -2,52 +2,18 @@
 //! Istio's sidecar bootstrap (`./etc/istio/proxy/XDS`). Envoy and Ferry each take a cluster
 //! and a listener from their own control plane on a socket and then serve the same request.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use ferry_tests::client::{self, HttpRequest};
-use ferry_tests::proxy::{self, Proxy, TempDir};
-use ferry_tests::xds_server::resources;
-use ferry_tests::xds_server::{XdsServer, CLUSTER, LISTENER};
-use ferry_tests::{echo, ports, ProxyKind};
-
-fn bootstrap(socket: &std::path::Path, admin: u16) -> String {
-    ferry_tests::xds_server::ads_uds_bootstrap(socket, "uds-test", "ferry-tests", admin)
-}
+use ferry_tests::proxy;
+use ferry_tests::xds_server::{resources, UdsProxy};
+use ferry_tests::{echo, ProxyKind};
 
 /// Starts `kind` against a control plane on a Unix socket; returns the status and upstream of
 /// one request through the pushed listener.
 async fn through_uds(kind: ProxyKind, bin: &std::path::Path) -> (u16, String) {
-    let dir = TempDir::new("uds");
-    let socket = dir.path().join("XDS");
-    let xds = XdsServer::start_unix(&socket).await;
     let upstream = echo::start_http("a").await;
-    let listen = ports::free_port();
-    xds.set(
-        CLUSTER,
-        vec![resources::static_cluster(
-            "backend",
-            "127.0.0.1",
-            upstream.port(),
-        )],
-    );
-    xds.set(
-        LISTENER,
-        vec![resources::listener_to("uds", listen, "backend")],
-    );
-    let admin = ports::free_port();
-    let mut p = Proxy::spawn(
-        kind,
-        bin,
-        &bootstrap(&socket, admin),
-        BTreeMap::from([("ADMIN".to_string(), admin)]),
-        &[],
-    );
-    let wait = Duration::from_secs(10);
-    if let Err(e) = xds.wait_ack(LISTENER, "1", wait).await {
-        panic!("{kind}: {e}\n{}\nstderr:\n{}", xds.dump(), p.stderr());
-    }
-    p.wait_ready().await;
+    let cluster = resources::static_cluster("backend", "127.0.0.1", upstream.port());
+    let up = UdsProxy::start(kind, bin, "uds", cluster, None).await;
+    let listen = up.listen;
     let resp = client::send(listen, &HttpRequest::get("/uds"))
         .await
         .unwrap_or_else(|e| panic!("{kind}: request through the pushed listener failed: {e}"));

@@ -144,6 +144,9 @@ async fn session(cluster: Weak<ClusterRt>, host: Arc<Host>) {
                     if first || ok_streak >= cfg.healthy_threshold {
                         host.set_flag(flag::FAILED_ACTIVE_HC, false);
                         host.set_flag(flag::ACTIVE_HC_TIMEOUT, false);
+                        if !first {
+                            host.restart_slow_start();
+                        }
                         ok_streak = 0;
                         changed = true;
                     }
@@ -320,7 +323,7 @@ async fn check(c: &ClusterRt, host: &Host, conn: &mut Option<Conn>) -> Verdict {
         Check::Tcp { send, receive } => {
             let mut stream = match conn.take() {
                 Some(Conn::Raw(s)) => s,
-                _ => match super::connect::open(host.addr, c.cfg.bind, c.tls.as_deref()).await {
+                _ => match super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref()).await {
                     Ok(s) => s,
                     Err(_) => return Verdict::Network,
                 },
@@ -362,7 +365,7 @@ async fn send(
         _ => false,
     };
     if !usable {
-        let stream = super::connect::open(host.addr, c.cfg.bind, c.tls.as_deref())
+        let stream = super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref())
             .await
             .map_err(|_| Verdict::Network)?;
         let io = TokioIo::new(stream);

@@ -8,6 +8,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 
+/// Milliseconds on a monotonic clock that starts with the process.
+pub fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 #[derive(Debug, Default)]
 pub struct HostStats {
     pub cx_total: AtomicU64,
@@ -58,6 +67,9 @@ pub struct Host {
     pub outlier: super::outlier::HostRecord,
     /// ORIGINAL_DST: picked since the last cleanup sweep.
     pub(super) used: AtomicBool,
+    /// When it joined, or last became healthy again by an active check (ms, [`now_ms`]):
+    /// where slow start counts from.
+    since: AtomicU64,
     /// Active health checking: a session checks this host; it had its first result.
     pub(super) hc_session: AtomicBool,
     pub hc_checked: AtomicBool,
@@ -79,6 +91,7 @@ impl Host {
             pool,
             outlier: super::outlier::HostRecord::default(),
             used: AtomicBool::new(false),
+            since: AtomicU64::new(now_ms()),
             hc_session: AtomicBool::new(false),
             hc_checked: AtomicBool::new(false),
         };
@@ -96,6 +109,16 @@ impl Host {
         if **self.locality.load() != e.locality {
             self.locality.store(Arc::new(e.locality.clone()));
         }
+    }
+
+    /// How long it has been in service (slow start's clock).
+    pub fn in_service(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(now_ms().saturating_sub(self.since.load(Relaxed)))
+    }
+
+    /// It passed an active health check after failing: slow start begins again.
+    pub fn restart_slow_start(&self) {
+        self.since.store(now_ms(), Relaxed);
     }
 
     pub fn weight(&self) -> u32 {

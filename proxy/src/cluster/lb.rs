@@ -69,6 +69,57 @@ pub fn least_request(
     best.map(|(i, _, _)| i)
 }
 
+/// An earliest-deadline-first schedule with weights that change between picks, as Envoy's
+/// LEAST_REQUEST uses when host weights differ: the entry with the earliest deadline is picked
+/// and goes back with its deadline moved on by 1 / its weight at that moment.
+#[derive(Debug, Default)]
+pub struct Edf {
+    /// (deadline, insertion order, index)
+    entries: Vec<(f64, u64, usize)>,
+    now: f64,
+    seq: u64,
+}
+
+impl Edf {
+    /// A schedule over `weights` (indices into them), all starting at time 0.
+    pub fn new(weights: impl Iterator<Item = f64>) -> Edf {
+        let mut e = Edf::default();
+        for (i, w) in weights.enumerate() {
+            e.add(i, w);
+        }
+        e
+    }
+
+    fn add(&mut self, index: usize, weight: f64) {
+        if weight > 0.0 && weight.is_finite() {
+            self.seq += 1;
+            self.entries
+                .push((self.now + 1.0 / weight, self.seq, index));
+        }
+    }
+
+    /// The next index; `weight(i)` gives its weight for its next turn.
+    pub fn pick(&mut self, weight: impl Fn(usize) -> f64) -> Option<usize> {
+        let (at, _) = self
+            .entries
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0).then(a.1 .1.cmp(&b.1 .1)))?;
+        let (deadline, _, index) = self.entries.swap_remove(at);
+        self.now = deadline;
+        self.add(index, weight(index));
+        Some(index)
+    }
+}
+
+/// Envoy's dynamic least-request weight: `weight / (active + 1)^bias`.
+pub fn least_request_weight(weight: u32, active: u64, bias: f64) -> f64 {
+    if bias == 0.0 {
+        return f64::from(weight);
+    }
+    f64::from(weight) / (active.saturating_add(1) as f64).powf(bias)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +145,23 @@ mod tests {
         assert_eq!(weighted_index(&cum, 0), 0);
         assert_eq!(weighted_index(&cum, 1), 1);
         assert_eq!(weighted_index(&cum, 3), 1);
+    }
+
+    #[test]
+    fn edf_follows_weights_and_their_changes() {
+        let w = [1.0, 3.0];
+        let mut e = Edf::new(w.iter().copied());
+        let picks: Vec<usize> = (0..40).filter_map(|_| e.pick(|i| w[i])).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 10);
+        // A host whose weight drops (active requests) is picked less from then on.
+        let mut e = Edf::new(w.iter().copied());
+        let picks: Vec<usize> = (0..40)
+            .filter_map(|_| e.pick(|i| if i == 1 { 0.5 } else { 1.0 }))
+            .collect();
+        assert!(picks.iter().filter(|&&i| i == 1).count() < 20, "{picks:?}");
+        assert_eq!(least_request_weight(4, 1, 1.0), 2.0);
+        assert_eq!(least_request_weight(4, 3, 0.0), 4.0);
+        assert_eq!(least_request_weight(9, 8, 0.5), 3.0);
     }
 
     #[test]

@@ -244,6 +244,9 @@ impl ClusterRt {
             self.overprovisioning.load(Relaxed),
             self.cfg.panic_threshold,
             self.cfg.locality_weighted,
+            picker::Tuning {
+                slow_start: self.cfg.slow_start,
+            },
         );
         self.stats.membership_total.set(hosts.len() as u64);
         self.stats.membership_healthy.set(p.healthy_count);

@@ -5,7 +5,7 @@
 use super::host::{Health, Host};
 use super::priority::{self, Counts, Loads};
 use super::{hash, lb};
-use crate::config::cluster::LbPolicy;
+use crate::config::cluster::{LbPolicy, SlowStart};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -23,6 +23,23 @@ pub struct HostSet {
     cumulative: Vec<u64>,
     rr: AtomicUsize,
     table: Option<Table>,
+    /// LEAST_REQUEST over unequal weights, or slow start: the EDF schedule of dynamic weights.
+    edf: Option<std::sync::Mutex<lb::Edf>>,
+    tuning: Tuning,
+}
+
+/// A host's weight now: least request's `weight / (active + 1)^bias`, scaled by slow start.
+fn dynamic_weight(h: &Host, policy: LbPolicy, t: Tuning) -> f64 {
+    let w = match policy {
+        LbPolicy::LeastRequest { bias, .. } => {
+            lb::least_request_weight(h.weight(), h.stats.rq_active.load(Relaxed), bias)
+        }
+        _ => f64::from(h.weight()),
+    };
+    match t.slow_start {
+        Some(s) => w * s.factor(h.in_service()),
+        None => w,
+    }
 }
 
 /// A host's key on a hash table: `envoy.lb` `hash_key`, the hostname
@@ -35,8 +52,14 @@ fn hash_key(h: &Host, use_hostname: bool) -> String {
     }
 }
 
+/// What shapes a pick besides the policy: slow start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    pub slow_start: Option<SlowStart>,
+}
+
 impl HostSet {
-    fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> HostSet {
+    fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy, tuning: Tuning) -> HostSet {
         let mut set = HostSet::plain(hosts);
         let keys = |u: bool| -> Vec<String> { set.hosts.iter().map(|h| hash_key(h, u)).collect() };
         let weights: Vec<u32> = set.hosts.iter().map(|h| h.weight()).collect();
@@ -63,6 +86,18 @@ impl HostSet {
             }
             _ => None,
         };
+        // Unequal least-request weights, or slow start: an EDF schedule of weights that change.
+        let unequal = !weights.windows(2).all(|w| w[0] == w[1]);
+        let edf = match policy {
+            LbPolicy::LeastRequest { .. } => unequal || tuning.slow_start.is_some(),
+            LbPolicy::RoundRobin => tuning.slow_start.is_some(),
+            _ => false,
+        };
+        if edf {
+            let e = lb::Edf::new(set.hosts.iter().map(|h| dynamic_weight(h, policy, tuning)));
+            set.edf = Some(std::sync::Mutex::new(e));
+        }
+        set.tuning = tuning;
         set
     }
 
@@ -81,6 +116,8 @@ impl HostSet {
             hosts,
             rr: AtomicUsize::new(0),
             table: None,
+            edf: None,
+            tuning: Tuning::default(),
         }
     }
 
@@ -108,7 +145,17 @@ impl HostSet {
                 i? as usize
             }
             LbPolicy::Random => self.random(),
-            LbPolicy::LeastRequest { choices } => {
+            LbPolicy::LeastRequest { .. } | LbPolicy::RoundRobin if self.edf.is_some() => {
+                let edf = self.edf.as_ref()?;
+                let mut e = edf.lock().unwrap_or_else(|p| p.into_inner());
+                let t = self.tuning;
+                e.pick(|i| {
+                    self.hosts
+                        .get(i)
+                        .map_or(0.0, |h| dynamic_weight(h, policy, t))
+                })?
+            }
+            LbPolicy::LeastRequest { choices, .. } => {
                 let draws = (0..choices).map(|_| self.random());
                 lb::least_request(draws, |i| {
                     let h = &self.hosts[i];
@@ -145,9 +192,9 @@ struct Localities {
 }
 
 impl Source {
-    fn plain(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Source {
+    fn plain(hosts: Vec<Arc<Host>>, policy: LbPolicy, tuning: Tuning) -> Source {
         Source {
-            plain: HostSet::new(hosts, policy),
+            plain: HostSet::new(hosts, policy, tuning),
             localities: None,
         }
     }
@@ -160,6 +207,7 @@ impl Source {
         level: &[Arc<Host>],
         policy: LbPolicy,
         overprovisioning: u32,
+        tuning: Tuning,
     ) -> Source {
         let mut groups: Vec<(Arc<crate::config::cluster::Locality>, u32, Vec<Arc<Host>>)> =
             Vec::new();
@@ -188,12 +236,12 @@ impl Source {
             })
             .collect();
         if weights.iter().all(|&w| w == 0) {
-            return Source::plain(eligible, policy);
+            return Source::plain(eligible, policy, tuning);
         }
         let (mut sets, mut kept) = (Vec::new(), Vec::new());
         for ((_, _, hosts), w) in groups.into_iter().zip(weights) {
             if w > 0 {
-                sets.push(HostSet::new(hosts, policy));
+                sets.push(HostSet::new(hosts, policy, tuning));
                 kept.push(w);
             }
         }
@@ -241,6 +289,7 @@ impl Picker {
         overprovisioning: u32,
         panic_threshold: f64,
         locality_weighted: bool,
+        tuning: Tuning,
     ) -> Picker {
         let levels = hosts
             .iter()
@@ -281,14 +330,26 @@ impl Picker {
         for (i, (h, d, all)) in by_level.into_iter().enumerate() {
             if loads.panic[i] {
                 // Panic takes precedence over localities.
-                healthy.push(Source::plain(all, policy));
+                healthy.push(Source::plain(all, policy, tuning));
                 degraded.push(Source::default());
             } else if locality_weighted {
-                healthy.push(Source::by_locality(h, &all, policy, overprovisioning));
-                degraded.push(Source::by_locality(d, &all, policy, overprovisioning));
+                healthy.push(Source::by_locality(
+                    h,
+                    &all,
+                    policy,
+                    overprovisioning,
+                    tuning,
+                ));
+                degraded.push(Source::by_locality(
+                    d,
+                    &all,
+                    policy,
+                    overprovisioning,
+                    tuning,
+                ));
             } else {
-                healthy.push(Source::plain(h, policy));
-                degraded.push(Source::plain(d, policy));
+                healthy.push(Source::plain(h, policy, tuning));
+                degraded.push(Source::plain(d, policy, tuning));
             }
         }
         let single = loads.healthy.first() == Some(&100);

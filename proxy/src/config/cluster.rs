@@ -39,6 +39,21 @@ pub struct OriginalDstCfg {
     pub port: Option<u16>,
 }
 
+/// `upstream_connection_options.tcp_keepalive` (unset parts: the system's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub probes: Option<u32>,
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
+/// How upstream connections are opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    pub bind: Option<BindCfg>,
+    pub keepalive: Option<Keepalive>,
+}
+
 /// `upstream_bind_config`: the local address upstream connections are made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindCfg {
@@ -151,13 +166,15 @@ pub struct Locality {
 }
 
 /// `lb_policy` (or the typed `load_balancing_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LbPolicy {
     RoundRobin,
     Random,
-    /// Power of `choices` choices (`least_request_lb_config.choice_count`, default 2).
+    /// Equal weights: power of `choices` choices (`choice_count`, default 2). Unequal weights:
+    /// an EDF schedule of `weight / (active + 1)^bias` (`active_request_bias`, default 1).
     LeastRequest {
         choices: u32,
+        bias: f64,
     },
     /// Consistent hashing on a ring of `min..=max` entries.
     RingHash {
@@ -172,6 +189,32 @@ pub enum LbPolicy {
     },
     /// ORIGINAL_DST's own.
     ClusterProvided,
+}
+
+/// `slow_start_config`: a host's weight ramps up over `window` after it joins (or passes a
+/// health check again): `weight × max(min_weight, (t / window)^(1 / aggression))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    pub window: Duration,
+    pub aggression: f64,
+    /// `min_weight_percent` as a fraction (default 0.1).
+    pub min_weight: f64,
+}
+
+impl SlowStart {
+    /// The weight factor `elapsed` after the host joined.
+    pub fn factor(&self, elapsed: Duration) -> f64 {
+        if elapsed >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let t = elapsed.as_millis().max(1) as f64 / self.window.as_millis() as f64;
+        let ramp = if self.aggression == 1.0 {
+            t
+        } else {
+            t.powf(1.0 / self.aggression)
+        };
+        ramp.max(self.min_weight)
+    }
 }
 
 impl LbPolicy {
@@ -198,6 +241,7 @@ pub struct Cluster {
     /// ORIGINAL_DST: how often hosts that carried no traffic are removed (`cleanup_interval`).
     pub cleanup_interval: Duration,
     pub bind: Option<BindCfg>,
+    pub keepalive: Option<Keepalive>,
     /// The TLS transport socket (`UpstreamTlsContext`), none: plaintext.
     pub tls: Option<super::tls::UpstreamTls>,
     pub circuit_breakers: limits::CircuitBreakerCfg,
@@ -211,9 +255,18 @@ pub struct Cluster {
     pub panic_threshold: f64,
     /// `common_lb_config.locality_weighted_lb_config`: a locality is picked first, by weight.
     pub locality_weighted: bool,
+    pub slow_start: Option<SlowStart>,
 }
 
 impl Cluster {
+    /// How this cluster's upstream connections are opened.
+    pub fn dial(&self) -> Dial {
+        Dial {
+            bind: self.bind,
+            keepalive: self.keepalive,
+        }
+    }
+
     #[allow(deprecated)] // http2_protocol_options & co. are still what many bootstraps use
     pub fn from_proto(c: &pb::Cluster, path: &str) -> Result<Cluster> {
         if c.name.is_empty() {
@@ -242,7 +295,7 @@ impl Cluster {
                 )
             }
         };
-        let lb = lb::lb_policy(c, discovery, path)?;
+        let (lb, slow_start) = lb::lb_policy(c, discovery, path)?;
         if discovery == Discovery::OriginalDst && c.load_assignment.is_some() {
             return err(
                 &format!("{path}.load_assignment"),
@@ -389,6 +442,7 @@ impl Cluster {
             original_dst,
             cleanup_interval: cleanup_interval.max(Duration::from_millis(1)),
             bind,
+            keepalive: keepalive(c, path)?,
             tls,
             circuit_breakers: limits::circuit_breakers(
                 &c.circuit_breakers,
@@ -406,8 +460,35 @@ impl Cluster {
             overprovisioning,
             panic_threshold: panic_threshold(c, path)?,
             locality_weighted: locality_weighted(c, lb, path)?,
+            slow_start,
         })
     }
+}
+
+/// `upstream_connection_options`: TCP keepalive.
+fn keepalive(c: &pb::Cluster, path: &str) -> Result<Option<Keepalive>> {
+    let Some(o) = &c.upstream_connection_options else {
+        return Ok(None);
+    };
+    let op = format!("{path}.upstream_connection_options");
+    if o.happy_eyeballs_config.is_some() {
+        return err(
+            &format!("{op}.happy_eyeballs_config"),
+            "happy eyeballs is not supported by Ferry",
+        );
+    }
+    let Some(k) = &o.tcp_keepalive else {
+        return Ok(None);
+    };
+    let secs = |v: Option<u32>| {
+        v.filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(u64::from(s)))
+    };
+    Ok(Some(Keepalive {
+        probes: k.keepalive_probes.map(|v| v.value),
+        time: secs(k.keepalive_time.map(|v| v.value)),
+        interval: secs(k.keepalive_interval.map(|v| v.value)),
+    }))
 }
 
 /// `common_lb_config.locality_weighted_lb_config` (not with consistent hashing, whose tables

@@ -49,7 +49,7 @@ impl UpstreamError {
 pub struct HostPool {
     addr: SocketAddr,
     connect_timeout: Duration,
-    bind: Option<crate::config::cluster::BindCfg>,
+    dial: crate::config::cluster::Dial,
     tls: Option<Arc<crate::tls::client::ClientTls>>,
     idle_timeout: Option<Duration>,
     stats: Arc<ClusterStats>,
@@ -78,7 +78,7 @@ impl HostPool {
         HostPool {
             addr,
             connect_timeout: cfg.connect_timeout,
-            bind: cfg.bind,
+            dial: cfg.dial(),
             tls,
             idle_timeout: cfg.idle_timeout,
             stats,
@@ -111,7 +111,7 @@ impl HostPool {
         let s = &self.stats;
         match tokio::time::timeout(
             self.connect_timeout,
-            super::connect::open(self.addr, self.bind, self.tls.as_deref()),
+            super::connect::open(self.addr, self.dial, self.tls.as_deref()),
         )
         .await
         {

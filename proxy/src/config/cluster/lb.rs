@@ -2,14 +2,53 @@
 //! typed `load_balancing_policy` form (the first policy Ferry implements).
 
 use super::super::{any_to, err, type_name, Result};
-use super::{Discovery, LbPolicy};
+use super::{Discovery, LbPolicy, SlowStart};
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
+use envoy_types::pb::envoy::config::core::v3::RuntimeDouble;
 use envoy_types::pb::envoy::extensions::load_balancing_policies as typed;
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use std::time::Duration;
 
 const RING_MAX: u64 = 8 * 1024 * 1024;
 const CLUSTER_PROVIDED: i32 = 6;
 
-pub fn lb_policy(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<LbPolicy> {
+/// The policy and its slow start.
+type Policy = (LbPolicy, Option<SlowStart>);
+
+/// `slow_start_config` (either form: the fields are the same).
+fn slow_start(
+    window: &Option<envoy_types::pb::google::protobuf::Duration>,
+    aggression: &Option<RuntimeDouble>,
+    min_weight: &Option<Percent>,
+    path: &str,
+) -> Result<Option<SlowStart>> {
+    let window = super::super::opt_duration(window, &format!("{path}.slow_start_window"))?
+        .unwrap_or(Duration::ZERO);
+    if window.is_zero() {
+        return Ok(None);
+    }
+    let aggression = aggression.as_ref().map_or(1.0, |a| a.default_value);
+    if !(aggression > 0.0 && aggression.is_finite()) {
+        return err(
+            &format!("{path}.aggression.default_value"),
+            "aggression must be greater than 0",
+        );
+    }
+    let min_weight = min_weight.as_ref().map_or(10.0, |p| p.value);
+    if !(0.0..=100.0).contains(&min_weight) {
+        return err(
+            &format!("{path}.min_weight_percent.value"),
+            "value must be between 0 and 100",
+        );
+    }
+    Ok(Some(SlowStart {
+        window,
+        aggression,
+        min_weight: min_weight / 100.0,
+    }))
+}
+
+pub fn lb_policy(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Policy> {
     let lb_name = || {
         pb::cluster::LbPolicy::try_from(c.lb_policy)
             .map(|d| d.as_str_name())
@@ -47,16 +86,42 @@ pub fn lb_policy(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Lb
     if let Some(p) = &c.load_balancing_policy {
         return typed_policy(p, &format!("{path}.load_balancing_policy"));
     }
+    let plain = |p: Result<LbPolicy>| p.map(|p| (p, None));
     match c.lb_policy {
-        0 => Ok(LbPolicy::RoundRobin),
-        1 => {
-            let choices = match &c.lb_config {
-                Some(pb::cluster::LbConfig::LeastRequestLbConfig(l)) => {
-                    l.choice_count.as_ref().map_or(2, |c| c.value)
-                }
-                _ => 2,
+        0 => {
+            let ss = match &c.lb_config {
+                Some(pb::cluster::LbConfig::RoundRobinLbConfig(r)) => match &r.slow_start_config {
+                    Some(s) => slow_start(
+                        &s.slow_start_window,
+                        &s.aggression,
+                        &s.min_weight_percent,
+                        &format!("{path}.round_robin_lb_config.slow_start_config"),
+                    )?,
+                    None => None,
+                },
+                _ => None,
             };
-            least_request(choices, &format!("{path}.least_request_lb_config"))
+            Ok((LbPolicy::RoundRobin, ss))
+        }
+        1 => {
+            let lp = format!("{path}.least_request_lb_config");
+            let (choices, bias, ss) = match &c.lb_config {
+                Some(pb::cluster::LbConfig::LeastRequestLbConfig(l)) => (
+                    l.choice_count.as_ref().map_or(2, |c| c.value),
+                    l.active_request_bias.as_ref().map(|b| b.default_value),
+                    match &l.slow_start_config {
+                        Some(s) => slow_start(
+                            &s.slow_start_window,
+                            &s.aggression,
+                            &s.min_weight_percent,
+                            &format!("{lp}.slow_start_config"),
+                        )?,
+                        None => None,
+                    },
+                ),
+                _ => (2, None, None),
+            };
+            Ok((least_request(choices, bias, &lp)?, ss))
         }
         2 => {
             let (min, max) = match &c.lb_config {
@@ -74,22 +139,26 @@ pub fn lb_policy(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Lb
                 }
                 _ => (None, None),
             };
-            ring_hash(
+            plain(ring_hash(
                 min,
                 max,
                 use_hostname,
                 &format!("{path}.ring_hash_lb_config"),
-            )
+            ))
         }
-        3 => Ok(LbPolicy::Random),
+        3 => Ok((LbPolicy::Random, None)),
         5 => {
             let size = match &c.lb_config {
                 Some(pb::cluster::LbConfig::MaglevLbConfig(m)) => m.table_size.map(|v| v.value),
                 _ => None,
             };
-            maglev(size, use_hostname, &format!("{path}.maglev_lb_config"))
+            plain(maglev(
+                size,
+                use_hostname,
+                &format!("{path}.maglev_lb_config"),
+            ))
         }
-        CLUSTER_PROVIDED => Ok(LbPolicy::ClusterProvided),
+        CLUSTER_PROVIDED => Ok((LbPolicy::ClusterProvided, None)),
         _ => err(
             &format!("{path}.lb_policy"),
             format!("lb_policy {} is not supported by Ferry", lb_name()),
@@ -97,14 +166,21 @@ pub fn lb_policy(c: &pb::Cluster, discovery: Discovery, path: &str) -> Result<Lb
     }
 }
 
-fn least_request(choices: u32, path: &str) -> Result<LbPolicy> {
+fn least_request(choices: u32, bias: Option<f64>, path: &str) -> Result<LbPolicy> {
     if choices < 2 {
         return err(
             &format!("{path}.choice_count"),
             "value must be greater than or equal to 2",
         );
     }
-    Ok(LbPolicy::LeastRequest { choices })
+    let bias = bias.unwrap_or(1.0);
+    if !(bias >= 0.0 && bias.is_finite()) {
+        return err(
+            &format!("{path}.active_request_bias.default_value"),
+            "value must be greater than or equal to 0",
+        );
+    }
+    Ok(LbPolicy::LeastRequest { choices, bias })
 }
 
 fn ring_hash(
@@ -148,7 +224,7 @@ fn maglev(size: Option<u64>, use_hostname: bool, path: &str) -> Result<LbPolicy>
 
 /// The typed form: the first listed policy Ferry implements.
 #[allow(deprecated)] // RingHash.use_hostname_for_hashing and hash_balance_factor are still sent
-fn typed_policy(p: &pb::LoadBalancingPolicy, path: &str) -> Result<LbPolicy> {
+fn typed_policy(p: &pb::LoadBalancingPolicy, path: &str) -> Result<Policy> {
     for (i, pol) in p.policies.iter().enumerate() {
         let pp = format!("{path}.policies[{i}].typed_extension_config.typed_config");
         let Some(any) = pol
@@ -158,9 +234,20 @@ fn typed_policy(p: &pb::LoadBalancingPolicy, path: &str) -> Result<LbPolicy> {
         else {
             continue;
         };
+        let typed_slow_start = |s: &Option<typed::common::v3::SlowStartConfig>| match s {
+            Some(s) => slow_start(
+                &s.slow_start_window,
+                &s.aggression,
+                &s.min_weight_percent,
+                &format!("{pp}.slow_start_config"),
+            ),
+            None => Ok(None),
+        };
+        let mut ss = None;
         let lb = match type_name(any) {
             "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin" => {
-                any_to::<typed::round_robin::v3::RoundRobin>(any, &pp)?;
+                let r: typed::round_robin::v3::RoundRobin = any_to(any, &pp)?;
+                ss = typed_slow_start(&r.slow_start_config)?;
                 LbPolicy::RoundRobin
             }
             "envoy.extensions.load_balancing_policies.random.v3.Random" => {
@@ -169,7 +256,18 @@ fn typed_policy(p: &pb::LoadBalancingPolicy, path: &str) -> Result<LbPolicy> {
             }
             "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest" => {
                 let l: typed::least_request::v3::LeastRequest = any_to(any, &pp)?;
-                least_request(l.choice_count.map_or(2, |c| c.value), &pp)?
+                if l.selection_method != 0 {
+                    return err(
+                        &format!("{pp}.selection_method"),
+                        "only the N_CHOICES selection method is supported by Ferry",
+                    );
+                }
+                ss = typed_slow_start(&l.slow_start_config)?;
+                least_request(
+                    l.choice_count.map_or(2, |c| c.value),
+                    l.active_request_bias.as_ref().map(|b| b.default_value),
+                    &pp,
+                )?
             }
             "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash" => {
                 let r: typed::ring_hash::v3::RingHash = any_to(any, &pp)?;
@@ -214,7 +312,7 @@ fn typed_policy(p: &pb::LoadBalancingPolicy, path: &str) -> Result<LbPolicy> {
             }
             _ => continue,
         };
-        return Ok(lb);
+        return Ok((lb, ss));
     }
     err(
         &format!("{path}.policies"),
