@@ -284,6 +284,7 @@ fn bench_lb(c: &mut Criterion) {
         original_dst: Some(dst),
         headers: None,
         hash: None,
+        local_cluster: None,
     };
     // The first pick makes the host; the timed ones find it.
     assert_eq!(rt.pick(&lb).map(|h| h.addr), Some(dst));

@@ -32,6 +32,9 @@ pub async fn handle(
             original_dst: down.original_dst,
             headers: None,
             hash: None,
+            local_cluster: crate::cluster::zone::local()
+                .and_then(|(n, _)| snapshot.cluster(n))
+                .map(|c| &**c),
         };
         let Some(host) = cluster.pick(&lb) else { break };
         // Every attempt is an upstream connection in Envoy's count.

@@ -681,3 +681,64 @@ async fn slow_start_ramps_new_endpoints() {
         assert!((12..=22).contains(&b_late), "{kind}: {late:?}");
     }
 }
+
+/// Zone-aware routing against Envoy: with half of the upstream in this proxy's zone, as half of
+/// its own service is, every request stays in the zone; with a third of it, about two thirds
+/// stay (sampled) and the rest cross zones; a cluster below `min_cluster_size` spreads over all
+/// zones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_aware_routing() {
+    let mut ups = Vec::new();
+    let mut shared = BTreeMap::new();
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        let u = echo::start_http(name).await;
+        shared.insert(format!("UP_{}", name.to_uppercase()), u.port().to_string());
+        ups.push(u);
+    }
+    let template = include_str!("../configs/zone_aware.yaml");
+    let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
+    for (kind, bin) in kinds() {
+        let p: Proxy = proxy::start(kind, &bin, template, &shared, &[]).await;
+        let admin = p.admin_port();
+        let mut obs = vec![format!("zoned: {:?}", spread(p.port("L1"), "/", 30).await)];
+        obs.extend(stats(admin, "cluster.zoned", &["lb_zone_routing_all_directly"]).await);
+        obs.push(format!("small: {:?}", spread(p.port("L2"), "/", 30).await));
+        // Envoy counts this when it rebuilds its zone routing state (how often is its own).
+        let too_small = stat(admin, "cluster.small.lb_zone_cluster_too_small").await;
+        obs.push(format!(
+            "too small counted: {}",
+            too_small.parse::<u64>().is_ok_and(|v| v > 0)
+        ));
+        // Sampled: about two thirds stay in z1 (binomial over 90: 45..=75 is ±3.3 sd).
+        let lopsided = spread(p.port("L3"), "/", 90).await;
+        let stayed: u32 = ["a 200", "b 200"]
+            .iter()
+            .filter_map(|k| lopsided.get(*k))
+            .sum();
+        eprintln!("{kind} lopsided: {lopsided:?}");
+        assert!((45..=75).contains(&stayed), "{kind}: {lopsided:?}");
+        let routed = stats(
+            admin,
+            "cluster.lopsided",
+            &["lb_zone_routing_sampled", "lb_zone_routing_cross_zone"],
+        )
+        .await;
+        let total: u64 = routed
+            .iter()
+            .filter_map(|r| r.split_once('=')?.1.parse::<u64>().ok())
+            .sum();
+        obs.push(format!("lopsided: sampled + cross zone = {total}"));
+        seen.push((kind, obs));
+    }
+    for (kind, obs) in &seen {
+        eprintln!("{kind}:\n  {}", obs.join("\n  "));
+    }
+    let ferry = &seen.last().expect("ferry ran").1;
+    assert_eq!(
+        ferry[0], "zoned: {\"a 200\": 10, \"b 200\": 10, \"c 200\": 10}",
+        "{ferry:?}"
+    );
+    if let [(_, envoy), (_, ferry)] = seen.as_slice() {
+        assert_eq!(envoy, ferry, "Envoy and Ferry differ");
+    }
+}

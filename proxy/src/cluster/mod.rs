@@ -13,6 +13,7 @@ pub mod outlier;
 mod picker;
 pub mod pool;
 mod priority;
+pub mod zone;
 
 pub use host::{Host, HostStats};
 
@@ -59,6 +60,9 @@ pub struct ClusterStats {
     pub membership_degraded: Gauge,
     pub membership_change: Counter,
     pub lb_healthy_panic: Counter,
+    /// `lb_zone_routing_all_directly`, `_sampled`, `_cross_zone`, `lb_zone_no_capacity_left`,
+    /// `lb_zone_cluster_too_small`, `lb_local_cluster_not_ok`.
+    pub lb_zone: [Counter; 6],
     pub update_success: Counter,
 }
 
@@ -101,6 +105,14 @@ impl ClusterStats {
             membership_degraded: g("membership_degraded"),
             membership_change: c("membership_change"),
             lb_healthy_panic: c("lb_healthy_panic"),
+            lb_zone: [
+                c("lb_zone_routing_all_directly"),
+                c("lb_zone_routing_sampled"),
+                c("lb_zone_routing_cross_zone"),
+                c("lb_zone_no_capacity_left"),
+                c("lb_zone_cluster_too_small"),
+                c("lb_local_cluster_not_ok"),
+            ],
             update_success: c("update_success"),
             name: name.to_string(),
             codes: ArcSwap::from_pointee(Vec::new()),
@@ -251,6 +263,12 @@ impl ClusterRt {
         self.stats.membership_total.set(hosts.len() as u64);
         self.stats.membership_healthy.set(p.healthy_count);
         self.stats.membership_degraded.set(p.degraded_count);
+        if p.zone
+            .as_ref()
+            .is_some_and(|z| z.too_small(self.cfg.zone_aware.min_cluster_size))
+        {
+            self.stats.lb_zone[4].inc();
+        }
         self.picker.store(Arc::new(p));
     }
 
@@ -260,9 +278,21 @@ impl ClusterRt {
         let h = if self.cfg.discovery == Discovery::OriginalDst {
             self.pick_original_dst(lb)
         } else {
+            let zone = lb
+                .local_cluster
+                .filter(|l| !std::ptr::eq(*l, self))
+                .and_then(|l| {
+                    let (_, own) = zone::local()?;
+                    Some(picker::ZoneCtx {
+                        local: l.picker.load_full(),
+                        own,
+                        cfg: self.cfg.zone_aware,
+                        stats: &self.stats.lb_zone,
+                    })
+                });
             self.picker
                 .load()
-                .pick(self.cfg.lb, lb.hash, &self.stats.lb_healthy_panic)
+                .pick(self.cfg.lb, lb.hash, &self.stats.lb_healthy_panic, zone)
         };
         if h.is_none() {
             self.stats.upstream_cx_none_healthy.inc();

@@ -16,6 +16,8 @@ pub struct LbContext<'a> {
     pub headers: Option<&'a http::HeaderMap>,
     /// The request hash (RING_HASH, MAGLEV); none: a random one.
     pub hash: Option<u64>,
+    /// The local cluster (zone-aware routing).
+    pub local_cluster: Option<&'a ClusterRt>,
 }
 
 impl ClusterRt {

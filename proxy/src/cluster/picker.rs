@@ -270,8 +270,59 @@ impl Source {
     }
 }
 
+/// Priority 0's healthy hosts by locality, for zone-aware routing.
+#[derive(Debug, Default)]
+pub struct ZoneSets {
+    localities: Vec<Arc<crate::config::cluster::Locality>>,
+    sets: Vec<HostSet>,
+    counts: Vec<u64>,
+}
+
+impl ZoneSets {
+    fn new(healthy: &[Arc<Host>], policy: LbPolicy, tuning: Tuning) -> ZoneSets {
+        let mut groups: Vec<(Arc<crate::config::cluster::Locality>, Vec<Arc<Host>>)> = Vec::new();
+        for h in healthy {
+            let loc = h.locality();
+            match groups.iter_mut().find(|g| g.0 == loc) {
+                Some(g) => g.1.push(h.clone()),
+                None => groups.push((loc, vec![h.clone()])),
+            }
+        }
+        let mut z = ZoneSets::default();
+        for (loc, hosts) in groups {
+            z.localities.push(loc);
+            z.counts.push(hosts.len() as u64);
+            z.sets.push(HostSet::new(hosts, policy, tuning));
+        }
+        z
+    }
+
+    /// Zone-aware routing would apply but the cluster has fewer than `min` healthy hosts.
+    pub fn too_small(&self, min: u64) -> bool {
+        self.sets.len() >= 2 && self.counts.iter().sum::<u64>() < min
+    }
+
+    fn count(&self, loc: &crate::config::cluster::Locality) -> u64 {
+        self.localities
+            .iter()
+            .position(|l| **l == *loc)
+            .map_or(0, |i| self.counts[i])
+    }
+}
+
+/// What zone-aware routing looks at for one pick.
+pub struct ZoneCtx<'a> {
+    /// The local cluster's picker (its healthy hosts by locality).
+    pub local: Arc<Picker>,
+    pub own: &'a crate::config::cluster::Locality,
+    pub cfg: crate::config::cluster::ZoneAware,
+    pub stats: &'a [crate::stats::Counter; 6],
+}
+
 #[derive(Debug, Default)]
 pub struct Picker {
+    /// Priority 0 by locality (only while zone-aware routing is on).
+    pub zone: Option<ZoneSets>,
     pub loads: Loads,
     /// Per level: its healthy hosts (all of its hosts when it is in panic).
     pub healthy: Vec<Source>,
@@ -353,7 +404,19 @@ impl Picker {
             }
         }
         let single = loads.healthy.first() == Some(&100);
+        let zone = (super::zone::local().is_some()
+            && !policy.hashes()
+            && !loads.panic.first().copied().unwrap_or(true))
+        .then(|| {
+            let p0: Vec<Arc<Host>> = hosts
+                .iter()
+                .filter(|h| h.priority() == 0 && !h.excluded() && h.health() == Health::Healthy)
+                .cloned()
+                .collect();
+            ZoneSets::new(&p0, policy, tuning)
+        });
         Picker {
+            zone,
             loads,
             healthy,
             degraded,
@@ -367,11 +430,53 @@ impl Picker {
     /// A pick from a level in panic counts in `panic`.
     /// Consistent-hashing policies draw the level and the host with the request `hash` (a
     /// random one without).
+    /// Zone-aware routing's choice of a priority-0 locality, when it applies.
+    fn zone_pick(&self, z: &ZoneCtx<'_>, policy: LbPolicy, h: u64) -> Option<Arc<Host>> {
+        use super::zone::Routed;
+        let up = self.zone.as_ref()?;
+        let local = z.local.zone.as_ref()?;
+        if up.sets.len() < 2 {
+            return None;
+        }
+        if up.counts.iter().sum::<u64>() < z.cfg.min_cluster_size {
+            // Counted when the picker is built (`too_small`), as Envoy counts it.
+            return None;
+        }
+        if local.count(z.own) == 0 {
+            z.stats[5].inc();
+            return None;
+        }
+        if local.localities.len() < 2 || f64::from(fastrand::u32(0..100)) >= z.cfg.routing_enabled {
+            return None;
+        }
+        let own = up.localities.iter().position(|l| **l == *z.own);
+        let mut counts = up.counts.clone();
+        let mut local_counts: Vec<u64> = up.localities.iter().map(|l| local.count(l)).collect();
+        let own = own.unwrap_or_else(|| {
+            counts.push(0);
+            local_counts.push(local.count(z.own));
+            counts.len() - 1
+        });
+        let local_total = local.counts.iter().sum();
+        let (i, how) = super::zone::route(&counts, &local_counts, local_total, own, |n| {
+            fastrand::u64(0..n.max(1))
+        });
+        z.stats[match how {
+            Routed::AllDirectly => 0,
+            Routed::Sampled => 1,
+            Routed::CrossZone => 2,
+            Routed::NoCapacityLeft => 3,
+        }]
+        .inc();
+        up.sets.get(i)?.pick(policy, h).cloned()
+    }
+
     pub fn pick(
         &self,
         policy: LbPolicy,
         hash: Option<u64>,
         panic: &crate::stats::Stat,
+        zone: Option<ZoneCtx<'_>>,
     ) -> Option<Arc<Host>> {
         let h = if policy.hashes() {
             hash.unwrap_or_else(|| fastrand::u64(..))
@@ -392,6 +497,11 @@ impl Picker {
         };
         if self.loads.panic.get(level) == Some(&true) {
             panic.inc();
+        }
+        if let (0, false, Some(z)) = (level, deg, &zone) {
+            if let Some(host) = self.zone_pick(z, policy, h) {
+                return Some(host);
+            }
         }
         set.pick(policy, h).cloned()
     }

@@ -15,6 +15,8 @@ pub struct Node {
     pub id: String,
     pub cluster: String,
     pub zone: String,
+    /// Where this proxy runs (zone-aware routing prefers upstreams in it).
+    pub locality: super::cluster::Locality,
 }
 
 #[derive(Debug)]
@@ -26,6 +28,9 @@ pub struct Bootstrap {
     /// Where the ADS stream goes, from the static cluster `dynamic.cluster` names.
     pub xds_target: Option<ferry_xds::ads::Target>,
     pub clusters: Vec<Cluster>,
+    /// `cluster_manager.local_cluster_name`: the cluster of this proxy's own service, whose
+    /// spread over localities drives zone-aware routing.
+    pub local_cluster: Option<String>,
     /// `static_resources.secrets`, by name.
     pub secrets: Vec<(String, super::tls::Secret)>,
     /// Tuning-only fields that were set and are not acted on.
@@ -54,6 +59,15 @@ impl Bootstrap {
                 .locality
                 .as_ref()
                 .map(|l| l.zone.clone())
+                .unwrap_or_default(),
+            locality: n
+                .locality
+                .as_ref()
+                .map(|l| super::cluster::Locality {
+                    region: l.region.clone(),
+                    zone: l.zone.clone(),
+                    sub_zone: l.sub_zone.clone(),
+                })
                 .unwrap_or_default(),
         });
         let admin = match &b.admin {
@@ -137,7 +151,21 @@ impl Bootstrap {
             None => None,
             Some(d) => Some(xds_target(&clusters, &d.cluster)?),
         };
+        let local_cluster = b
+            .cluster_manager
+            .as_ref()
+            .map(|m| m.local_cluster_name.clone())
+            .filter(|n| !n.is_empty());
+        if let Some(name) = &local_cluster {
+            if !clusters.iter().any(|c| &c.name == name) {
+                return err(
+                    "cluster_manager.local_cluster_name",
+                    format!("local cluster '{name}' must be defined"),
+                );
+            }
+        }
         Ok(Bootstrap {
+            local_cluster,
             secrets,
             node: node.unwrap_or_default(),
             admin,

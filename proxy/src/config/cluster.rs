@@ -256,6 +256,28 @@ pub struct Cluster {
     /// `common_lb_config.locality_weighted_lb_config`: a locality is picked first, by weight.
     pub locality_weighted: bool,
     pub slow_start: Option<SlowStart>,
+    /// `common_lb_config.zone_aware_lb_config` (with Envoy's defaults when unset).
+    pub zone_aware: ZoneAware,
+}
+
+/// Zone-aware routing (active when the bootstrap names a local cluster).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZoneAware {
+    /// `routing_enabled` (percent, default 100).
+    pub routing_enabled: f64,
+    /// `min_cluster_size` (default 6).
+    pub min_cluster_size: u64,
+    pub fail_traffic_on_panic: bool,
+}
+
+impl Default for ZoneAware {
+    fn default() -> Self {
+        ZoneAware {
+            routing_enabled: 100.0,
+            min_cluster_size: 6,
+            fail_traffic_on_panic: false,
+        }
+    }
 }
 
 impl Cluster {
@@ -461,7 +483,25 @@ impl Cluster {
             panic_threshold: panic_threshold(c, path)?,
             locality_weighted: locality_weighted(c, lb, path)?,
             slow_start,
+            zone_aware: zone_aware(c),
         })
+    }
+}
+
+/// `common_lb_config.zone_aware_lb_config`.
+fn zone_aware(c: &pb::Cluster) -> ZoneAware {
+    use pb::cluster::common_lb_config::LocalityConfigSpecifier;
+    match c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.locality_config_specifier.as_ref())
+    {
+        Some(LocalityConfigSpecifier::ZoneAwareLbConfig(z)) => ZoneAware {
+            routing_enabled: z.routing_enabled.as_ref().map_or(100.0, |p| p.value),
+            min_cluster_size: z.min_cluster_size.map_or(6, |v| v.value),
+            fail_traffic_on_panic: z.fail_traffic_on_panic,
+        },
+        _ => ZoneAware::default(),
     }
 }
 

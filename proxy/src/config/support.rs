@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 /// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
-    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "dynamic_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats"]),
+    ("envoy.config.bootstrap.v3.ClusterManager", &["local_cluster_name"]),
     ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters", "secrets"]),
     ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", &["lds_config", "cds_config", "ads_config"]),
     ("envoy.config.core.v3.ConfigSource", &["ads", "api_config_source", "resource_api_version", "initial_fetch_timeout"]),
@@ -155,7 +156,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HealthCheck.TcpHealthCheck", &["send", "receive", "proxy_protocol_config"]),
     ("envoy.config.core.v3.HealthCheck.GrpcHealthCheck", &["service_name", "authority", "initial_metadata"]),
     ("envoy.config.core.v3.HealthCheck.Payload", &["text", "binary"]),
-    ("envoy.config.cluster.v3.Cluster.CommonLbConfig", &["healthy_panic_threshold", "consistent_hashing_lb_config", "locality_weighted_lb_config", "~update_merge_window"]),
+    ("envoy.config.cluster.v3.Cluster.CommonLbConfig", &["healthy_panic_threshold", "consistent_hashing_lb_config", "locality_weighted_lb_config", "zone_aware_lb_config", "~update_merge_window"]),
+    ("envoy.config.cluster.v3.Cluster.CommonLbConfig.ZoneAwareLbConfig", &["routing_enabled", "min_cluster_size", "fail_traffic_on_panic"]),
     ("envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig", &[]),
     ("envoy.config.cluster.v3.OutlierDetection", &["consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_success_rate", "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure", "split_external_local_origin_errors", "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure", "enforcing_local_origin_success_rate", "failure_percentage_threshold", "enforcing_failure_percentage", "enforcing_failure_percentage_local_origin", "failure_percentage_minimum_hosts", "failure_percentage_request_volume", "max_ejection_time", "max_ejection_time_jitter", "successful_active_health_check_uneject_host", "monitors", "always_eject_one_host", "detect_degraded_hosts"]),
     ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds", "per_host_thresholds"]),

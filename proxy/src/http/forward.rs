@@ -151,6 +151,9 @@ pub async fn forward(
         original_dst: ctx.original_dst,
         headers: Some(req.headers()),
         hash,
+        local_cluster: crate::cluster::zone::local()
+            .and_then(|(n, _)| snapshot.cluster(n))
+            .map(|c| &**c),
     };
     let Some(host) = cluster.pick(&lb) else {
         tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster_name, "no healthy upstream");
