@@ -67,7 +67,8 @@ fn describe(r: Result<client::HttpResponse, String>) -> String {
 
 /// One connection, one pending request: a request in flight holds the connection, the next
 /// waits for it, the third overflows with 503 UO; the waiting one is then served on the same
-/// connection. One active request: the second concurrent request overflows.
+/// connection. One active request: the second concurrent request overflows. One connection
+/// per host (`per_host_thresholds`) queues the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breakers_trip_at_the_same_limits() {
     let up = echo::start_http("a").await;
@@ -156,6 +157,36 @@ async fn circuit_breakers_trip_at_the_same_limits() {
         ] {
             obs.push(format!("{s}={}", stat(admin, &format!("{c}.{s}")).await));
         }
+
+        // One connection per host: the same queueing, by the per-host limit.
+        let (l3, c) = (p.port("L3"), "cluster.one_per_host");
+        let slow = spawn_get(l3, "/delay/1000");
+        wait_stat(admin, &format!("{c}.upstream_rq_active"), "1").await;
+        let queued = spawn_get(l3, "/delay/0");
+        obs.push(format!(
+            "per host: second pending={}",
+            wait_stat(admin, &format!("{c}.upstream_rq_pending_active"), "1").await
+        ));
+        obs.push(format!(
+            "per host: third: {}",
+            describe(client::send(l3, &HttpRequest::get("/")).await)
+        ));
+        obs.push(format!(
+            "per host: first: {}",
+            describe(slow.await.expect("task"))
+        ));
+        obs.push(format!(
+            "per host: second: {}",
+            describe(queued.await.expect("task"))
+        ));
+        obs.extend(
+            stats(
+                admin,
+                c,
+                &["upstream_cx_total", "upstream_rq_pending_overflow"],
+            )
+            .await,
+        );
         seen.push((kind, obs));
     }
     for (kind, obs) in &seen {

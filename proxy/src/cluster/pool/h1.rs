@@ -134,9 +134,7 @@ impl HostPool {
                 continue;
             }
             self.limits
-                .wait_until(|| {
-                    (self.has_h1_candidate() || self.limits.connections.can_create()).then_some(())
-                })
+                .wait_until(|| (self.has_h1_candidate() || self.can_open()).then_some(()))
                 .await;
         }
     }

@@ -96,15 +96,31 @@ impl HostPool {
     /// or when this host has no connection at all (counted as `upstream_cx_overflow` then).
     fn slot(self: &Arc<Self>, force: bool) -> Option<CxSlot> {
         let c = &self.limits.connections;
-        if !c.try_acquire() {
+        let open = self.open.load(Relaxed);
+        let cluster_ok = self.host_can_open() && c.try_acquire();
+        if !cluster_ok {
             self.stats.upstream_cx_overflow.inc();
-            if !(force && self.open.load(Relaxed) == 0) {
+            if !(force && open == 0) {
                 return None;
             }
             c.force_acquire();
         }
         self.open.fetch_add(1, Relaxed);
         Some(CxSlot(self.clone()))
+    }
+
+    /// This host is under its `per_host_thresholds` connection limit.
+    fn host_can_open(&self) -> bool {
+        let open = self.open.load(Relaxed);
+        self.limits
+            .cfg
+            .per_host_max_connections
+            .is_none_or(|m| open < m)
+    }
+
+    /// A new connection to this host is allowed now (what a waiting request waits for).
+    fn can_open(&self) -> bool {
+        self.host_can_open() && self.limits.connections.can_create()
     }
 
     async fn connect(&self, host: &super::HostStats) -> Result<crate::io::Stream, UpstreamError> {

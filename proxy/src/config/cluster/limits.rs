@@ -32,16 +32,33 @@ impl Default for Thresholds {
 pub struct CircuitBreakerCfg {
     pub default: Thresholds,
     pub high: Thresholds,
+    /// `per_host_thresholds` (DEFAULT priority): connections to each host.
+    pub per_host_max_connections: Option<u64>,
 }
 
 pub fn circuit_breakers(cb: &Option<CircuitBreakers>, path: &str) -> Result<CircuitBreakerCfg> {
     let mut out = CircuitBreakerCfg::default();
     let Some(cb) = cb else { return Ok(out) };
-    if !cb.per_host_thresholds.is_empty() {
-        return err(
-            &format!("{path}.per_host_thresholds"),
-            "per-host circuit breakers are not supported by Ferry yet",
-        );
+    for (i, t) in cb.per_host_thresholds.iter().enumerate() {
+        let tp = format!("{path}.per_host_thresholds[{i}]");
+        // Per host, only max_connections applies (as in Envoy).
+        if t.max_pending_requests.is_some()
+            || t.max_requests.is_some()
+            || t.max_retries.is_some()
+            || t.retry_budget.is_some()
+            || t.max_connection_pools.is_some()
+            || t.track_remaining
+        {
+            return err(&tp, "per-host thresholds take max_connections only");
+        }
+        if t.priority == 0 {
+            out.per_host_max_connections = t.max_connections.map(|v| u64::from(v.value));
+        } else if t.priority != 1 {
+            return err(
+                &format!("{tp}.priority"),
+                format!("unknown priority {}", t.priority),
+            );
+        }
     }
     for (i, t) in cb.thresholds.iter().enumerate() {
         let tp = format!("{path}.thresholds[{i}]");
