@@ -519,6 +519,37 @@ async fn consistent_hashing_picks_the_same_endpoints() {
                 )
             });
         obs.push(format!("set-cookie: {shape:?}"));
+        let admin = p.admin_port();
+        for (c, names) in [
+            (
+                "ring",
+                &[
+                    "ring_hash_lb.size",
+                    "ring_hash_lb.min_hashes_per_host",
+                    "ring_hash_lb.max_hashes_per_host",
+                ][..],
+            ),
+            (
+                "small_ring",
+                &[
+                    "ring_hash_lb.size",
+                    "ring_hash_lb.min_hashes_per_host",
+                    "ring_hash_lb.max_hashes_per_host",
+                ][..],
+            ),
+            (
+                "maglev",
+                &[
+                    "maglev_lb.min_entries_per_host",
+                    "maglev_lb.max_entries_per_host",
+                ][..],
+            ),
+        ] {
+            obs.push(format!(
+                "{c}: {:?}",
+                stats(admin, &format!("cluster.{c}"), names).await
+            ));
+        }
         seen.push((kind, obs));
     }
     for (kind, obs) in &seen {

@@ -19,7 +19,7 @@ pub use host::{Host, HostStats};
 
 pub use original_dst::LbContext;
 
-use crate::config::cluster::{Cluster, Discovery, EndpointCfg, UpstreamProtocol};
+use crate::config::cluster::{Cluster, Discovery, EndpointCfg, LbPolicy, UpstreamProtocol};
 use crate::stats::{registry, Counter, Gauge, Scope};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -159,6 +159,9 @@ pub struct ClusterRt {
     dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
     /// The TLS transport socket of upstream connections.
     pub tls: Option<Arc<crate::tls::client::ClientTls>>,
+    /// RING_HASH: `ring_hash_lb.{size,min_hashes_per_host,max_hashes_per_host}`; MAGLEV:
+    /// `maglev_lb.{min,max}_entries_per_host` (no size).
+    table_gauges: Option<[Option<Gauge>; 3]>,
 }
 
 impl ClusterRt {
@@ -167,6 +170,20 @@ impl ClusterRt {
         let stats = Arc::new(ClusterStats::new(&cfg.name));
         let limits = limits::Limits::new(&cfg.name, cfg.circuit_breakers);
         let overprovisioning = cfg.overprovisioning;
+        let g = |s: &str| Some(registry().gauge(Scope::Cluster(&cfg.name), s));
+        let table_gauges = match cfg.lb {
+            LbPolicy::RingHash { .. } => Some([
+                g("ring_hash_lb.size"),
+                g("ring_hash_lb.min_hashes_per_host"),
+                g("ring_hash_lb.max_hashes_per_host"),
+            ]),
+            LbPolicy::Maglev { .. } => Some([
+                None,
+                g("maglev_lb.min_entries_per_host"),
+                g("maglev_lb.max_entries_per_host"),
+            ]),
+            _ => None,
+        };
         let health = cfg
             .health_check
             .clone()
@@ -190,6 +207,7 @@ impl ClusterRt {
             picker: ArcSwap::default(),
             overprovisioning: AtomicU32::new(overprovisioning),
             outlier,
+            table_gauges,
             health,
             stats,
             limits,
@@ -263,6 +281,13 @@ impl ClusterRt {
         self.stats.membership_total.set(hosts.len() as u64);
         self.stats.membership_healthy.set(p.healthy_count);
         self.stats.membership_degraded.set(p.degraded_count);
+        if let (Some(gauges), Some((size, min, max))) = (&self.table_gauges, p.table_sizes()) {
+            for (g, v) in gauges.iter().zip([size, min, max]) {
+                if let Some(g) = g {
+                    g.set(v);
+                }
+            }
+        }
         if p.zone
             .as_ref()
             .is_some_and(|z| z.too_small(self.cfg.zone_aware.min_cluster_size))

@@ -334,6 +334,21 @@ pub struct Picker {
 }
 
 impl Picker {
+    /// The consistent-hashing table of priority 0's healthy hosts: (ring size or table size,
+    /// fewest and most entries of a host), for the `ring_hash_lb` / `maglev_lb` gauges.
+    pub fn table_sizes(&self) -> Option<(u64, u64, u64)> {
+        match self.healthy.first()?.plain.table.as_ref()? {
+            Table::Ring(r) => {
+                let (min, max) = r.hashes_per_host();
+                Some((r.size(), min, max))
+            }
+            Table::Maglev(m) => {
+                let (min, max) = m.entries_per_host();
+                Some((m.table().len() as u64, min, max))
+            }
+        }
+    }
+
     pub fn new(
         hosts: &[Arc<Host>],
         policy: LbPolicy,
