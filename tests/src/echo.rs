@@ -75,22 +75,34 @@ pub async fn start_http_v6(name: &str) -> Option<Upstream> {
 }
 
 fn serve_http(name: &str, listener: TcpListener) -> Upstream {
-    let addr = listener.local_addr().expect("local_addr");
     let upstream: Arc<str> = Arc::from(name);
+    accept_loop(name, listener, move |stream| {
+        let upstream = upstream.clone();
+        async move {
+            let service = service_fn(move |req| handle(upstream.clone(), req));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Errors here are expected (e.g. `/close`, client resets).
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        }
+    })
+}
+
+/// Accepts connections on `listener` until the returned upstream is dropped, serving each with
+/// `per_conn` in its own task.
+fn accept_loop<F, Fut>(name: &str, listener: TcpListener, per_conn: F) -> Upstream
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr().expect("local_addr");
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| handle(upstream.clone(), req));
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                // Errors here are expected (e.g. `/close`, client resets).
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(per_conn(stream));
         }
     });
     Upstream {
@@ -352,42 +364,63 @@ pub fn refusing(name: &str) -> Upstream {
 pub async fn start_grpc_health(name: &str, serving: bool) -> Upstream {
     use hyper::body::Frame;
     let listener = bind_local().await;
-    let addr = listener.local_addr().expect("local_addr");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| async move {
-                    let ok = req.uri().path() == "/grpc.health.v1.Health/Check";
-                    // Read the request message before answering.
-                    let _ = req.into_body().collect().await;
-                    // HealthCheckResponse { status: SERVING (1) or NOT_SERVING (2) }.
-                    let msg: [u8; 7] = [0, 0, 0, 0, 2, 0x08, if serving { 1 } else { 2 }];
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert(
-                        "grpc-status",
-                        if ok { "0" } else { "12" }.parse().expect("valid"),
-                    );
-                    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
-                        Ok(Frame::data(Bytes::copy_from_slice(&msg))),
-                        Ok(Frame::trailers(trailers)),
-                    ];
-                    let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+    accept_loop(name, listener, move |stream| async move {
+        let service = service_fn(move |req: Request<Incoming>| async move {
+            let ok = req.uri().path() == "/grpc.health.v1.Health/Check";
+            // Read the request message before answering.
+            let _ = req.into_body().collect().await;
+            // HealthCheckResponse { status: SERVING (1) or NOT_SERVING (2) }.
+            let msg: [u8; 7] = [0, 0, 0, 0, 2, 0x08, if serving { 1 } else { 2 }];
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(
+                "grpc-status",
+                if ok { "0" } else { "12" }.parse().expect("valid"),
+            );
+            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                Ok(Frame::data(Bytes::copy_from_slice(&msg))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+            Response::builder()
+                .header("content-type", "application/grpc")
+                .body(body)
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+}
+
+/// An h2c server that answers each connection's first request (200, `x-upstream: <name>`) and
+/// then sends GOAWAY: the client must take its next request to a new connection.
+pub async fn start_h2_goaway(name: &str) -> Upstream {
+    let listener = bind_local().await;
+    let upstream: Arc<str> = Arc::from(name);
+    accept_loop(name, listener, move |stream| {
+        let upstream = upstream.clone();
+        async move {
+            let answered = Arc::new(tokio::sync::Notify::new());
+            let notify = answered.clone();
+            let service = service_fn(move |_req: Request<Incoming>| {
+                let upstream = upstream.clone();
+                let notify = notify.clone();
+                async move {
+                    notify.notify_one();
                     Response::builder()
-                        .header("content-type", "application/grpc")
-                        .body(body)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                        .header("x-upstream", &*upstream)
+                        .body(Full::new(Bytes::from_static(b"ok")))
+                }
             });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = answered.notified() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         }
-    });
-    Upstream {
-        name: name.to_string(),
-        addr,
-        task: Some(task),
-    }
+    })
 }

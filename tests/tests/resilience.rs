@@ -567,12 +567,15 @@ async fn consistent_hashing_picks_the_same_endpoints() {
 
 /// Connection pool limits against Envoy: a connection closes after
 /// `max_requests_per_connection` requests (HTTP/1.1 and HTTP/2), and an HTTP/2 connection
-/// with `max_concurrent_streams` open streams makes the next request open another one.
+/// with `max_concurrent_streams` open streams makes the next request open another one; an
+/// upstream's GOAWAY sends the next request to a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_limits() {
     let up = echo::start_http("a").await;
+    let goaway = echo::start_h2_goaway("g").await;
     let mut shared = BTreeMap::new();
     shared.insert("UP_A".to_string(), up.port().to_string());
+    shared.insert("UP_GOAWAY".to_string(), goaway.port().to_string());
     let template = include_str!("../configs/pool_limits.yaml");
     let mut seen: Vec<(ProxyKind, Vec<String>)> = Vec::new();
     let counters = [
@@ -609,6 +612,16 @@ async fn pool_limits() {
         );
         obs.push(format!("{:?}", spread(p.port("L3"), "/", 5).await));
         obs.extend(stats(admin, "cluster.h2_two_per_connection", &counters).await);
+        // GOAWAY after every answer: each request goes on a new connection, none fails.
+        obs.push(format!("goaway: {:?}", spread(p.port("L4"), "/", 4).await));
+        obs.extend(
+            stats(
+                admin,
+                "cluster.h2_goaway",
+                &["upstream_cx_total", "upstream_rq_total"],
+            )
+            .await,
+        );
         seen.push((kind, obs));
     }
     for (kind, obs) in &seen {
