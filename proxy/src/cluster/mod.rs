@@ -61,8 +61,9 @@ pub struct ClusterStats {
     pub membership_change: Counter,
     pub lb_healthy_panic: Counter,
     /// `lb_zone_routing_all_directly`, `_sampled`, `_cross_zone`, `lb_zone_no_capacity_left`,
-    /// `lb_zone_cluster_too_small`, `lb_local_cluster_not_ok`.
-    pub lb_zone: [Counter; 6],
+    /// `lb_zone_cluster_too_small`, `lb_local_cluster_not_ok`: only while zone-aware routing is
+    /// on (a local cluster is named), which keeps 10,000 clusters lighter.
+    pub lb_zone: Option<[Counter; 6]>,
     pub update_success: Counter,
 }
 
@@ -105,14 +106,16 @@ impl ClusterStats {
             membership_degraded: g("membership_degraded"),
             membership_change: c("membership_change"),
             lb_healthy_panic: c("lb_healthy_panic"),
-            lb_zone: [
-                c("lb_zone_routing_all_directly"),
-                c("lb_zone_routing_sampled"),
-                c("lb_zone_routing_cross_zone"),
-                c("lb_zone_no_capacity_left"),
-                c("lb_zone_cluster_too_small"),
-                c("lb_local_cluster_not_ok"),
-            ],
+            lb_zone: zone::local().map(|_| {
+                [
+                    c("lb_zone_routing_all_directly"),
+                    c("lb_zone_routing_sampled"),
+                    c("lb_zone_routing_cross_zone"),
+                    c("lb_zone_no_capacity_left"),
+                    c("lb_zone_cluster_too_small"),
+                    c("lb_local_cluster_not_ok"),
+                ]
+            }),
             update_success: c("update_success"),
             name: name.to_string(),
             codes: ArcSwap::from_pointee(Vec::new()),
@@ -292,7 +295,9 @@ impl ClusterRt {
             .as_ref()
             .is_some_and(|z| z.too_small(self.cfg.zone_aware.min_cluster_size))
         {
-            self.stats.lb_zone[4].inc();
+            if let Some(z) = &self.stats.lb_zone {
+                z[4].inc();
+            }
         }
         self.picker.store(Arc::new(p));
     }
@@ -312,7 +317,7 @@ impl ClusterRt {
                         local: l.picker.load_full(),
                         own,
                         cfg: self.cfg.zone_aware,
-                        stats: &self.stats.lb_zone,
+                        stats: self.stats.lb_zone.as_ref()?,
                     })
                 });
             self.picker
