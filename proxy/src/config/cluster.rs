@@ -1,7 +1,6 @@
 //! Clusters: STATIC, STRICT_DNS and LOGICAL_DNS with their load assignment and upstream HTTP
 //! protocol options.
 
-use super::listener::socket_address;
 mod endpoints;
 pub mod health;
 mod lb;
@@ -9,6 +8,10 @@ pub mod limits;
 pub mod outlier;
 mod protocol;
 pub use endpoints::{endpoints, Assignment};
+pub use endpoints::{EdsHealth, EndpointCfg, Locality};
+pub use lb::SlowStart;
+mod options;
+use options::{bind_config, keepalive, locality_weighted, panic_threshold, zone_aware};
 pub use protocol::PoolCfg;
 
 use super::{err, opt_duration, ConfigError, Result};
@@ -80,91 +83,6 @@ pub enum DnsFamily {
     All,
 }
 
-/// One configured endpoint; DNS clusters resolve `host` at run time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointCfg {
-    pub host: String,
-    pub port: u16,
-    /// Set for STATIC and EDS endpoints.
-    pub addr: Option<SocketAddr>,
-    /// A Unix domain socket endpoint (`pipe`), e.g. the control plane's socket.
-    pub pipe: Option<std::path::PathBuf>,
-    /// `Endpoint.hostname`, or for DNS clusters the name resolved.
-    pub hostname: String,
-    pub health: EdsHealth,
-    /// `load_balancing_weight` (default 1).
-    pub weight: u32,
-    /// The priority of its locality (0 is the highest).
-    pub priority: u32,
-    pub locality: Locality,
-    /// `envoy.lb` metadata `hash_key`: the key on a hash ring instead of the address.
-    pub hash_key: Option<String>,
-    /// Its locality's `load_balancing_weight` (locality-weighted balancing).
-    pub locality_weight: Option<u32>,
-}
-
-impl Default for EndpointCfg {
-    /// An endpoint made on demand (ORIGINAL_DST): healthy, weight 1, priority 0.
-    fn default() -> Self {
-        EndpointCfg {
-            host: String::new(),
-            port: 0,
-            addr: None,
-            pipe: None,
-            hostname: String::new(),
-            health: EdsHealth::Unknown,
-            weight: 1,
-            priority: 0,
-            locality: Locality::default(),
-            hash_key: None,
-            locality_weight: None,
-        }
-    }
-}
-
-/// `LbEndpoint.health_status` (`core.v3.HealthStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EdsHealth {
-    Unknown = 0,
-    Healthy = 1,
-    Unhealthy = 2,
-    Draining = 3,
-    Timeout = 4,
-    Degraded = 5,
-}
-
-impl EdsHealth {
-    pub fn from_u8(v: u8) -> EdsHealth {
-        match v {
-            1 => EdsHealth::Healthy,
-            2 => EdsHealth::Unhealthy,
-            3 => EdsHealth::Draining,
-            4 => EdsHealth::Timeout,
-            5 => EdsHealth::Degraded,
-            _ => EdsHealth::Unknown,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EdsHealth::Unknown => "UNKNOWN",
-            EdsHealth::Healthy => "HEALTHY",
-            EdsHealth::Unhealthy => "UNHEALTHY",
-            EdsHealth::Draining => "DRAINING",
-            EdsHealth::Timeout => "TIMEOUT",
-            EdsHealth::Degraded => "DEGRADED",
-        }
-    }
-}
-
-/// Where an endpoint runs (`core.v3.Locality`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Locality {
-    pub region: String,
-    pub zone: String,
-    pub sub_zone: String,
-}
-
 /// `lb_policy` (or the typed `load_balancing_policy`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LbPolicy {
@@ -189,32 +107,6 @@ pub enum LbPolicy {
     },
     /// ORIGINAL_DST's own.
     ClusterProvided,
-}
-
-/// `slow_start_config`: a host's weight ramps up over `window` after it joins (or passes a
-/// health check again): `weight × max(min_weight, (t / window)^(1 / aggression))`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SlowStart {
-    pub window: Duration,
-    pub aggression: f64,
-    /// `min_weight_percent` as a fraction (default 0.1).
-    pub min_weight: f64,
-}
-
-impl SlowStart {
-    /// The weight factor `elapsed` after the host joined.
-    pub fn factor(&self, elapsed: Duration) -> f64 {
-        if elapsed >= self.window || self.window.is_zero() {
-            return 1.0;
-        }
-        let t = elapsed.as_millis().max(1) as f64 / self.window.as_millis() as f64;
-        let ramp = if self.aggression == 1.0 {
-            t
-        } else {
-            t.powf(1.0 / self.aggression)
-        };
-        ramp.max(self.min_weight)
-    }
 }
 
 impl LbPolicy {
@@ -486,113 +378,4 @@ impl Cluster {
             zone_aware: zone_aware(c),
         })
     }
-}
-
-/// `common_lb_config.zone_aware_lb_config`.
-fn zone_aware(c: &pb::Cluster) -> ZoneAware {
-    use pb::cluster::common_lb_config::LocalityConfigSpecifier;
-    match c
-        .common_lb_config
-        .as_ref()
-        .and_then(|l| l.locality_config_specifier.as_ref())
-    {
-        Some(LocalityConfigSpecifier::ZoneAwareLbConfig(z)) => ZoneAware {
-            routing_enabled: z.routing_enabled.as_ref().map_or(100.0, |p| p.value),
-            min_cluster_size: z.min_cluster_size.map_or(6, |v| v.value),
-            fail_traffic_on_panic: z.fail_traffic_on_panic,
-        },
-        _ => ZoneAware::default(),
-    }
-}
-
-/// `upstream_connection_options`: TCP keepalive.
-fn keepalive(c: &pb::Cluster, path: &str) -> Result<Option<Keepalive>> {
-    let Some(o) = &c.upstream_connection_options else {
-        return Ok(None);
-    };
-    let op = format!("{path}.upstream_connection_options");
-    if o.happy_eyeballs_config.is_some() {
-        return err(
-            &format!("{op}.happy_eyeballs_config"),
-            "happy eyeballs is not supported by Ferry",
-        );
-    }
-    let Some(k) = &o.tcp_keepalive else {
-        return Ok(None);
-    };
-    let secs = |v: Option<u32>| {
-        v.filter(|s| *s > 0)
-            .map(|s| Duration::from_secs(u64::from(s)))
-    };
-    Ok(Some(Keepalive {
-        probes: k.keepalive_probes.map(|v| v.value),
-        time: secs(k.keepalive_time.map(|v| v.value)),
-        interval: secs(k.keepalive_interval.map(|v| v.value)),
-    }))
-}
-
-/// `common_lb_config.locality_weighted_lb_config` (not with consistent hashing, whose tables
-/// would weigh localities differently).
-fn locality_weighted(c: &pb::Cluster, lb: LbPolicy, path: &str) -> Result<bool> {
-    let on = c
-        .common_lb_config
-        .as_ref()
-        .and_then(|l| l.locality_config_specifier.as_ref())
-        .is_some_and(|s| {
-            matches!(
-                s,
-                pb::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_)
-            )
-        });
-    if on && lb.hashes() {
-        return err(
-            &format!("{path}.common_lb_config.locality_weighted_lb_config"),
-            "locality-weighted RING_HASH and MAGLEV are not supported by Ferry yet",
-        );
-    }
-    Ok(on)
-}
-
-/// `common_lb_config.healthy_panic_threshold` (default 50%).
-fn panic_threshold(c: &pb::Cluster, path: &str) -> Result<f64> {
-    let Some(t) = c
-        .common_lb_config
-        .as_ref()
-        .and_then(|l| l.healthy_panic_threshold)
-    else {
-        return Ok(50.0);
-    };
-    if !(0.0..=100.0).contains(&t.value) {
-        return err(
-            &format!("{path}.common_lb_config.healthy_panic_threshold.value"),
-            "value must be between 0 and 100",
-        );
-    }
-    Ok(t.value)
-}
-
-fn bind_config(
-    b: &envoy_types::pb::envoy::config::core::v3::BindConfig,
-    path: &str,
-) -> Result<BindCfg> {
-    let Some(sa) = &b.source_address else {
-        return err(
-            &format!("{path}.source_address"),
-            "source_address is required",
-        );
-    };
-    let wrapped = Some(envoy_types::pb::envoy::config::core::v3::Address {
-        address: Some(AddrKind::SocketAddress(sa.clone())),
-    });
-    let source =
-        socket_address(&wrapped, &format!("{path}.source_address")).map_err(|e| ConfigError {
-            path: e
-                .path
-                .replace(".source_address.socket_address", ".source_address"),
-            msg: e.msg,
-        })?;
-    Ok(BindCfg {
-        source,
-        freebind: b.freebind.is_some_and(|f| f.value),
-    })
 }

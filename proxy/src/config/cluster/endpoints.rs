@@ -2,11 +2,97 @@
 
 use super::super::listener::socket_address;
 use super::super::{err, ConfigError, Result};
-use super::{Discovery, EdsHealth, EndpointCfg, Locality};
+use super::Discovery;
 use envoy_types::pb::envoy::config::core::v3::{
     address::Address as AddrKind, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use std::net::SocketAddr;
+
+/// One configured endpoint; DNS clusters resolve `host` at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointCfg {
+    pub host: String,
+    pub port: u16,
+    /// Set for STATIC and EDS endpoints.
+    pub addr: Option<SocketAddr>,
+    /// A Unix domain socket endpoint (`pipe`), e.g. the control plane's socket.
+    pub pipe: Option<std::path::PathBuf>,
+    /// `Endpoint.hostname`, or for DNS clusters the name resolved.
+    pub hostname: String,
+    pub health: EdsHealth,
+    /// `load_balancing_weight` (default 1).
+    pub weight: u32,
+    /// The priority of its locality (0 is the highest).
+    pub priority: u32,
+    pub locality: Locality,
+    /// `envoy.lb` metadata `hash_key`: the key on a hash ring instead of the address.
+    pub hash_key: Option<String>,
+    /// Its locality's `load_balancing_weight` (locality-weighted balancing).
+    pub locality_weight: Option<u32>,
+}
+
+impl Default for EndpointCfg {
+    /// An endpoint made on demand (ORIGINAL_DST): healthy, weight 1, priority 0.
+    fn default() -> Self {
+        EndpointCfg {
+            host: String::new(),
+            port: 0,
+            addr: None,
+            pipe: None,
+            hostname: String::new(),
+            health: EdsHealth::Unknown,
+            weight: 1,
+            priority: 0,
+            locality: Locality::default(),
+            hash_key: None,
+            locality_weight: None,
+        }
+    }
+}
+
+/// `LbEndpoint.health_status` (`core.v3.HealthStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdsHealth {
+    Unknown = 0,
+    Healthy = 1,
+    Unhealthy = 2,
+    Draining = 3,
+    Timeout = 4,
+    Degraded = 5,
+}
+
+impl EdsHealth {
+    pub fn from_u8(v: u8) -> EdsHealth {
+        match v {
+            1 => EdsHealth::Healthy,
+            2 => EdsHealth::Unhealthy,
+            3 => EdsHealth::Draining,
+            4 => EdsHealth::Timeout,
+            5 => EdsHealth::Degraded,
+            _ => EdsHealth::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EdsHealth::Unknown => "UNKNOWN",
+            EdsHealth::Healthy => "HEALTHY",
+            EdsHealth::Unhealthy => "UNHEALTHY",
+            EdsHealth::Draining => "DRAINING",
+            EdsHealth::Timeout => "TIMEOUT",
+            EdsHealth::Degraded => "DEGRADED",
+        }
+    }
+}
+
+/// Where an endpoint runs (`core.v3.Locality`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
 
 /// A load assignment's endpoints and policy.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,12 +2,38 @@
 //! typed `load_balancing_policy` form (the first policy Ferry implements).
 
 use super::super::{any_to, err, type_name, Result};
-use super::{Discovery, LbPolicy, SlowStart};
+use super::{Discovery, LbPolicy};
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::config::core::v3::RuntimeDouble;
 use envoy_types::pb::envoy::extensions::load_balancing_policies as typed;
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use std::time::Duration;
+
+/// `slow_start_config`: a host's weight ramps up over `window` after it joins (or passes a
+/// health check again): `weight × max(min_weight, (t / window)^(1 / aggression))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    pub window: Duration,
+    pub aggression: f64,
+    /// `min_weight_percent` as a fraction (default 0.1).
+    pub min_weight: f64,
+}
+
+impl SlowStart {
+    /// The weight factor `elapsed` after the host joined.
+    pub fn factor(&self, elapsed: Duration) -> f64 {
+        if elapsed >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let t = elapsed.as_millis().max(1) as f64 / self.window.as_millis() as f64;
+        let ramp = if self.aggression == 1.0 {
+            t
+        } else {
+            t.powf(1.0 / self.aggression)
+        };
+        ramp.max(self.min_weight)
+    }
+}
 
 const RING_MAX: u64 = 8 * 1024 * 1024;
 const CLUSTER_PROVIDED: i32 = 6;
