@@ -64,7 +64,7 @@ pub async fn handle(
         .inc();
         return;
     };
-    let _active = crate::stats::ActiveGuard::new(&cluster.stats.upstream_cx_active);
+    let _active = crate::stats::ActiveGuard::of(&cluster.stats, |s| &s.upstream_cx_active);
     let (rx, tx, idled) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
     if idled {
         r.counter(scope(), "idle_timeout").inc();

@@ -224,16 +224,6 @@ pub fn listeners(server: &Server) -> String {
         .collect()
 }
 
-pub fn stats_json(filter: Option<&regex::Regex>, used_only: bool) -> String {
-    let stats: Vec<Json> = crate::stats::registry()
-        .all()
-        .iter()
-        .filter(|s| !(used_only && s.get() == 0) && filter.is_none_or(|f| f.is_match(&s.name)))
-        .map(|s| json!({"name": &*s.name, "value": s.get()}))
-        .collect();
-    serde_json::to_string_pretty(&json!({ "stats": stats })).unwrap_or_default()
-}
-
 /// Resident set size from /proc.
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

@@ -150,7 +150,7 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
                 Some("json") => reply(
                     StatusCode::OK,
                     "application/json",
-                    dump::stats_json(filter.as_ref(), has("usedonly")),
+                    reg.render_json(filter.as_ref(), has("usedonly")),
                 ),
                 _ => text(
                     StatusCode::OK,

@@ -3,37 +3,100 @@
 //! wake-up of requests waiting for a connection.
 
 use crate::config::cluster::limits::{CircuitBreakerCfg, Thresholds};
-use crate::stats::{registry, Gauge, Scope};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::stats::{registry, Block, Cell, Kind, Scope};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// One counted resource: `<gauge>_open` is 1 while the count is at its limit.
+/// The resources of one priority, in the order of [`PrioStats::cells`].
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    Connections = 0,
+    Pending = 1,
+    Requests = 2,
+    Retries = 3,
+    Pools = 4,
+}
+
+/// One priority's `circuit_breakers.<priority>.*` gauges.
+#[derive(Debug, Default)]
+struct PrioStats {
+    track_remaining: AtomicBool,
+    /// `<resource>_open` and `remaining_<resource>` per [`Which`].
+    open: [Cell; 5],
+    remaining: [Cell; 5],
+}
+
+const OPEN: [&str; 5] = [
+    "cx_open",
+    "rq_pending_open",
+    "rq_open",
+    "rq_retry_open",
+    "cx_pool_open",
+];
+const REMAINING: [&str; 5] = [
+    "remaining_cx",
+    "remaining_pending",
+    "remaining_rq",
+    "remaining_retries",
+    "remaining_cx_pools",
+];
+
+/// A cluster's circuit breaker gauges: one block of its stat scope, kept across updates.
+#[derive(Debug, Default)]
+pub struct BreakerStats {
+    prio: [PrioStats; 2],
+}
+
+impl Block for BreakerStats {
+    fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64)) {
+        for (p, name) in self.prio.iter().zip(["default", "high"]) {
+            for (c, n) in p.open.iter().zip(OPEN) {
+                f(
+                    &format!("circuit_breakers.{name}.{n}"),
+                    Kind::Gauge,
+                    c.get(),
+                );
+            }
+            if p.track_remaining.load(Ordering::Relaxed) {
+                for (c, n) in p.remaining.iter().zip(REMAINING) {
+                    f(
+                        &format!("circuit_breakers.{name}.{n}"),
+                        Kind::Gauge,
+                        c.get(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One counted resource of the DEFAULT priority: `<resource>_open` is 1 while the count is
+/// at its limit.
 #[derive(Debug)]
 pub struct Resource {
     max: u64,
     count: AtomicU64,
-    open: Gauge,
-    remaining: Option<Gauge>,
+    which: Which,
+    stats: Arc<BreakerStats>,
 }
 
 impl Resource {
-    fn new(max: u64, open: Gauge, remaining: Option<Gauge>) -> Resource {
+    fn new(max: u64, which: Which, stats: &Arc<BreakerStats>) -> Resource {
         let r = Resource {
             max,
             count: AtomicU64::new(0),
-            open,
-            remaining,
+            which,
+            stats: stats.clone(),
         };
         r.publish(0);
         r
     }
 
     fn publish(&self, count: u64) {
-        self.open.set(u64::from(count >= self.max));
-        if let Some(g) = &self.remaining {
-            g.set(self.max.saturating_sub(count));
-        }
+        let p = &self.stats.prio[0];
+        p.open[self.which as usize].set(u64::from(count >= self.max));
+        p.remaining[self.which as usize].set(self.max.saturating_sub(count));
     }
 
     pub fn can_create(&self) -> bool {
@@ -76,77 +139,46 @@ pub struct Limits {
     pub connections: Resource,
     pub pending: Resource,
     pub requests: Resource,
+    pub retries: Resource,
     /// Wakes requests waiting for a connection: a request finished or a connection closed.
     notify: Notify,
     waiters: AtomicUsize,
-    _high: Vec<Gauge>,
 }
 
 impl Limits {
     pub fn new(cluster: &str, cfg: CircuitBreakerCfg) -> Arc<Limits> {
-        let r = registry();
-        let g = |s: &str| r.gauge(Scope::Cluster(cluster), s);
-        let res = |t: &Thresholds, prio: &str, open: &str, remaining: &str, max: u64| {
-            Resource::new(
-                max,
-                g(&format!("circuit_breakers.{prio}.{open}")),
-                t.track_remaining
-                    .then(|| g(&format!("circuit_breakers.{prio}.{remaining}"))),
-            )
+        let stats = registry().block(Scope::Cluster(cluster), BreakerStats::default);
+        let (d, h) = (&cfg.default, &cfg.high);
+        let max = |t: &Thresholds| {
+            [
+                t.max_connections,
+                t.max_pending_requests,
+                t.max_requests,
+                t.max_retries,
+                u64::MAX,
+            ]
         };
-        let mut high = Vec::new();
-        for prio in ["default", "high"] {
-            let t = if prio == "default" {
-                &cfg.default
-            } else {
-                &cfg.high
-            };
-            // Resources Ferry does not count (pools, retries) still show their gauges.
-            high.push(g(&format!("circuit_breakers.{prio}.cx_pool_open")));
-            high.push(g(&format!("circuit_breakers.{prio}.rq_retry_open")));
-            if t.track_remaining {
-                let pools = g(&format!("circuit_breakers.{prio}.remaining_cx_pools"));
-                pools.set(u64::MAX);
-                let retries = g(&format!("circuit_breakers.{prio}.remaining_retries"));
-                retries.set(t.max_retries);
-                high.extend([pools, retries]);
-            }
-            if prio == "high" {
-                for (open, rem, max) in [
-                    ("cx_open", "remaining_cx", t.max_connections),
-                    (
-                        "rq_pending_open",
-                        "remaining_pending",
-                        t.max_pending_requests,
-                    ),
-                    ("rq_open", "remaining_rq", t.max_requests),
-                ] {
-                    let o = g(&format!("circuit_breakers.high.{open}"));
-                    o.set(u64::from(max == 0));
-                    high.push(o);
-                    if t.track_remaining {
-                        let r = g(&format!("circuit_breakers.high.{rem}"));
-                        r.set(max);
-                        high.push(r);
-                    }
-                }
-            }
+        for (p, t) in stats.prio.iter().zip([d, h]) {
+            p.track_remaining
+                .store(t.track_remaining, Ordering::Relaxed);
         }
-        let d = &cfg.default;
+        // HIGH is never used: its gauges show the thresholds with nothing taken. Pools are
+        // not limited.
+        let high = &stats.prio[1];
+        for (i, m) in max(h).into_iter().enumerate() {
+            high.open[i].set(u64::from(m == 0));
+            high.remaining[i].set(m);
+        }
+        stats.prio[0].open[Which::Pools as usize].set(0);
+        stats.prio[0].remaining[Which::Pools as usize].set(u64::MAX);
         Arc::new(Limits {
-            connections: res(d, "default", "cx_open", "remaining_cx", d.max_connections),
-            pending: res(
-                d,
-                "default",
-                "rq_pending_open",
-                "remaining_pending",
-                d.max_pending_requests,
-            ),
-            requests: res(d, "default", "rq_open", "remaining_rq", d.max_requests),
+            connections: Resource::new(d.max_connections, Which::Connections, &stats),
+            pending: Resource::new(d.max_pending_requests, Which::Pending, &stats),
+            requests: Resource::new(d.max_requests, Which::Requests, &stats),
+            retries: Resource::new(d.max_retries, Which::Retries, &stats),
             cfg,
             notify: Notify::new(),
             waiters: AtomicUsize::new(0),
-            _high: high,
         })
     }
 

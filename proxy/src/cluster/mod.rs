@@ -56,7 +56,7 @@ pub struct ClusterRt {
 impl ClusterRt {
     /// Builds the cluster; DNS clusters start empty until [`ClusterRt::start_dns`] resolves them.
     pub fn new(cfg: Cluster) -> Arc<ClusterRt> {
-        let stats = Arc::new(ClusterStats::new(&cfg.name));
+        let stats = ClusterStats::new(&cfg.name);
         let limits = limits::Limits::new(&cfg.name, cfg.circuit_breakers);
         let overprovisioning = cfg.overprovisioning;
         let g = |s: &str| Some(registry().gauge(Scope::Cluster(&cfg.name), s));
@@ -290,7 +290,7 @@ impl ClusterRt {
 pub struct ActiveRequest {
     host: Arc<Host>,
     limits: Arc<limits::Limits>,
-    gauge: Gauge,
+    stats: Arc<ClusterStats>,
     /// The HTTP/2 stream it holds on its connection.
     pub(crate) stream: Option<pool::StreamSlot>,
 }
@@ -299,7 +299,7 @@ impl ActiveRequest {
     /// Admits a request to `host` under the cluster's `max_requests` (none: overflow).
     pub fn admit(
         limits: &Arc<limits::Limits>,
-        stats: &ClusterStats,
+        stats: &Arc<ClusterStats>,
         host: &Arc<Host>,
     ) -> Option<ActiveRequest> {
         if !limits.requests.try_acquire() {
@@ -310,7 +310,7 @@ impl ActiveRequest {
         Some(ActiveRequest {
             host: host.clone(),
             limits: limits.clone(),
-            gauge: stats.upstream_rq_active.clone(),
+            stats: stats.clone(),
             stream: None,
         })
     }
@@ -318,7 +318,7 @@ impl ActiveRequest {
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.gauge.dec();
+        self.stats.upstream_rq_active.dec();
         self.host.stats.rq_active.fetch_sub(1, Relaxed);
         self.limits.requests.release();
         self.limits.wake();

@@ -151,7 +151,7 @@ pub struct ZoneCtx<'a> {
     pub local: Arc<Picker>,
     pub own: &'a crate::config::cluster::Locality,
     pub cfg: crate::config::cluster::ZoneAware,
-    pub stats: &'a [crate::stats::Counter; 6],
+    pub stats: &'a [crate::stats::Cell; 6],
 }
 
 #[derive(Debug, Default)]
@@ -325,7 +325,7 @@ impl Picker {
         &self,
         policy: LbPolicy,
         hash: Option<u64>,
-        panic: &crate::stats::Stat,
+        panic: &crate::stats::Cell,
         zone: Option<ZoneCtx<'_>>,
     ) -> Option<Arc<Host>> {
         let h = if policy.hashes() {

@@ -2,101 +2,192 @@
 //! `upstream_rq_<code>` counters made on first use.
 
 use super::zone;
-use crate::stats::{registry, Counter, Gauge, Scope};
+use crate::stats::{registry, Block, Cell, Counter, Kind, Scope};
 use arc_swap::ArcSwap;
+use std::sync::Arc;
 
-/// Envoy's per-cluster counters and gauges used on the data path.
+/// Envoy's per-cluster counters and gauges used on the data path: one block of the cluster's
+/// stat scope, kept across updates of the cluster.
 #[derive(Debug)]
 pub struct ClusterStats {
-    pub upstream_cx_total: Counter,
-    pub upstream_cx_active: Gauge,
-    pub upstream_cx_http1_total: Counter,
-    pub upstream_cx_http2_total: Counter,
-    pub upstream_cx_connect_fail: Counter,
-    pub upstream_cx_connect_timeout: Counter,
-    pub upstream_cx_destroy: Counter,
-    pub upstream_cx_overflow: Counter,
-    pub upstream_cx_max_requests: Counter,
-    pub upstream_rq_pending_overflow: Counter,
-    pub upstream_rq_active_overflow: Counter,
-    pub upstream_rq_pending_total: Counter,
-    pub upstream_rq_pending_active: Gauge,
-    pub upstream_cx_none_healthy: Counter,
-    pub upstream_cx_rx_bytes_total: Counter,
-    pub upstream_cx_tx_bytes_total: Counter,
-    pub upstream_rq_total: Counter,
-    pub upstream_rq_active: Gauge,
-    pub upstream_rq_completed: Counter,
-    pub upstream_rq_timeout: Counter,
-    pub upstream_rq_rx_reset: Counter,
-    pub upstream_rq_xx: [Counter; 5],
-    pub membership_total: Gauge,
+    pub upstream_cx_total: Cell,
+    pub upstream_cx_active: Cell,
+    pub upstream_cx_http1_total: Cell,
+    pub upstream_cx_http2_total: Cell,
+    pub upstream_cx_connect_fail: Cell,
+    pub upstream_cx_connect_timeout: Cell,
+    pub upstream_cx_destroy: Cell,
+    pub upstream_cx_overflow: Cell,
+    pub upstream_cx_max_requests: Cell,
+    pub upstream_rq_pending_overflow: Cell,
+    pub upstream_rq_active_overflow: Cell,
+    pub upstream_rq_pending_total: Cell,
+    pub upstream_rq_pending_active: Cell,
+    pub upstream_cx_none_healthy: Cell,
+    pub upstream_cx_rx_bytes_total: Cell,
+    pub upstream_cx_tx_bytes_total: Cell,
+    pub upstream_rq_total: Cell,
+    pub upstream_rq_active: Cell,
+    pub upstream_rq_completed: Cell,
+    pub upstream_rq_timeout: Cell,
+    pub upstream_rq_rx_reset: Cell,
+    pub membership_total: Cell,
+    pub membership_healthy: Cell,
+    pub membership_degraded: Cell,
+    pub membership_change: Cell,
+    pub lb_healthy_panic: Cell,
+    pub update_success: Cell,
+    pub upstream_rq_xx: [Cell; 5],
+    /// `lb_zone_routing_all_directly`, `_sampled`, `_cross_zone`, `lb_zone_no_capacity_left`,
+    /// `lb_zone_cluster_too_small`, `lb_local_cluster_not_ok`: only while zone-aware routing is
+    /// on (a local cluster is named), as those are rarely wanted.
+    pub lb_zone: Option<[Cell; 6]>,
     name: String,
     /// `upstream_rq_<code>` counters, created on first use; read lock-free.
     codes: ArcSwap<Vec<(u16, Counter)>>,
-    pub membership_healthy: Gauge,
-    pub membership_degraded: Gauge,
-    pub membership_change: Counter,
-    pub lb_healthy_panic: Counter,
-    /// `lb_zone_routing_all_directly`, `_sampled`, `_cross_zone`, `lb_zone_no_capacity_left`,
-    /// `lb_zone_cluster_too_small`, `lb_local_cluster_not_ok`: only while zone-aware routing is
-    /// on (a local cluster is named), which keeps 10,000 clusters lighter.
-    pub lb_zone: Option<[Counter; 6]>,
-    pub update_success: Counter,
 }
 
+const ZONE_STATS: [&str; 6] = [
+    "lb_zone_routing_all_directly",
+    "lb_zone_routing_sampled",
+    "lb_zone_routing_cross_zone",
+    "lb_zone_no_capacity_left",
+    "lb_zone_cluster_too_small",
+    "lb_local_cluster_not_ok",
+];
+
 impl ClusterStats {
-    pub(super) fn new(name: &str) -> Self {
-        let r = registry();
-        let c = |s: &str| r.counter(Scope::Cluster(name), s);
-        let g = |s: &str| r.gauge(Scope::Cluster(name), s);
-        ClusterStats {
-            upstream_cx_total: c("upstream_cx_total"),
-            upstream_cx_active: g("upstream_cx_active"),
-            upstream_cx_http1_total: c("upstream_cx_http1_total"),
-            upstream_cx_http2_total: c("upstream_cx_http2_total"),
-            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
-            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
-            upstream_cx_destroy: c("upstream_cx_destroy"),
-            upstream_cx_overflow: c("upstream_cx_overflow"),
-            upstream_cx_max_requests: c("upstream_cx_max_requests"),
-            upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
-            upstream_rq_active_overflow: c("upstream_rq_active_overflow"),
-            upstream_rq_pending_total: c("upstream_rq_pending_total"),
-            upstream_rq_pending_active: g("upstream_rq_pending_active"),
-            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
-            upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
-            upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
-            upstream_rq_total: c("upstream_rq_total"),
-            upstream_rq_active: g("upstream_rq_active"),
-            upstream_rq_completed: c("upstream_rq_completed"),
-            upstream_rq_timeout: c("upstream_rq_timeout"),
-            upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
-            upstream_rq_xx: [
-                c("upstream_rq_1xx"),
-                c("upstream_rq_2xx"),
-                c("upstream_rq_3xx"),
-                c("upstream_rq_4xx"),
-                c("upstream_rq_5xx"),
-            ],
-            membership_total: g("membership_total"),
-            membership_healthy: g("membership_healthy"),
-            membership_degraded: g("membership_degraded"),
-            membership_change: c("membership_change"),
-            lb_healthy_panic: c("lb_healthy_panic"),
-            lb_zone: zone::local().map(|_| {
-                [
-                    c("lb_zone_routing_all_directly"),
-                    c("lb_zone_routing_sampled"),
-                    c("lb_zone_routing_cross_zone"),
-                    c("lb_zone_no_capacity_left"),
-                    c("lb_zone_cluster_too_small"),
-                    c("lb_local_cluster_not_ok"),
-                ]
-            }),
-            update_success: c("update_success"),
+    /// The cluster's stats: those it had if it is updated in place.
+    pub(super) fn new(name: &str) -> Arc<Self> {
+        registry().block(Scope::Cluster(name), || ClusterStats {
+            upstream_cx_total: Cell::default(),
+            upstream_cx_active: Cell::default(),
+            upstream_cx_http1_total: Cell::default(),
+            upstream_cx_http2_total: Cell::default(),
+            upstream_cx_connect_fail: Cell::default(),
+            upstream_cx_connect_timeout: Cell::default(),
+            upstream_cx_destroy: Cell::default(),
+            upstream_cx_overflow: Cell::default(),
+            upstream_cx_max_requests: Cell::default(),
+            upstream_rq_pending_overflow: Cell::default(),
+            upstream_rq_active_overflow: Cell::default(),
+            upstream_rq_pending_total: Cell::default(),
+            upstream_rq_pending_active: Cell::default(),
+            upstream_cx_none_healthy: Cell::default(),
+            upstream_cx_rx_bytes_total: Cell::default(),
+            upstream_cx_tx_bytes_total: Cell::default(),
+            upstream_rq_total: Cell::default(),
+            upstream_rq_active: Cell::default(),
+            upstream_rq_completed: Cell::default(),
+            upstream_rq_timeout: Cell::default(),
+            upstream_rq_rx_reset: Cell::default(),
+            membership_total: Cell::default(),
+            membership_healthy: Cell::default(),
+            membership_degraded: Cell::default(),
+            membership_change: Cell::default(),
+            lb_healthy_panic: Cell::default(),
+            update_success: Cell::default(),
+            upstream_rq_xx: Default::default(),
+            lb_zone: zone::local().map(|_| Default::default()),
             name: name.to_string(),
             codes: ArcSwap::from_pointee(Vec::new()),
+        })
+    }
+}
+
+impl Block for ClusterStats {
+    fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64)) {
+        use Kind::{Counter as C, Gauge as G};
+        f("upstream_cx_total", C, self.upstream_cx_total.get());
+        f("upstream_cx_active", G, self.upstream_cx_active.get());
+        f(
+            "upstream_cx_http1_total",
+            C,
+            self.upstream_cx_http1_total.get(),
+        );
+        f(
+            "upstream_cx_http2_total",
+            C,
+            self.upstream_cx_http2_total.get(),
+        );
+        f(
+            "upstream_cx_connect_fail",
+            C,
+            self.upstream_cx_connect_fail.get(),
+        );
+        f(
+            "upstream_cx_connect_timeout",
+            C,
+            self.upstream_cx_connect_timeout.get(),
+        );
+        f("upstream_cx_destroy", C, self.upstream_cx_destroy.get());
+        f("upstream_cx_overflow", C, self.upstream_cx_overflow.get());
+        f(
+            "upstream_cx_max_requests",
+            C,
+            self.upstream_cx_max_requests.get(),
+        );
+        f(
+            "upstream_rq_pending_overflow",
+            C,
+            self.upstream_rq_pending_overflow.get(),
+        );
+        f(
+            "upstream_rq_active_overflow",
+            C,
+            self.upstream_rq_active_overflow.get(),
+        );
+        f(
+            "upstream_rq_pending_total",
+            C,
+            self.upstream_rq_pending_total.get(),
+        );
+        f(
+            "upstream_rq_pending_active",
+            G,
+            self.upstream_rq_pending_active.get(),
+        );
+        f(
+            "upstream_cx_none_healthy",
+            C,
+            self.upstream_cx_none_healthy.get(),
+        );
+        f(
+            "upstream_cx_rx_bytes_total",
+            C,
+            self.upstream_cx_rx_bytes_total.get(),
+        );
+        f(
+            "upstream_cx_tx_bytes_total",
+            C,
+            self.upstream_cx_tx_bytes_total.get(),
+        );
+        f("upstream_rq_total", C, self.upstream_rq_total.get());
+        f("upstream_rq_active", G, self.upstream_rq_active.get());
+        f("upstream_rq_completed", C, self.upstream_rq_completed.get());
+        f("upstream_rq_timeout", C, self.upstream_rq_timeout.get());
+        f("upstream_rq_rx_reset", C, self.upstream_rq_rx_reset.get());
+        f("membership_total", G, self.membership_total.get());
+        f("membership_healthy", G, self.membership_healthy.get());
+        f("membership_degraded", G, self.membership_degraded.get());
+        f("membership_change", C, self.membership_change.get());
+        f("lb_healthy_panic", C, self.lb_healthy_panic.get());
+        f("update_success", C, self.update_success.get());
+        for (i, c) in self.upstream_rq_xx.iter().enumerate() {
+            f(
+                [
+                    "upstream_rq_1xx",
+                    "upstream_rq_2xx",
+                    "upstream_rq_3xx",
+                    "upstream_rq_4xx",
+                    "upstream_rq_5xx",
+                ][i],
+                C,
+                c.get(),
+            );
+        }
+        for (n, c) in ZONE_STATS.iter().zip(self.lb_zone.iter().flatten()) {
+            f(n, C, c.get());
         }
     }
 }

@@ -128,7 +128,7 @@ impl XdsState {
         );
         let (added, modified, removed) = diff(&res.clusters, &next);
         for gone in res.clusters.keys().filter(|k| !next.contains_key(*k)) {
-            crate::stats::registry().remove_prefix(&format!("cluster.{gone}."));
+            crate::stats::registry().remove_scope(crate::stats::Scope::Cluster(gone));
             res.eds_stats.remove(gone);
         }
         // Assignments no remaining EDS cluster uses are forgotten with their clusters.
@@ -206,9 +206,7 @@ impl XdsState {
                         .or_insert_with(|| super::stats::SubStats::for_cluster(name));
                     st.response(ok, version, changed, empty);
                     if ok && !changed {
-                        crate::stats::registry()
-                            .counter(crate::stats::Scope::Cluster(name), "update_no_rebuild")
-                            .inc();
+                        st.no_rebuild.inc();
                     }
                 }
             };

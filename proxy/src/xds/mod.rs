@@ -45,15 +45,15 @@ struct Resources {
     /// Removed listeners whose connections are draining (`draining_state` in /config_dump).
     draining: BTreeMap<String, Accepted<Arc<Listener>>>,
     /// EDS subscription stats by cluster name.
-    eds_stats: BTreeMap<String, stats::SubStats>,
+    eds_stats: BTreeMap<String, std::sync::Arc<stats::SubStats>>,
     /// RDS subscription stats by route configuration name, one per HCM stat prefix.
-    rds_stats: BTreeMap<String, Vec<(String, stats::SubStats)>>,
+    rds_stats: BTreeMap<String, Vec<(String, std::sync::Arc<stats::SubStats>)>>,
 }
 
 struct XdsStats {
     connected: Gauge,
-    cds: stats::SubStats,
-    lds: stats::SubStats,
+    cds: std::sync::Arc<stats::SubStats>,
+    lds: std::sync::Arc<stats::SubStats>,
 }
 
 pub struct XdsState {

@@ -1,64 +1,72 @@
 //! Envoy's xDS subscription and manager stats.
 
-use crate::stats::{registry, Counter, Gauge, Scope};
+use crate::stats::{registry, Block, Cell, Counter, Gauge, Kind, Scope};
+use std::sync::Arc;
 
 /// One subscription's stats (`cluster_manager.cds.*`, `listener_manager.lds.*`,
-/// `http.<prefix>.rds.<route config>.*`, `cluster.<name>.*` for EDS).
+/// `http.<prefix>.rds.<route config>.*`, `cluster.<name>.*` for EDS): one block of the scope.
+#[derive(Default)]
 pub struct SubStats {
-    pub attempt: Counter,
-    pub success: Counter,
-    pub rejected: Counter,
-    pub failure: Counter,
-    pub empty: Counter,
-    pub init_fetch_timeout: Counter,
-    pub config_reload: Counter,
-    pub version: Gauge,
+    pub attempt: Cell,
+    pub success: Cell,
+    pub rejected: Cell,
+    pub failure: Cell,
+    pub empty: Cell,
+    pub init_fetch_timeout: Cell,
+    pub config_reload: Cell,
+    pub version: Cell,
+    pub no_rebuild: Cell,
+    /// Which of `update_empty`, `config_reload` and `update_no_rebuild` Envoy keeps here.
+    has: (bool, bool, bool),
+}
+
+impl Block for SubStats {
+    fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64)) {
+        use Kind::Counter as C;
+        f("update_attempt", C, self.attempt.get());
+        f("update_success", C, self.success.get());
+        f("update_rejected", C, self.rejected.get());
+        f("update_failure", C, self.failure.get());
+        f("init_fetch_timeout", C, self.init_fetch_timeout.get());
+        f("version", Kind::Gauge, self.version.get());
+        if self.has.0 {
+            f("update_empty", C, self.empty.get());
+        }
+        if self.has.1 {
+            f("config_reload", C, self.config_reload.get());
+        }
+        if self.has.2 {
+            f("update_no_rebuild", C, self.no_rebuild.get());
+        }
+    }
 }
 
 impl SubStats {
     /// CDS: Envoy keeps `config_reload` but no `update_empty`.
-    pub fn for_cds() -> SubStats {
-        Self::build(Scope::Named("cluster_manager.cds"), false, true)
+    pub fn for_cds() -> Arc<SubStats> {
+        Self::build(Scope::Named("cluster_manager.cds"), (false, true, false))
     }
 
     /// LDS: Envoy keeps neither `update_empty` nor `config_reload`.
-    pub fn for_lds() -> SubStats {
-        Self::build(Scope::Named("listener_manager.lds"), false, false)
+    pub fn for_lds() -> Arc<SubStats> {
+        Self::build(Scope::Named("listener_manager.lds"), (false, false, false))
     }
 
     /// RDS (`http.<prefix>.rds.<name>`).
-    pub fn for_rds(prefix: &str) -> SubStats {
-        Self::build(Scope::Named(prefix), true, true)
-    }
-
-    fn build(scope: Scope<'_>, empty_stat: bool, reload_stat: bool) -> SubStats {
-        let r = registry();
-        let c = |n: &str| r.counter(scope.clone(), n);
-        let detached = || std::sync::Arc::new(crate::stats::detached());
-        SubStats {
-            attempt: c("update_attempt"),
-            success: c("update_success"),
-            rejected: c("update_rejected"),
-            failure: c("update_failure"),
-            empty: if empty_stat {
-                c("update_empty")
-            } else {
-                detached()
-            },
-            init_fetch_timeout: c("init_fetch_timeout"),
-            config_reload: if reload_stat {
-                c("config_reload")
-            } else {
-                detached()
-            },
-            version: r.gauge(scope.clone(), "version"),
-        }
+    pub fn for_rds(prefix: &str) -> Arc<SubStats> {
+        Self::build(Scope::Named(prefix), (true, true, false))
     }
 
     /// EDS: the cluster's own scope, with `update_no_rebuild`.
-    pub fn for_cluster(name: &str) -> SubStats {
-        registry().counter(Scope::Cluster(name), "update_no_rebuild");
-        Self::build(Scope::Cluster(name), true, true)
+    pub fn for_cluster(name: &str) -> Arc<SubStats> {
+        Self::build(Scope::Cluster(name), (true, true, true))
+    }
+
+    fn build(scope: Scope<'_>, has: (bool, bool, bool)) -> Arc<SubStats> {
+        registry().block(scope, || SubStats {
+            has,
+            ..Default::default()
+        })
     }
 
     /// A response: accepted or NACKed; `changed` when it altered the configuration.

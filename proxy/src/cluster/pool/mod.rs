@@ -156,14 +156,14 @@ impl HostPool {
         slot: CxSlot,
         conn: impl std::future::Future<Output = bool> + Send + 'static,
     ) {
-        let active = ActiveGuard::new(&self.stats.upstream_cx_active);
-        let destroy = self.stats.upstream_cx_destroy.clone();
+        let active = ActiveGuard::of(&self.stats, |s| &s.upstream_cx_active);
+        let stats = self.stats.clone();
         let host = host.clone();
         host.stats.cx_active.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             let _ = conn.await;
             drop(active);
-            destroy.inc();
+            stats.upstream_cx_destroy.inc();
             host.stats.cx_active.fetch_sub(1, Relaxed);
             drop(slot);
         });

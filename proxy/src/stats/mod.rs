@@ -1,0 +1,373 @@
+//! Counters and gauges with Envoy's names, kept in one registry and updated lock-free on the
+//! hot path. A stat is either its own small allocation ([`Stat`], for scopes with few stats)
+//! or a [`Cell`] inside a [`Block`] — one struct holding a whole scope's stats, such as a
+//! cluster's, registered once and listed by name only when rendered, which keeps 10,000
+//! clusters small. Rendered as Envoy's `/stats` text and JSON and as Prometheus text with
+//! Envoy's default tag extraction (cluster name, HTTP/TCP prefix, listener address, response
+//! code class) in [`render`].
+
+mod render;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use render::Entry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// A text readout (shown as `name: ""` in `/stats`; not exported to Prometheus). Ferry's
+    /// text readouts are all empty for now.
+    Text,
+}
+
+/// The Prometheus tag a scope's name segment becomes (Envoy's default tag extraction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    None,
+    Cluster,
+    Http,
+    Tcp,
+    Listener,
+}
+
+impl Tag {
+    fn label(self) -> &'static str {
+        match self {
+            Tag::None => "",
+            Tag::Cluster => "envoy_cluster_name",
+            Tag::Http => "envoy_http_conn_manager_prefix",
+            Tag::Tcp => "envoy_tcp_prefix",
+            Tag::Listener => "envoy_listener_address",
+        }
+    }
+}
+
+/// A stat scope's full name (`cluster.svc`, `server`) and its Prometheus tag, shared by every
+/// stat of the scope.
+#[derive(Debug)]
+struct ScopeName {
+    name: Box<str>,
+    tag: Tag,
+    /// The tagged segment of `name` (`cluster.<this>`), as a byte range.
+    tag_at: (u32, u32),
+}
+
+/// One atomic value.
+#[derive(Debug, Default)]
+pub struct Cell(AtomicU64);
+
+impl Cell {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// One stat on its own: its interned name within its scope and its value.
+#[derive(Debug)]
+pub struct Stat {
+    stat: &'static str,
+    pub kind: Kind,
+    cell: Cell,
+}
+
+impl std::ops::Deref for Stat {
+    type Target = Cell;
+    fn deref(&self) -> &Cell {
+        &self.cell
+    }
+}
+
+pub type Counter = Arc<Stat>;
+pub type Gauge = Arc<Stat>;
+
+/// A scope's stats kept together in one struct of [`Cell`]s (a cluster's), listed by name
+/// when rendered.
+pub trait Block: Send + Sync + 'static {
+    /// Calls `f` with each stat's name within the scope, its kind and its value.
+    fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64));
+}
+
+/// Stat names within a scope come from a small, bounded set (Envoy's names, response codes),
+/// so each is kept once for the life of the process.
+fn intern(s: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.get(s) {
+        return n;
+    }
+    let n: &'static str = Box::leak(s.into());
+    names.insert(n);
+    n
+}
+
+/// Increments a gauge now and decrements it when dropped (active connections, requests).
+/// The gauge is a [`Stat`] or a [`Cell`] of a block that `owner` keeps alive.
+pub struct ActiveGuard<T: Send + Sync + 'static = Stat> {
+    owner: Arc<T>,
+    cell: fn(&T) -> &Cell,
+}
+
+impl ActiveGuard<Stat> {
+    pub fn new(g: &Gauge) -> Self {
+        Self::of(g, |s| &s.cell)
+    }
+}
+
+impl<T: Send + Sync + 'static> ActiveGuard<T> {
+    pub fn of(owner: &Arc<T>, cell: fn(&T) -> &Cell) -> Self {
+        cell(owner).inc();
+        ActiveGuard {
+            owner: owner.clone(),
+            cell,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for ActiveGuard<T> {
+    fn drop(&mut self) {
+        (self.cell)(&self.owner).dec();
+    }
+}
+
+type AnyBlock = Arc<dyn Any + Send + Sync>;
+
+/// One scope's stats: those on their own, sorted by name, and its blocks.
+struct ScopeStats {
+    name: Arc<ScopeName>,
+    stats: Vec<Arc<Stat>>,
+    blocks: Vec<(Arc<dyn Block>, AnyBlock)>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    scopes: Mutex<BTreeMap<Box<str>, ScopeStats>>,
+}
+
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::default)
+}
+
+/// The scope a stat lives in: its text prefix, Prometheus prefix and extracted tag.
+#[derive(Debug, Clone)]
+pub enum Scope<'a> {
+    Server,
+    Cluster(&'a str),
+    Http(&'a str),
+    Tcp(&'a str),
+    Listener(&'a str),
+    ListenerManager,
+    ClusterManager,
+    /// Any other dotted prefix, without tags (`control_plane`, `cluster_manager.cds`).
+    Named(&'a str),
+}
+
+impl Registry {
+    pub fn counter(&self, scope: Scope<'_>, stat: &str) -> Counter {
+        self.get(scope, stat, Kind::Counter)
+    }
+
+    pub fn gauge(&self, scope: Scope<'_>, stat: &str) -> Gauge {
+        self.get(scope, stat, Kind::Gauge)
+    }
+
+    pub fn text(&self, scope: Scope<'_>, stat: &str) {
+        self.get(scope, stat, Kind::Text);
+    }
+
+    /// The scope's block of type `T`, made by `make` and registered if it has none yet: a
+    /// cluster updated in place keeps its stats, as in Envoy.
+    pub fn block<T: Block>(&self, scope: Scope<'_>, make: impl FnOnce() -> T) -> Arc<T> {
+        self.with_scope(scope, |s| {
+            if let Some(b) = s.blocks.iter().find_map(|(_, a)| a.clone().downcast().ok()) {
+                return b;
+            }
+            let b = Arc::new(make());
+            s.blocks.push((b.clone(), b.clone()));
+            b
+        })
+    }
+
+    fn with_scope<R>(&self, scope: Scope<'_>, f: impl FnOnce(&mut ScopeStats) -> R) -> R {
+        let (prefix, segment, tag): (&str, &str, Tag) = match scope {
+            Scope::Server => ("server", "", Tag::None),
+            Scope::Cluster(c) => ("cluster", c, Tag::Cluster),
+            Scope::Http(p) => ("http", p, Tag::Http),
+            Scope::Tcp(p) => ("tcp", p, Tag::Tcp),
+            Scope::Listener(a) => ("listener", a, Tag::Listener),
+            Scope::ListenerManager => ("listener_manager", "", Tag::None),
+            Scope::ClusterManager => ("cluster_manager", "", Tag::None),
+            Scope::Named(p) => (p, "", Tag::None),
+        };
+        let scope_name = if tag == Tag::None {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{segment}")
+        };
+        let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get_mut(scope_name.as_str()) {
+            return f(s);
+        }
+        let start = (prefix.len() + 1) as u32;
+        let s = map
+            .entry(scope_name.clone().into())
+            .or_insert_with(|| ScopeStats {
+                name: Arc::new(ScopeName {
+                    name: scope_name.into(),
+                    tag,
+                    tag_at: (start, start + segment.len() as u32),
+                }),
+                stats: Vec::new(),
+                blocks: Vec::new(),
+            });
+        f(s)
+    }
+
+    fn get(&self, scope: Scope<'_>, stat: &str, kind: Kind) -> Arc<Stat> {
+        self.with_scope(scope, |s| {
+            let at = match s.stats.binary_search_by(|s| s.stat.cmp(stat)) {
+                Ok(i) => return s.stats[i].clone(),
+                Err(i) => i,
+            };
+            let new = Arc::new(Stat {
+                stat: intern(stat),
+                kind,
+                cell: Cell::default(),
+            });
+            s.stats.insert(at, new.clone());
+            new
+        })
+    }
+
+    /// Forgets the scope `cluster.<name>` (a removed cluster's), as Envoy drops the stats of
+    /// what it removes. Holders of the old stats are unaffected.
+    pub fn remove_scope(&self, scope: Scope<'_>) {
+        let name = match scope {
+            Scope::Cluster(c) => format!("cluster.{c}"),
+            Scope::Http(p) => format!("http.{p}"),
+            Scope::Tcp(p) => format!("tcp.{p}"),
+            Scope::Listener(a) => format!("listener.{a}"),
+            Scope::Named(p) => p.to_string(),
+            Scope::Server | Scope::ListenerManager | Scope::ClusterManager => return,
+        };
+        self.scopes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name.as_str());
+    }
+
+    /// Every stat that passes `used_only` and `filter` (matched against the full name), sorted
+    /// by full name. A name given by two sources of a scope is listed once, with the sum.
+    pub fn entries(&self, filter: Option<&regex::Regex>, used_only: bool) -> Vec<Entry> {
+        let mut all = Vec::new();
+        {
+            let map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            for s in map.values() {
+                for st in &s.stats {
+                    all.push(Entry::new(&s.name, st.stat, st.kind, st.get()));
+                }
+                for (b, _) in &s.blocks {
+                    b.visit(&mut |stat, kind, value| {
+                        all.push(Entry::new(&s.name, stat, kind, value))
+                    });
+                }
+            }
+        }
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        all.dedup_by(|b, a| {
+            let same = a.name == b.name;
+            if same {
+                a.value += b.value;
+            }
+            same
+        });
+        all.retain(|e| !(used_only && e.value == 0) && filter.is_none_or(|f| f.is_match(&e.name)));
+        all
+    }
+}
+
+/// Envoy's listener stat scope for an address: `127.0.0.1_10000`, `[::1]_10000`.
+pub fn listener_scope(addr: &std::net::SocketAddr) -> String {
+    // Envoy's stat name for an address: `0.0.0.0_15001`, `[__]_15001` (every ':' becomes '_').
+    addr.to_string().replace(':', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Two {
+        a: Cell,
+        b: Cell,
+    }
+
+    impl Block for Two {
+        fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64)) {
+            f("upstream_rq_total", Kind::Counter, self.a.get());
+            f("membership_total", Kind::Gauge, self.b.get());
+        }
+    }
+
+    #[test]
+    fn blocks_and_stats_render_as_one_sorted_list() {
+        let r = Registry::default();
+        let make = || Two {
+            a: Cell::default(),
+            b: Cell::default(),
+        };
+        let b = r.block(Scope::Cluster("svc"), make);
+        b.a.add(2);
+        // A second call finds the same block; a stat of the same name is summed with it.
+        r.block(Scope::Cluster("svc"), make).a.inc();
+        r.counter(Scope::Cluster("svc"), "upstream_rq_total").inc();
+        r.counter(Scope::Cluster("svc"), "bind_errors");
+        let t = r.render_text(None, false);
+        assert_eq!(
+            t,
+            "cluster.svc.bind_errors: 0\ncluster.svc.membership_total: 0\ncluster.svc.upstream_rq_total: 4\n"
+        );
+        r.remove_scope(Scope::Cluster("svc"));
+        assert_eq!(r.render_text(None, false), "");
+    }
+
+    #[test]
+    fn prometheus_names_and_tags() {
+        let r = Registry::default();
+        r.counter(Scope::Cluster("svc"), "upstream_rq_total").add(3);
+        r.counter(Scope::Http("ing"), "downstream_rq_2xx").inc();
+        r.counter(Scope::Cluster("svc"), "upstream_rq_503").inc();
+        let p = r.render_prometheus(None, false);
+        assert!(
+            p.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"svc\"} 3"),
+            "{p}"
+        );
+        assert!(p.contains("envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",envoy_http_conn_manager_prefix=\"ing\"} 1"), "{p}");
+        assert!(p.contains("envoy_cluster_upstream_rq{envoy_response_code=\"503\",envoy_cluster_name=\"svc\"} 1"), "{p}");
+        let t = r.render_text(None, true);
+        assert!(t.contains("cluster.svc.upstream_rq_total: 3\n"), "{t}");
+    }
+}
