@@ -32,6 +32,8 @@ const ROOTS: &[&str] = &[
     "extensions/filters/http/rbac/v3",
     "extensions/filters/http/health_check/v3",
     "extensions/filters/http/grpc_stats/v3",
+    "extensions/filters/http/local_ratelimit/v3",
+    "extensions/retry/host/previous_hosts/v3",
     "extensions/filters/listener/tls_inspector/v3",
     "extensions/filters/listener/http_inspector/v3",
     "extensions/filters/listener/original_dst/v3",

@@ -37,6 +37,15 @@ pub struct ClusterStats {
     pub membership_change: Cell,
     pub lb_healthy_panic: Cell,
     pub update_success: Cell,
+    pub upstream_rq_retry: Cell,
+    pub upstream_rq_retry_success: Cell,
+    pub upstream_rq_retry_overflow: Cell,
+    pub upstream_rq_retry_limit_exceeded: Cell,
+    pub upstream_rq_retry_backoff_exponential: Cell,
+    pub upstream_rq_retry_backoff_ratelimited: Cell,
+    pub upstream_rq_per_try_timeout: Cell,
+    pub upstream_rq_per_try_idle_timeout: Cell,
+    pub retry_or_shadow_abandoned: Cell,
     pub upstream_rq_xx: [Cell; 5],
     /// `lb_zone_routing_all_directly`, `_sampled`, `_cross_zone`, `lb_zone_no_capacity_left`,
     /// `lb_zone_cluster_too_small`, `lb_local_cluster_not_ok`: only while zone-aware routing is
@@ -87,6 +96,15 @@ impl ClusterStats {
             membership_change: Cell::default(),
             lb_healthy_panic: Cell::default(),
             update_success: Cell::default(),
+            upstream_rq_retry: Cell::default(),
+            upstream_rq_retry_success: Cell::default(),
+            upstream_rq_retry_overflow: Cell::default(),
+            upstream_rq_retry_limit_exceeded: Cell::default(),
+            upstream_rq_retry_backoff_exponential: Cell::default(),
+            upstream_rq_retry_backoff_ratelimited: Cell::default(),
+            upstream_rq_per_try_timeout: Cell::default(),
+            upstream_rq_per_try_idle_timeout: Cell::default(),
+            retry_or_shadow_abandoned: Cell::default(),
             upstream_rq_xx: Default::default(),
             lb_zone: zone::local().map(|_| Default::default()),
             name: name.to_string(),
@@ -173,6 +191,47 @@ impl Block for ClusterStats {
         f("membership_change", C, self.membership_change.get());
         f("lb_healthy_panic", C, self.lb_healthy_panic.get());
         f("update_success", C, self.update_success.get());
+        f("upstream_rq_retry", C, self.upstream_rq_retry.get());
+        f(
+            "upstream_rq_retry_success",
+            C,
+            self.upstream_rq_retry_success.get(),
+        );
+        f(
+            "upstream_rq_retry_overflow",
+            C,
+            self.upstream_rq_retry_overflow.get(),
+        );
+        f(
+            "upstream_rq_retry_limit_exceeded",
+            C,
+            self.upstream_rq_retry_limit_exceeded.get(),
+        );
+        f(
+            "upstream_rq_retry_backoff_exponential",
+            C,
+            self.upstream_rq_retry_backoff_exponential.get(),
+        );
+        f(
+            "upstream_rq_retry_backoff_ratelimited",
+            C,
+            self.upstream_rq_retry_backoff_ratelimited.get(),
+        );
+        f(
+            "upstream_rq_per_try_timeout",
+            C,
+            self.upstream_rq_per_try_timeout.get(),
+        );
+        f(
+            "upstream_rq_per_try_idle_timeout",
+            C,
+            self.upstream_rq_per_try_idle_timeout.get(),
+        );
+        f(
+            "retry_or_shadow_abandoned",
+            C,
+            self.retry_or_shadow_abandoned.get(),
+        );
         for (i, c) in self.upstream_rq_xx.iter().enumerate() {
             f(
                 [

@@ -12,6 +12,7 @@ mod action;
 pub mod hash;
 mod matching;
 mod redirect;
+pub mod retry;
 pub use action::*;
 pub use matching::*;
 pub use redirect::*;
@@ -201,11 +202,29 @@ pub fn strip_port(host: &str) -> &str {
 
 impl VirtualHost {
     fn from_proto(vh: &pb::VirtualHost, path: &str) -> Result<VirtualHost> {
+        let inherited = Inherited {
+            retry: match &vh.retry_policy {
+                Some(r) => Some(std::sync::Arc::new(retry::RetryPolicy::from_proto(
+                    r,
+                    &format!("{path}.retry_policy"),
+                )?)),
+                None => None,
+            },
+            attempt_count: (
+                vh.include_request_attempt_count,
+                vh.include_attempt_count_in_response,
+            ),
+            buffer_limit: buffer_limit(
+                #[allow(deprecated)]
+                &vh.per_request_buffer_limit_bytes,
+                &vh.request_body_buffer_limit,
+            ),
+        };
         let routes = vh
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| Route::from_proto(r, &format!("{path}.routes[{i}]")))
+            .map(|(i, r)| Route::from_proto(r, &inherited, &format!("{path}.routes[{i}]")))
             .collect::<Result<_>>()?;
         Ok(VirtualHost {
             name: vh.name.clone(),
@@ -229,14 +248,27 @@ impl VirtualHost {
 }
 
 impl Route {
-    fn from_proto(r: &pb::Route, path: &str) -> Result<Route> {
+    fn from_proto(r: &pb::Route, vhost: &Inherited, path: &str) -> Result<Route> {
         let Some(m) = &r.r#match else {
             return err(&format!("{path}.match"), "match is required");
         };
         let matcher = RouteMatch::from_proto(m, &format!("{path}.match"))?;
         let action = match &r.action {
             Some(pb::route::Action::Route(a)) => {
-                Action::Forward(Forward::from_proto(a, &matcher, &format!("{path}.route"))?)
+                let mut vhost = vhost.clone();
+                if let Some(b) = buffer_limit(
+                    #[allow(deprecated)]
+                    &r.per_request_buffer_limit_bytes,
+                    &r.request_body_buffer_limit,
+                ) {
+                    vhost.buffer_limit = Some(b);
+                }
+                Action::Forward(Forward::from_proto(
+                    a,
+                    &matcher,
+                    &vhost,
+                    &format!("{path}.route"),
+                )?)
             }
             Some(pb::route::Action::Redirect(a)) => Action::Redirect(Redirect::from_proto(
                 a,
@@ -274,6 +306,16 @@ impl Route {
             )?,
         })
     }
+}
+
+/// `request_body_buffer_limit`, else the deprecated `per_request_buffer_limit_bytes`.
+fn buffer_limit(
+    old: &Option<envoy_types::pb::google::protobuf::UInt32Value>,
+    new: &Option<envoy_types::pb::google::protobuf::UInt64Value>,
+) -> Option<u64> {
+    new.as_ref()
+        .map(|v| v.value)
+        .or(old.as_ref().map(|v| u64::from(v.value)))
 }
 
 fn data_source(

@@ -1,24 +1,29 @@
 //! Forwarding a request to its cluster: request header mutations, rewrites, host pick, the
 //! upstream exchange with the route timeout, Envoy's error replies, and upgrades (websocket).
 
+use super::body::{ReplayBody, ReqBody};
 use super::headers::{
-    strip_hop_by_hop, X_ENVOY_EXPECTED_TIMEOUT, X_ENVOY_ORIGINAL_HOST, X_ENVOY_ORIGINAL_PATH,
-    X_ENVOY_PER_TRY_TIMEOUT, X_ENVOY_RQ_TIMEOUT, X_ENVOY_SERVICE_TIME,
+    strip_hop_by_hop, X_ENVOY_ORIGINAL_HOST, X_ENVOY_ORIGINAL_PATH, X_ENVOY_PER_TRY_TIMEOUT,
+    X_ENVOY_RQ_TIMEOUT, X_ENVOY_SERVICE_TIME,
 };
 use super::reply::{local, Body, Flag};
+use super::retry::{RetryState, X_ENVOY_ATTEMPT_COUNT};
 use super::router::{finalize_response, format_ctx};
+use super::upstream::{Answer, Local, Outgoing};
 use super::ConnCtx;
-use crate::cluster::pool::UpstreamError;
-use crate::config::cluster::UpstreamProtocol;
 use crate::config::headers::HeaderMutation;
 use crate::config::route::{Forward, HostRewrite, Route, RouteTable, Target, VirtualHost};
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The request body kept for retries when neither the route nor its virtual host sets
+/// `per_request_buffer_limit_bytes` (Envoy's default connection buffer limit).
+const BUFFER_LIMIT: usize = 1024 * 1024;
 
 pub async fn forward(
     ctx: &Arc<ConnCtx>,
@@ -89,19 +94,19 @@ pub async fn forward(
             timeout = Some(std::time::Duration::from_millis(ms)).filter(|d| !d.is_zero());
         }
     }
-    req.headers_mut().remove(&X_ENVOY_PER_TRY_TIMEOUT);
+    // x-envoy-upstream-rq-per-try-timeout-ms sets the per-try timeout.
+    let mut per_try = fwd.retry.as_ref().and_then(|r| r.per_try_timeout);
+    if let Some(v) = req.headers_mut().remove(&X_ENVOY_PER_TRY_TIMEOUT) {
+        if let Some(ms) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            per_try = Some(std::time::Duration::from_millis(ms)).filter(|d| !d.is_zero());
+        }
+    }
     // Request headers: connection-level, then mutations most specific first.
     {
         let h = req.headers_mut();
         strip_hop_by_hop(h, upgrade);
         // Envoy answers `Expect: 100-continue` itself and does not forward it.
         h.remove(header::EXPECT);
-        if let (Some(t), false) = (timeout, ctx.hcm.suppress_envoy_headers) {
-            h.insert(
-                X_ENVOY_EXPECTED_TIMEOUT.clone(),
-                HeaderValue::from(t.as_millis() as u64),
-            );
-        }
     }
     // %REQ(..)% values read the request as it arrived at this step; copy it only when a
     // mutation needs it.
@@ -149,30 +154,18 @@ pub async fn forward(
 
     let lb = crate::cluster::LbContext {
         original_dst: ctx.original_dst,
-        headers: Some(req.headers()),
+        headers: None,
         hash,
         local_cluster: crate::cluster::zone::local()
             .and_then(|(n, _)| snapshot.cluster(n))
             .map(|c| &**c),
     };
-    let Some(host) = cluster.pick(&lb) else {
-        tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster_name, "no healthy upstream");
-        let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
-        finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
-        return r;
-    };
+    // Host rewrites that do not depend on the picked host.
     let original_host = req.headers().get(header::HOST).cloned();
     match &fwd.host_rewrite {
-        HostRewrite::Keep => {}
+        HostRewrite::Keep | HostRewrite::Auto => {}
         HostRewrite::Literal(v) => {
             req.headers_mut().insert(header::HOST, v.clone());
-        }
-        HostRewrite::Auto => {
-            if !host.hostname.is_empty() {
-                if let Ok(v) = HeaderValue::from_str(&host.hostname) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
-            }
         }
         HostRewrite::Header(name) => {
             if let Some(v) = req.headers().get(name).cloned() {
@@ -180,7 +173,6 @@ pub async fn forward(
             }
         }
     }
-
     if let Some(orig) = original_host {
         if req.headers().get(header::HOST) != Some(&orig) && !ctx.hcm.suppress_envoy_headers {
             req.headers_mut()
@@ -206,106 +198,58 @@ pub async fn forward(
         req.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
-    let use_h2 = !upgrade
-        && match cluster.cfg.protocol {
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Downstream => version == Version::HTTP_2,
-            UpstreamProtocol::Auto => host.pool.auto_is_h2(&host).await.unwrap_or(false),
-        };
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if use_h2 {
-        parts.version = Version::HTTP_2;
-        parts.uri = Uri::try_from(format!("http://{authority}{path}"))
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        parts.headers.remove(header::HOST);
+    let retry = if upgrade {
+        None
     } else {
-        parts.version = Version::HTTP_11;
-        parts.uri = Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
-    }
-    let up_req = Request::from_parts(parts, body);
-
-    let cs = &cluster.stats;
+        RetryState::new(fwd.retry.as_deref(), req.headers_mut())
+    };
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let (body, replay) = match (&retry, body.is_end_stream()) {
+        (Some(_), false) => {
+            let limit = fwd
+                .vhost
+                .buffer_limit
+                .map_or(BUFFER_LIMIT, |l| l.min(usize::MAX as u64) as usize);
+            let b = ReplayBody::new(body, limit);
+            let replay = b.replay();
+            (ReqBody::Replay(b), Some(replay))
+        }
+        (Some(_), true) => (ReqBody::empty(), Some(ReplayBody::new(body, 0).replay())),
+        (None, _) => (ReqBody::Stream(body), None),
+    };
+    let out = Outgoing {
+        parts,
+        path,
+        body: Some(body),
+        replay,
+        upgrade,
+        host_rewrite: fwd.host_rewrite.clone(),
+        timeout,
+        per_try,
+        attempt_count_header: fwd.vhost.attempt_count.0,
+        suppress_envoy_headers: ctx.hcm.suppress_envoy_headers,
+    };
     let started = Instant::now();
-    let send = async {
-        if use_h2 {
-            host.pool.send_h2(&host, up_req).await
-        } else {
-            host.pool.send_h1(&host, up_req).await
-        }
-    };
-    let result = match timeout {
-        Some(t) => tokio::time::timeout(t, send).await.ok(),
-        None => Some(send.await),
-    };
-    {
-        use crate::cluster::outlier::Outcome;
-        let outcome = match &result {
-            None => Some(Outcome::Timeout),
-            Some(Ok((r, _))) => Some(Outcome::Status(r.status().as_u16())),
-            Some(Err(UpstreamError::Overflow)) => None,
-            Some(Err(e)) if e.is_downstream_body() => None,
-            Some(Err(e)) if e.is_connect() => Some(Outcome::ConnectFailed),
-            Some(Err(_)) => Some(Outcome::Reset),
-        };
-        if let Some(o) = outcome {
-            cluster.report(&host, o);
-        }
-    }
-    if !matches!(result, Some(Err(UpstreamError::Overflow))) {
-        cs.upstream_rq_total.inc();
-        host.stats.rq_total.fetch_add(1, Relaxed);
-    }
-    let (mut resp, active) = match result {
-        None => {
-            cs.upstream_rq_timeout.inc();
-            host.stats.rq_timeout.fetch_add(1, Relaxed);
-            cs.charge(504);
-            tracing::debug!(
-                flag = Flag::UpstreamRequestTimeout.code(),
-                "upstream request timeout"
-            );
-            let mut r = local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-            finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
-            return r;
-        }
-        Some(Err(e)) if e.is_downstream_body() => {
-            tracing::debug!("malformed downstream request body: {e}");
-            let mut r = local(StatusCode::BAD_REQUEST, "Bad Request");
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return r;
-        }
-        Some(Err(UpstreamError::Overflow)) => {
-            let mut r = overflow(cs, ctx.hcm.suppress_envoy_headers);
-            finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
-            return r;
-        }
-        Some(Err(e)) => {
-            host.stats.rq_error.fetch_add(1, Relaxed);
-            cs.charge(503);
-            if !e.is_connect() {
-                cs.upstream_rq_rx_reset.inc();
+    let answer = super::upstream::exchange(&cluster, &lb, out, retry).await;
+    let Answer {
+        mut resp,
+        active,
+        host,
+        attempts,
+    } = match answer {
+        Ok(a) => a,
+        Err((why, attempts)) => {
+            let downstream_body = matches!(why, Local::DownstreamBody);
+            let mut r = super::upstream::local_reply(&cluster, why, ctx.hcm.suppress_envoy_headers);
+            if !downstream_body {
+                finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
+                attempt_count(&mut r, fwd, attempts);
             }
-            let flag = if e.is_connect() {
-                Flag::UpstreamConnectFailure
-            } else {
-                Flag::UpstreamConnectionTermination
-            };
-            tracing::debug!(flag = flag.code(), "upstream failure: {e}");
-            let mut r = local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e));
-            finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
             return r;
         }
-        Some(Ok(r)) => r,
     };
+    let cs = &cluster.stats;
     // `active` counts the request until its response has been passed on.
     let status = resp.status();
     cs.charge(status.as_u16());
@@ -349,40 +293,17 @@ pub async fn forward(
         },
     );
     finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
+    attempt_count(&mut r, fwd, attempts);
     if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
 }
 
-/// Envoy's local reply body for an upstream failure before response headers.
-fn reset_body(e: &UpstreamError) -> String {
-    let reason = match e {
-        UpstreamError::ConnectFailed(_) => "remote connection failure".to_string(),
-        UpstreamError::ConnectTimeout => "connection timeout".to_string(),
-        UpstreamError::Reset(_) => "connection termination".to_string(),
-        UpstreamError::Overflow => "overflow".to_string(),
-    };
-    format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
-}
-
-/// Envoy's answer when a circuit breaker is open: 503, flag UO.
-fn overflow(cs: &crate::cluster::ClusterStats, suppress_envoy_headers: bool) -> Response<Body> {
-    cs.charge(503);
-    cs.upstream_rq_completed.inc();
-    tracing::debug!(
-        flag = Flag::UpstreamOverflow.code(),
-        "circuit breaker overflow"
-    );
-    let mut r = local(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-    );
-    if !suppress_envoy_headers {
-        r.headers_mut().insert(
-            super::headers::X_ENVOY_OVERLOADED.clone(),
-            HeaderValue::from_static("true"),
-        );
+/// `include_attempt_count_in_response`: the number of attempts made.
+fn attempt_count(r: &mut Response<Body>, fwd: &Forward, attempts: u32) {
+    if fwd.vhost.attempt_count.1 {
+        r.headers_mut()
+            .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempts));
     }
-    r
 }

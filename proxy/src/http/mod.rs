@@ -1,11 +1,14 @@
 //! The HTTP connection manager: downstream HTTP/1.1 and HTTP/2 (prior knowledge or by
 //! preface with `codec_type: AUTO`), each request routed by [`router`].
 
+pub mod body;
 mod forward;
 pub mod headers;
 mod idle;
 pub mod reply;
+mod retry;
 pub mod router;
+mod upstream;
 
 use crate::config::hcm::{Codec, HttpConnMgr};
 use crate::snapshot::Server;

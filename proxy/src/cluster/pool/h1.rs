@@ -3,6 +3,7 @@
 
 use super::{CxSlot, HostPool, UpstreamError};
 use crate::cluster::{ActiveRequest, Host};
+use crate::http::body::ReqBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
@@ -13,7 +14,7 @@ use std::time::Instant;
 /// A pooled HTTP/1.1 connection.
 #[derive(Debug)]
 pub(super) struct H1 {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<ReqBody>,
     /// When it last took a request back (for `idle_timeout`).
     since: Instant,
     opened: Instant,
@@ -144,7 +145,7 @@ impl HostPool {
     pub async fn send_h1(
         self: &Arc<Self>,
         host: &Arc<Host>,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
     ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
         while let Some(mut c) = self.checkout_h1() {
             let Some(active) = self.attach(host) else {

@@ -5,6 +5,7 @@
 
 use super::{CxSlot, HostPool, UpstreamError};
 use crate::cluster::{ActiveRequest, Host};
+use crate::http::body::ReqBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
@@ -16,7 +17,7 @@ use std::time::Instant;
 /// A pooled HTTP/2 connection.
 #[derive(Debug)]
 pub(super) struct H2 {
-    sender: http2::SendRequest<Incoming>,
+    sender: http2::SendRequest<ReqBody>,
     /// Streams open on it now.
     active: Arc<AtomicU32>,
     /// Streams it has carried.
@@ -34,7 +35,7 @@ impl Drop for StreamSlot {
     }
 }
 
-type Taken = (http2::SendRequest<Incoming>, StreamSlot);
+type Taken = (http2::SendRequest<ReqBody>, StreamSlot);
 
 impl HostPool {
     /// A connection with a free stream, the stream counted as taken. With `any`, the least
@@ -80,7 +81,7 @@ impl HostPool {
     pub async fn send_h2(
         self: &Arc<Self>,
         host: &Arc<Host>,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
     ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
         let (mut sender, stream) = match self.checkout_h2(false) {
             Some(t) => t,

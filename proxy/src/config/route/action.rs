@@ -4,6 +4,7 @@ use super::super::headers::{header_name, HeaderMutation};
 use super::super::{duration, err, Result};
 use super::matching::RouteMatch;
 use super::redirect::Redirect;
+use super::retry::RetryPolicy;
 use envoy_types::pb::envoy::config::route::v3 as pb;
 use envoy_types::pb::envoy::config::route::v3::route_action::{
     ClusterSpecifier, HostRewriteSpecifier,
@@ -11,6 +12,7 @@ use envoy_types::pb::envoy::config::route::v3::route_action::{
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 use regex::Regex;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -38,7 +40,7 @@ pub struct WeightedTarget {
     pub response: HeaderMutation,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum HostRewrite {
     Keep,
     Literal(HeaderValue),
@@ -64,12 +66,31 @@ pub struct Forward {
     pub upgrades: Vec<(String, bool)>,
     /// `hash_policy`: the request hash RING_HASH and MAGLEV clusters pick by.
     pub hash: Vec<super::hash::HashPolicy>,
+    /// The route's `retry_policy`, else its virtual host's.
+    pub retry: Option<Arc<RetryPolicy>>,
+    /// What the route takes from its virtual host.
+    pub vhost: Inherited,
+}
+
+/// Virtual-host settings every route of it uses.
+#[derive(Debug, Clone, Default)]
+pub struct Inherited {
+    pub retry: Option<Arc<RetryPolicy>>,
+    /// `include_request_attempt_count`, `include_attempt_count_in_response`.
+    pub attempt_count: (bool, bool),
+    /// `per_request_buffer_limit_bytes` (the route's wins).
+    pub buffer_limit: Option<u64>,
 }
 
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Forward {
-    pub(super) fn from_proto(a: &pb::RouteAction, m: &RouteMatch, path: &str) -> Result<Forward> {
+    pub(super) fn from_proto(
+        a: &pb::RouteAction,
+        m: &RouteMatch,
+        vhost: &Inherited,
+        path: &str,
+    ) -> Result<Forward> {
         let target = match &a.cluster_specifier {
             Some(ClusterSpecifier::Cluster(c)) => {
                 if c.is_empty() {
@@ -216,6 +237,14 @@ impl Forward {
             timeout,
             upgrades,
             hash: super::hash::hash_policies(&a.hash_policy, &format!("{path}.hash_policy"))?,
+            retry: match &a.retry_policy {
+                Some(r) => Some(Arc::new(RetryPolicy::from_proto(
+                    r,
+                    &format!("{path}.retry_policy"),
+                )?)),
+                None => vhost.retry.clone(),
+            },
+            vhost: vhost.clone(),
         })
     }
 }

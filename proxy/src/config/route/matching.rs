@@ -28,14 +28,14 @@ pub struct RouteMatch {
     pub grpc: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum HeaderMatchKind {
     Str(StringMatch),
     Present(bool),
     Range(i64, i64),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HeaderMatch {
     pub name: HeaderName,
     pub kind: HeaderMatchKind,
@@ -200,7 +200,7 @@ fn is_grpc(h: &HeaderMap) -> bool {
 }
 
 impl HeaderMatch {
-    fn from_proto(h: &pb::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
+    pub fn from_proto(h: &pb::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
         let name = header_name(&h.name, &format!("{path}.name"))?;
         let str_exact = |kind, s: &str| {
             let pattern = match kind {

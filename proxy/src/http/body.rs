@@ -1,0 +1,225 @@
+//! The upstream request body: the downstream body streamed as it is, or — when the request may
+//! be retried or mirrored — streamed while a copy of what passed is kept (up to the buffer
+//! limit) so that another attempt can send it again.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What an upstream request carries.
+pub enum ReqBody {
+    /// The downstream body, as it arrives.
+    Stream(Incoming),
+    /// The downstream body with a copy kept for another attempt.
+    Replay(ReplayBody),
+    Full(Option<Bytes>),
+}
+
+impl ReqBody {
+    pub fn empty() -> ReqBody {
+        ReqBody::Full(None)
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ReqBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::Replay(b) => b.poll(cx),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Stream(b) => b.is_end_stream(),
+            ReqBody::Replay(b) => b.is_end_stream(),
+            ReqBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Stream(b) => b.size_hint(),
+            ReqBody::Replay(b) => b.size_hint(),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was handed to a later attempt")]
+struct Superseded;
+
+struct Shared {
+    /// The downstream body; `None` once it has ended.
+    src: Option<Incoming>,
+    /// Every data frame read so far, while they fit in `limit`.
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    limit: usize,
+    /// More than `limit` bytes passed: the body cannot be sent again.
+    overflowed: bool,
+    trailers: Option<HeaderMap>,
+    /// Only the newest attempt's body reads; older ones fail.
+    generation: u32,
+    size_hint: SizeHint,
+}
+
+/// One attempt's view of a downstream body that several attempts may send.
+pub struct ReplayBody {
+    shared: Arc<Mutex<Shared>>,
+    generation: u32,
+    /// The next kept frame this attempt sends before reading on.
+    at: usize,
+    trailers_sent: bool,
+}
+
+impl ReplayBody {
+    /// The first attempt's body; up to `limit` bytes of it are kept.
+    pub fn new(src: Incoming, limit: usize) -> ReplayBody {
+        let size_hint = src.size_hint();
+        let src = (!src.is_end_stream()).then_some(src);
+        ReplayBody {
+            shared: Arc::new(Mutex::new(Shared {
+                src,
+                kept: Vec::new(),
+                kept_len: 0,
+                limit,
+                overflowed: false,
+                trailers: None,
+                generation: 0,
+                size_hint,
+            })),
+            generation: 0,
+            at: 0,
+            trailers_sent: false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle that makes the bodies of later attempts.
+    pub fn replay(&self) -> Replay {
+        Replay(self.shared.clone())
+    }
+}
+
+/// Makes the bodies of later attempts of a [`ReplayBody`].
+pub struct Replay(Arc<Mutex<Shared>>);
+
+impl Replay {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A body for the next attempt, which sends what was read so far and then reads on; the
+    /// earlier attempts' bodies stop. `None` when the body outgrew the buffer limit.
+    pub fn again(&self) -> Option<ReplayBody> {
+        let mut s = self.lock();
+        if s.overflowed {
+            return None;
+        }
+        s.generation += 1;
+        Some(ReplayBody {
+            shared: self.0.clone(),
+            generation: s.generation,
+            at: 0,
+            trailers_sent: false,
+        })
+    }
+
+    /// Whether more than the buffer limit has been read (no further attempt is possible).
+    pub fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    /// The whole body when it has been read entirely and kept (for a mirrored copy).
+    pub fn complete(&self) -> Option<(Vec<Bytes>, Option<HeaderMap>)> {
+        let s = self.lock();
+        (s.src.is_none() && !s.overflowed).then(|| (s.kept.clone(), s.trailers.clone()))
+    }
+}
+
+impl ReplayBody {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let shared = self.shared.clone();
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if s.generation != self.generation {
+            return Poll::Ready(Some(Err(Box::new(Superseded))));
+        }
+        if let Some(b) = s.kept.get(self.at) {
+            self.at += 1;
+            return Poll::Ready(Some(Ok(Frame::data(b.clone()))));
+        }
+        let Some(src) = s.src.as_mut() else {
+            if self.trailers_sent {
+                return Poll::Ready(None);
+            }
+            self.trailers_sent = true;
+            return Poll::Ready(s.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+        };
+        match Pin::new(src).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                s.src = None;
+                self.trailers_sent = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                s.src = None;
+                s.overflowed = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    if !s.overflowed && s.kept_len + d.len() <= s.limit {
+                        s.kept_len += d.len();
+                        s.kept.push(d.clone());
+                        self.at = s.kept.len();
+                    } else if !s.overflowed {
+                        s.overflowed = true;
+                        s.kept = Vec::new();
+                        s.kept_len = 0;
+                        self.at = 0;
+                    }
+                } else if let Some(t) = frame.trailers_ref() {
+                    s.trailers = Some(t.clone());
+                    self.trailers_sent = true;
+                }
+                if s.src.as_ref().is_some_and(Body::is_end_stream) {
+                    s.src = None;
+                    if s.trailers.is_none() {
+                        self.trailers_sent = true;
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let s = self.lock();
+        s.generation == self.generation
+            && s.src.is_none()
+            && self.at >= s.kept.len()
+            && (self.trailers_sent || s.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.lock().size_hint.clone()
+    }
+}

@@ -1,0 +1,430 @@
+//! The exchange with the upstream: one attempt per host pick, retried as the request's retry
+//! state allows, under the route timeout (over all attempts) and the per-try timeout; Envoy's
+//! local replies when no attempt gives a response.
+
+use super::body::{Replay, ReqBody};
+use super::headers::X_ENVOY_EXPECTED_TIMEOUT;
+use super::reply::{local, Body, Flag};
+use super::retry::{Failure, RetryState, X_ENVOY_ATTEMPT_COUNT};
+use crate::cluster::pool::UpstreamError;
+use crate::cluster::{ActiveRequest, ClusterRt, Host, LbContext};
+use crate::config::cluster::UpstreamProtocol;
+use crate::config::route::HostRewrite;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The request as it goes upstream, before the per-attempt parts (host, protocol, body).
+pub(super) struct Outgoing {
+    pub parts: http::request::Parts,
+    /// The path and query sent upstream.
+    pub path: String,
+    pub body: Option<ReqBody>,
+    /// Makes the body of a retry (none: the request cannot be sent again).
+    pub replay: Option<Replay>,
+    pub upgrade: bool,
+    pub host_rewrite: HostRewrite,
+    /// Route timeout over all attempts.
+    pub timeout: Option<Duration>,
+    pub per_try: Option<Duration>,
+    pub attempt_count_header: bool,
+    pub suppress_envoy_headers: bool,
+}
+
+pub(super) struct Answer {
+    pub resp: Response<Incoming>,
+    pub active: ActiveRequest,
+    pub host: Arc<Host>,
+    pub attempts: u32,
+}
+
+/// Why no upstream response is passed on.
+pub(super) enum Local {
+    NoHealthyUpstream,
+    Timeout,
+    Overflow,
+    /// The downstream request body failed.
+    DownstreamBody,
+    Failed(UpstreamError),
+}
+
+/// One attempt's result.
+enum Tried {
+    Answer(Response<Incoming>, ActiveRequest),
+    Failed(UpstreamError),
+    /// The per-try timeout fired.
+    PerTryTimeout,
+    /// The route timeout fired.
+    Timeout,
+}
+
+pub(super) async fn exchange(
+    cluster: &Arc<ClusterRt>,
+    lb: &LbContext<'_>,
+    mut out: Outgoing,
+    mut retry: Option<RetryState<'_>>,
+) -> Result<Answer, (Local, u32)> {
+    let cs = &cluster.stats;
+    let started = Instant::now();
+    let deadline = out.timeout.map(|t| started + t);
+    let mut first_body = out.body.take();
+    let lb = LbContext {
+        headers: Some(&out.parts.headers),
+        ..*lb
+    };
+    let lb = &lb;
+    let mut tried: Vec<Arc<Host>> = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let avoid = retry.as_ref().filter(|r| r.policy().previous_hosts);
+        let Some(host) = pick(
+            cluster,
+            lb,
+            avoid.map(|r| r.policy().host_selection_max_attempts),
+            &tried,
+        ) else {
+            return Err((Local::NoHealthyUpstream, attempt));
+        };
+        let body = if attempt == 1 {
+            first_body.take().unwrap_or_else(ReqBody::empty)
+        } else {
+            match out.replay.as_ref().and_then(Replay::again) {
+                Some(b) => ReqBody::Replay(b),
+                None => ReqBody::empty(),
+            }
+        };
+        let per_try = out.per_try;
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let limit = match (per_try, remaining) {
+            (Some(p), Some(r)) => Some(p.min(r)),
+            (p, r) => p.or(r),
+        };
+        let use_h2 = !out.upgrade
+            && match cluster.cfg.protocol {
+                UpstreamProtocol::Http2 => true,
+                UpstreamProtocol::Http1 => false,
+                UpstreamProtocol::Downstream => out.parts.version == Version::HTTP_2,
+                UpstreamProtocol::Auto => host.pool.auto_is_h2(&host).await.unwrap_or(false),
+            };
+        // Envoy's expected timeout: the route timeout less the whole milliseconds elapsed,
+        // or the per-try timeout when shorter.
+        let elapsed = Duration::from_millis(started.elapsed().as_millis() as u64);
+        let expected = match (per_try, out.timeout.map(|t| t.saturating_sub(elapsed))) {
+            (Some(p), Some(r)) => Some(p.min(r)),
+            (p, r) => p.or(r),
+        };
+        let req = attempt_request(&out, &host, body, use_h2, attempt, expected);
+        let send = async {
+            if use_h2 {
+                host.pool.send_h2(&host, req).await
+            } else {
+                host.pool.send_h1(&host, req).await
+            }
+        };
+        let tried_now = match limit {
+            None => match send.await {
+                Ok((r, a)) => Tried::Answer(r, a),
+                Err(e) => Tried::Failed(e),
+            },
+            Some(l) => match tokio::time::timeout(l, send).await {
+                Ok(Ok((r, a))) => Tried::Answer(r, a),
+                Ok(Err(e)) => Tried::Failed(e),
+                Err(_) if per_try.is_some_and(|p| remaining.is_none_or(|r| p < r)) => {
+                    Tried::PerTryTimeout
+                }
+                Err(_) => Tried::Timeout,
+            },
+        };
+        report(cluster, &host, &tried_now);
+        if !matches!(tried_now, Tried::Failed(UpstreamError::Overflow)) {
+            cs.upstream_rq_total.inc();
+            host.stats.rq_total.fetch_add(1, Relaxed);
+        }
+        let retriable = match (&tried_now, retry.as_ref()) {
+            (_, None) => false,
+            (Tried::Answer(r, _), Some(s)) => s.retriable_response(r.status(), r.headers()),
+            (Tried::Failed(UpstreamError::Overflow), _) => false,
+            (Tried::Failed(e), _) if e.is_downstream_body() => false,
+            (Tried::Failed(e), Some(s)) => s.retriable_failure(failure(e), !e.is_connect()),
+            (Tried::PerTryTimeout, Some(s)) => s.retriable_failure(Failure::Timeout, true),
+            (Tried::Timeout, _) => false,
+        };
+        if let Tried::PerTryTimeout = tried_now {
+            cs.upstream_rq_per_try_timeout.inc();
+            host.stats.rq_timeout.fetch_add(1, Relaxed);
+        }
+        if retriable {
+            if let Some(wait) = schedule_retry(cluster, retry.as_mut(), out.replay.as_ref()) {
+                if let Tried::Answer(r, _) = &tried_now {
+                    cs.charge(r.status().as_u16());
+                    host.stats.rq_error.fetch_add(1, Relaxed);
+                }
+                drop(tried_now);
+                tried.push(host);
+                let slept = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, tokio::time::sleep(wait))
+                        .await
+                        .is_ok(),
+                    None => {
+                        tokio::time::sleep(wait).await;
+                        true
+                    }
+                };
+                cluster.limits.retries.release();
+                if !slept {
+                    return Err((timeout(cluster, &host_of(&tried)), attempt));
+                }
+                continue;
+            }
+        }
+        return match tried_now {
+            Tried::Answer(resp, active) => {
+                if attempt > 1 {
+                    cs.upstream_rq_retry_success.inc();
+                }
+                Ok(Answer {
+                    resp,
+                    active,
+                    host,
+                    attempts: attempt,
+                })
+            }
+            Tried::Failed(UpstreamError::Overflow) => Err((Local::Overflow, attempt)),
+            Tried::Failed(e) if e.is_downstream_body() => Err((Local::DownstreamBody, attempt)),
+            Tried::Failed(e) => {
+                host.stats.rq_error.fetch_add(1, Relaxed);
+                Err((Local::Failed(e), attempt))
+            }
+            Tried::PerTryTimeout => Err((Local::Timeout, attempt)),
+            Tried::Timeout => Err((timeout(cluster, &host), attempt)),
+        };
+    }
+}
+
+fn host_of(tried: &[Arc<Host>]) -> Arc<Host> {
+    tried[tried.len() - 1].clone()
+}
+
+/// The route timeout fired.
+fn timeout(cluster: &ClusterRt, host: &Host) -> Local {
+    cluster.stats.upstream_rq_timeout.inc();
+    host.stats.rq_timeout.fetch_add(1, Relaxed);
+    Local::Timeout
+}
+
+/// Whether a retry may go ahead (retries left, the retry circuit breaker, a body that can be
+/// sent again), with the back-off to wait first; counts Envoy's retry stats either way. The
+/// caller releases the retry circuit breaker after the back-off.
+fn schedule_retry(
+    cluster: &ClusterRt,
+    retry: Option<&mut RetryState<'_>>,
+    replay: Option<&Replay>,
+) -> Option<Duration> {
+    let retry = retry?;
+    let cs = &cluster.stats;
+    if replay.is_some_and(Replay::overflowed) {
+        cs.retry_or_shadow_abandoned.inc();
+        return None;
+    }
+    if !retry.take() {
+        cs.upstream_rq_retry_limit_exceeded.inc();
+        return None;
+    }
+    if !cluster.limits.retries.try_acquire() {
+        cs.upstream_rq_retry_overflow.inc();
+        return None;
+    }
+    cs.upstream_rq_retry.inc();
+    cs.upstream_rq_retry_backoff_exponential.inc();
+    Some(retry.back_off())
+}
+
+fn failure(e: &UpstreamError) -> Failure {
+    match e {
+        UpstreamError::ConnectFailed(_) | UpstreamError::ConnectTimeout => Failure::Connect,
+        UpstreamError::Reset(h) => {
+            let refused = std::error::Error::source(h)
+                .and_then(|s| s.downcast_ref::<h2::Error>())
+                .and_then(h2::Error::reason)
+                == Some(h2::Reason::REFUSED_STREAM);
+            if refused {
+                Failure::Refused
+            } else {
+                Failure::Reset
+            }
+        }
+        UpstreamError::Overflow => Failure::Reset,
+    }
+}
+
+/// The host for this attempt; a retry under `previous_hosts` tries up to `max_attempts` picks
+/// for one not tried yet.
+fn pick(
+    cluster: &ClusterRt,
+    lb: &LbContext<'_>,
+    max_attempts: Option<u32>,
+    tried: &[Arc<Host>],
+) -> Option<Arc<Host>> {
+    let mut host = cluster.pick(lb)?;
+    if let Some(n) = max_attempts.filter(|_| !tried.is_empty()) {
+        for _ in 1..n {
+            if !tried.iter().any(|t| Arc::ptr_eq(t, &host)) {
+                break;
+            }
+            host = cluster.pick(lb)?;
+        }
+    }
+    Some(host)
+}
+
+/// Tells outlier detection how the attempt went.
+fn report(cluster: &ClusterRt, host: &Arc<Host>, t: &Tried) {
+    use crate::cluster::outlier::Outcome;
+    let outcome = match t {
+        Tried::Timeout | Tried::PerTryTimeout => Some(Outcome::Timeout),
+        Tried::Answer(r, _) => Some(Outcome::Status(r.status().as_u16())),
+        Tried::Failed(UpstreamError::Overflow) => None,
+        Tried::Failed(e) if e.is_downstream_body() => None,
+        Tried::Failed(e) if e.is_connect() => Some(Outcome::ConnectFailed),
+        Tried::Failed(_) => Some(Outcome::Reset),
+    };
+    if let Some(o) = outcome {
+        cluster.report(host, o);
+    }
+}
+
+/// This attempt's request: the host rewrite for the picked host, the URI and version of the
+/// upstream protocol, the expected timeout and attempt count.
+fn attempt_request(
+    out: &Outgoing,
+    host: &Host,
+    body: ReqBody,
+    use_h2: bool,
+    attempt: u32,
+    expected: Option<Duration>,
+) -> Request<ReqBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = out.parts.method.clone();
+    *req.headers_mut() = out.parts.headers.clone();
+    let h = req.headers_mut();
+    match &out.host_rewrite {
+        HostRewrite::Keep | HostRewrite::Literal(_) | HostRewrite::Header(_) => {}
+        HostRewrite::Auto => {
+            if !host.hostname.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&host.hostname) {
+                    let orig = h.insert(header::HOST, v);
+                    if let (Some(o), false) = (orig, out.suppress_envoy_headers) {
+                        if h.get(header::HOST) != Some(&o) {
+                            h.insert(super::headers::X_ENVOY_ORIGINAL_HOST.clone(), o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(t), false) = (expected, out.suppress_envoy_headers) {
+        h.insert(
+            X_ENVOY_EXPECTED_TIMEOUT.clone(),
+            HeaderValue::from(t.as_millis() as u64),
+        );
+    }
+    if out.attempt_count_header {
+        h.insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+    }
+    let authority = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if use_h2 {
+        *req.version_mut() = Version::HTTP_2;
+        *req.uri_mut() = Uri::try_from(format!("http://{authority}{}", out.path))
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        req.headers_mut().remove(header::HOST);
+    } else {
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::try_from(out.path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    req
+}
+
+/// Envoy's local reply for an exchange that gave no response to pass on.
+pub(super) fn local_reply(
+    cluster: &ClusterRt,
+    why: Local,
+    suppress_envoy_headers: bool,
+) -> Response<Body> {
+    let cs = &cluster.stats;
+    match why {
+        Local::NoHealthyUpstream => {
+            tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster.cfg.name, "no healthy upstream");
+            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+        }
+        Local::Timeout => {
+            cs.charge(504);
+            tracing::debug!(
+                flag = Flag::UpstreamRequestTimeout.code(),
+                "upstream request timeout"
+            );
+            local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+        }
+        Local::DownstreamBody => {
+            let mut r = local(StatusCode::BAD_REQUEST, "Bad Request");
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+        Local::Overflow => overflow(cluster, suppress_envoy_headers),
+        Local::Failed(e) => {
+            cs.charge(503);
+            if !e.is_connect() {
+                cs.upstream_rq_rx_reset.inc();
+            }
+            let flag = if e.is_connect() {
+                Flag::UpstreamConnectFailure
+            } else {
+                Flag::UpstreamConnectionTermination
+            };
+            tracing::debug!(flag = flag.code(), "upstream failure: {e}");
+            local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e))
+        }
+    }
+}
+
+/// Envoy's local reply body for an upstream failure before response headers.
+fn reset_body(e: &UpstreamError) -> String {
+    let reason = match e {
+        UpstreamError::ConnectFailed(_) => "remote connection failure",
+        UpstreamError::ConnectTimeout => "connection timeout",
+        UpstreamError::Reset(_) => "connection termination",
+        UpstreamError::Overflow => "overflow",
+    };
+    format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
+}
+
+/// Envoy's answer when a circuit breaker is open: 503, flag UO.
+fn overflow(cluster: &ClusterRt, suppress_envoy_headers: bool) -> Response<Body> {
+    let cs = &cluster.stats;
+    cs.charge(503);
+    cs.upstream_rq_completed.inc();
+    tracing::debug!(
+        flag = Flag::UpstreamOverflow.code(),
+        "circuit breaker overflow"
+    );
+    let mut r = local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    if !suppress_envoy_headers {
+        r.headers_mut().insert(
+            super::headers::X_ENVOY_OVERLOADED.clone(),
+            HeaderValue::from_static("true"),
+        );
+    }
+    r
+}
