@@ -12,6 +12,11 @@
 //! - `/close` drops the connection (HTTP/1) or resets the stream (h2)
 //!   without sending response headers;
 //! - `/big/N` answers with an N-byte body of `x`.
+//! - `/flaky/N/HOW[/…]` fails the first N attempts of each request (attempts of one request
+//!   share its `x-request-id`), across all echo upstreams, then answers normally. HOW is a
+//!   status code, `close` (drop without answering), `slowMS` (answer after MS milliseconds)
+//!   or `grpcCODE` (200 with `grpc-status: CODE`). Every answer carries `x-echo-attempt`: the
+//!   attempt number as the upstreams counted it.
 //!
 //! Each request header `x-echo-response: NAME=VALUE` makes the echo add the
 //! response header `NAME: VALUE` (to test response header manipulation).
@@ -112,6 +117,25 @@ where
     }
 }
 
+/// `/flaky/N/HOW`: this attempt's number (counted per path and `x-request-id`), whether it
+/// fails, and how.
+fn flaky(req: &Request<Incoming>, path: &str) -> Option<(u32, bool, String)> {
+    static SEEN: std::sync::Mutex<BTreeMap<String, u32>> = std::sync::Mutex::new(BTreeMap::new());
+    let rest = path.strip_prefix("/flaky/")?;
+    let mut parts = rest.split('/');
+    let n: u32 = parts.next()?.parse().ok()?;
+    let how = parts.next()?.to_string();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let count = seen.entry(format!("{path} {id}")).or_insert(0);
+    *count += 1;
+    Some((*count, *count <= n, how))
+}
+
 /// Error returned by the echo service to make hyper drop the connection
 /// (HTTP/1) or reset the stream (h2) without answering.
 #[derive(Debug)]
@@ -137,6 +161,26 @@ async fn handle(upstream: Arc<str>, mut req: Request<Incoming>) -> EchoResult {
 
     if bare_path == "/close" {
         return Err(CloseWithoutAnswer);
+    }
+    let flaky = flaky(&req, &bare_path);
+    let mut flaky_status = None;
+    let mut flaky_grpc = None;
+    if let Some((attempt, fail, how)) = &flaky {
+        if *fail {
+            if how == "close" {
+                return Err(CloseWithoutAnswer);
+            } else if let Some(ms) = how.strip_prefix("slow") {
+                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            } else if let Some(code) = how.strip_prefix("grpc") {
+                flaky_grpc = Some(code.to_string());
+            } else {
+                flaky_status = how
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|s| StatusCode::from_u16(s).ok());
+            }
+        }
+        let _ = attempt;
     }
     if let Some(ms) = bare_path.strip_prefix("/delay/") {
         let ms: u64 = ms.parse().unwrap_or(0);
@@ -210,6 +254,7 @@ async fn handle(upstream: Arc<str>, mut req: Request<Incoming>) -> EchoResult {
         .or(failing)
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
+        .or(flaky_status)
         .unwrap_or(StatusCode::OK);
 
     let json = serde_json::json!({
@@ -257,8 +302,18 @@ async fn handle(upstream: Arc<str>, mut req: Request<Incoming>) -> EchoResult {
 
     let mut builder = Response::builder()
         .status(status)
-        .header("x-upstream", &*upstream)
-        .header("content-type", "application/json");
+        .header("x-upstream", &*upstream);
+    if let Some((attempt, _, _)) = &flaky {
+        builder = builder.header("x-echo-attempt", attempt.to_string());
+    }
+    if let Some(code) = &flaky_grpc {
+        builder = builder
+            .header("grpc-status", code.as_str())
+            .header("content-type", "application/grpc");
+    }
+    if flaky_grpc.is_none() {
+        builder = builder.header("content-type", "application/json");
+    }
     for (name, value) in &extra_response_headers {
         builder = builder.header(name.as_str(), value.as_str());
     }

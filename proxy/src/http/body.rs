@@ -220,6 +220,6 @@ impl ReplayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.lock().size_hint.clone()
+        self.lock().size_hint
     }
 }

@@ -49,7 +49,8 @@ pub(super) enum Local {
     Overflow,
     /// The downstream request body failed.
     DownstreamBody,
-    Failed(UpstreamError),
+    /// The last attempt failed; whether there were retries.
+    Failed(UpstreamError, bool),
 }
 
 /// One attempt's result.
@@ -160,8 +161,8 @@ pub(super) async fn exchange(
         }
         if retriable {
             if let Some(wait) = schedule_retry(cluster, retry.as_mut(), out.replay.as_ref()) {
-                if let Tried::Answer(r, _) = &tried_now {
-                    cs.charge(r.status().as_u16());
+                // A retried answer is not charged to `upstream_rq_<code>`, as in Envoy.
+                if let Tried::Answer(..) = &tried_now {
                     host.stats.rq_error.fetch_add(1, Relaxed);
                 }
                 drop(tried_now);
@@ -184,7 +185,7 @@ pub(super) async fn exchange(
         }
         return match tried_now {
             Tried::Answer(resp, active) => {
-                if attempt > 1 {
+                if attempt > 1 && !retriable {
                     cs.upstream_rq_retry_success.inc();
                 }
                 Ok(Answer {
@@ -198,7 +199,7 @@ pub(super) async fn exchange(
             Tried::Failed(e) if e.is_downstream_body() => Err((Local::DownstreamBody, attempt)),
             Tried::Failed(e) => {
                 host.stats.rq_error.fetch_add(1, Relaxed);
-                Err((Local::Failed(e), attempt))
+                Err((Local::Failed(e, attempt > 1), attempt))
             }
             Tried::PerTryTimeout => Err((Local::Timeout, attempt)),
             Tried::Timeout => Err((timeout(cluster, &host), attempt)),
@@ -380,7 +381,7 @@ pub(super) fn local_reply(
             r
         }
         Local::Overflow => overflow(cluster, suppress_envoy_headers),
-        Local::Failed(e) => {
+        Local::Failed(e, retried) => {
             cs.charge(503);
             if !e.is_connect() {
                 cs.upstream_rq_rx_reset.inc();
@@ -391,20 +392,25 @@ pub(super) fn local_reply(
                 Flag::UpstreamConnectionTermination
             };
             tracing::debug!(flag = flag.code(), "upstream failure: {e}");
-            local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e))
+            local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e, retried))
         }
     }
 }
 
 /// Envoy's local reply body for an upstream failure before response headers.
-fn reset_body(e: &UpstreamError) -> String {
+fn reset_body(e: &UpstreamError, retried: bool) -> String {
     let reason = match e {
         UpstreamError::ConnectFailed(_) => "remote connection failure",
         UpstreamError::ConnectTimeout => "connection timeout",
         UpstreamError::Reset(_) => "connection termination",
         UpstreamError::Overflow => "overflow",
     };
-    format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
+    let latest = if retried {
+        "retried and the latest reset reason"
+    } else {
+        "reset reason"
+    };
+    format!("upstream connect error or disconnect/reset before headers. {latest}: {reason}")
 }
 
 /// Envoy's answer when a circuit breaker is open: 503, flag UO.
