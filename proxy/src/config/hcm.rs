@@ -68,6 +68,8 @@ pub struct HttpConnMgr {
     pub underscores: Underscores,
     pub strip_port: StripPort,
     pub suppress_envoy_headers: bool,
+    /// The HTTP filters before the router, in order.
+    pub filters: Vec<super::filters::FilterEntry>,
     /// `http_protocol_options.accept_http_10`; otherwise HTTP/1.0 gets 426.
     pub accept_http_10: bool,
     pub default_host_for_http_10: Option<http::HeaderValue>,
@@ -123,6 +125,7 @@ impl HttpConnMgr {
             }
         };
         let mut suppress_envoy_headers = false;
+        let mut filters = Vec::new();
         let n = h.http_filters.len();
         if n == 0 {
             return err(
@@ -145,12 +148,12 @@ impl HttpConnMgr {
                     let r: Router = any_to(any, &tp)?;
                     suppress_envoy_headers = r.suppress_envoy_headers;
                 }
-                other => {
-                    return err(
-                        &tp,
-                        format!("HTTP filter {other} is not supported by Ferry"),
-                    )
-                }
+                _ => filters.push(super::filters::http_filter(
+                    &f.name,
+                    any,
+                    &h.stat_prefix,
+                    &tp,
+                )?),
             }
             if f.is_optional || f.disabled {
                 return err(
@@ -236,6 +239,7 @@ impl HttpConnMgr {
                 _ => StripPort::None,
             },
             suppress_envoy_headers,
+            filters,
             accept_http_10: h
                 .http_protocol_options
                 .as_ref()

@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod cidr;
 pub mod cluster;
+pub mod filters;
 pub mod hcm;
 pub mod headers;
 pub mod listener;

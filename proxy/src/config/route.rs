@@ -1,6 +1,7 @@
 //! Route configuration: the compiled table (virtual hosts, routes, actions) built once from a
 //! `RouteConfiguration`, and the pure functions that match a request against it.
 
+use super::filters::{per_filter_configs, PerFilterConfigs};
 use super::headers::{header_name, HeaderMutation};
 use super::{err, Result};
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier as DataSpec;
@@ -30,12 +31,14 @@ pub struct RouteTable {
     pub response: HeaderMutation,
     pub internal_only: Vec<HeaderName>,
     pub validate_clusters: Option<bool>,
+    pub per_filter: PerFilterConfigs,
 }
 
 #[derive(Debug)]
 pub struct VirtualHost {
     pub name: String,
     pub routes: Vec<Route>,
+    pub per_filter: PerFilterConfigs,
     pub request: HeaderMutation,
     pub response: HeaderMutation,
 }
@@ -47,6 +50,7 @@ pub struct Route {
     pub action: Action,
     pub request: HeaderMutation,
     pub response: HeaderMutation,
+    pub per_filter: PerFilterConfigs,
 }
 
 impl RouteTable {
@@ -80,6 +84,7 @@ impl RouteTable {
                 .map(|(i, h)| header_name(h, &format!("{path}.internal_only_headers[{i}]")))
                 .collect::<Result<_>>()?,
             validate_clusters: rc.validate_clusters.as_ref().map(|b| b.value),
+            per_filter: per_filter_configs(&rc.typed_per_filter_config, path)?,
         };
         let mut names = std::collections::HashSet::new();
         for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
@@ -229,6 +234,7 @@ impl VirtualHost {
         Ok(VirtualHost {
             name: vh.name.clone(),
             routes,
+            per_filter: per_filter_configs(&vh.typed_per_filter_config, path)?,
             request: HeaderMutation::from_proto(
                 &vh.request_headers_to_add,
                 &vh.request_headers_to_remove,
@@ -287,6 +293,7 @@ impl Route {
             }
         };
         Ok(Route {
+            per_filter: per_filter_configs(&r.typed_per_filter_config, path)?,
             name: r.name.clone(),
             matcher,
             action,

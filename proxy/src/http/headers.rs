@@ -110,9 +110,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// them removed before routing (so, for example, its `x-envoy-upstream-rq-timeout-ms` is not
 /// honoured).
 const INTERNAL_ONLY: &[&str] = &[
-    "x-envoy-decorator-operation",
-    "x-envoy-downstream-service-cluster",
-    "x-envoy-downstream-service-node",
     "x-envoy-expected-rq-timeout-ms",
     "x-envoy-external-address",
     "x-envoy-force-trace",
@@ -128,6 +125,14 @@ const INTERNAL_ONLY: &[&str] = &[
     "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-upstream-rq-timeout-alt-response",
     "x-envoy-upstream-rq-timeout-ms",
+];
+
+/// Removed from edge requests only (`use_remote_address` and external): a client inside the
+/// mesh may name its node and cluster (fault injection's `downstream_nodes` reads them).
+const EDGE_ONLY: &[&str] = &[
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
 ];
 
 static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
@@ -185,6 +190,11 @@ pub fn mutate_request(
     if !internal && h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         for name in INTERNAL_ONLY {
             h.remove(*name);
+        }
+        if hcm.use_remote_address {
+            for name in EDGE_ONLY {
+                h.remove(*name);
+            }
         }
     }
     if !internal {

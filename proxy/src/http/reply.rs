@@ -91,3 +91,50 @@ pub fn local(status: StatusCode, body: &str) -> Response<Body> {
     }
     r
 }
+
+/// Whether local replies to a request go out as gRPC (its content-type is
+/// `application/grpc…`), as Envoy's local replies do.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcReply(bool);
+
+impl GrpcReply {
+    pub fn of(h: &http::HeaderMap) -> GrpcReply {
+        GrpcReply(
+            h.get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/grpc")),
+        )
+    }
+
+    /// A local reply: `status` with a text body, or for a gRPC request a trailers-only 200
+    /// with `grpc-status` (`grpc`, else mapped from `status`) and `grpc-message`.
+    pub fn reply(self, status: StatusCode, body: &str, grpc: Option<u32>) -> Response<Body> {
+        if !self.0 {
+            return local(status, body);
+        }
+        let code = grpc.unwrap_or_else(|| http_to_grpc(status));
+        let mut r = Response::new(Body::empty());
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(v) = HeaderValue::from_str(body) {
+            h.insert("grpc-message", v);
+        }
+        r
+    }
+}
+
+/// Envoy's gRPC status for an HTTP status.
+fn http_to_grpc(s: StatusCode) -> u32 {
+    match s.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}

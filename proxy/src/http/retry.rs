@@ -38,8 +38,8 @@ pub struct RetryState<'a> {
     extra_codes: Vec<u16>,
     /// `x-envoy-retriable-header-names`.
     extra_headers: Vec<HeaderName>,
-    /// The back-off exponent (Envoy starts it at 1).
-    backoff_step: u32,
+    /// The next back-off ceiling in milliseconds (starts at the base interval).
+    backoff_next: u64,
 }
 
 impl<'a> RetryState<'a> {
@@ -58,8 +58,9 @@ impl<'a> RetryState<'a> {
         let names = text(headers, &X_ENVOY_RETRIABLE_HEADER_NAMES);
         let policy = policy.unwrap_or_else(|| NONE.get_or_init(RetryPolicy::default));
         let mut on_bits = policy.on;
+        // gRPC names are not read from x-envoy-retry-on (only from x-envoy-retry-grpc-on).
         if let Some(s) = &retry_on {
-            on_bits |= parse_list(s, false);
+            on_bits |= parse_list(s, false) & !on::GRPC;
         }
         if let Some(s) = &grpc_on {
             on_bits |= parse_list(s, true);
@@ -93,7 +94,7 @@ impl<'a> RetryState<'a> {
                 .flat_map(|c| c.split(','))
                 .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
                 .collect(),
-            backoff_step: 1,
+            backoff_next: policy.back_off.0.as_millis().max(1) as u64,
         })
     }
 
@@ -179,18 +180,17 @@ impl<'a> RetryState<'a> {
         true
     }
 
-    /// The wait before the next attempt: uniformly random below `(2^n - 1) × base`, at most
-    /// the maximum, `n` growing while that product stays within the maximum.
+    /// The wait before the next attempt: uniformly random below a ceiling that starts at the
+    /// base interval and doubles while under half the maximum, then is the maximum.
     pub fn back_off(&mut self) -> Duration {
-        let (base, max) = self.policy.back_off;
-        let base_ms = base.as_millis().max(1) as u64;
-        let max_ms = max.as_millis() as u64;
-        let multiplier = (1u64 << self.backoff_step.min(62)) - 1;
-        let ceiling = multiplier.saturating_mul(base_ms);
-        if ceiling <= max_ms {
-            self.backoff_step += 1;
-        }
-        Duration::from_millis((fastrand::u64(..) % ceiling.max(1)).min(max_ms))
+        let max_ms = (self.policy.back_off.1.as_millis() as u64).max(1);
+        let ceiling = self.backoff_next.max(1);
+        self.backoff_next = if ceiling < max_ms / 2 {
+            ceiling * 2
+        } else {
+            max_ms
+        };
+        Duration::from_millis(fastrand::u64(..) % ceiling)
     }
 }
 
@@ -250,7 +250,7 @@ mod tests {
         };
         let mut s = state(&p, &[]).unwrap();
         assert!(s.back_off() < Duration::from_millis(10));
-        assert!(s.back_off() < Duration::from_millis(30));
+        assert!(s.back_off() < Duration::from_millis(20));
         for _ in 0..20 {
             assert!(s.back_off() <= Duration::from_millis(50));
         }

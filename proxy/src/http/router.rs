@@ -133,16 +133,37 @@ async fn dispatch(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let Some(vh) = table.find_vhost(&host) else {
-        ctx.stats.no_route.inc();
-        tracing::debug!(flag = Flag::NoRoute.code(), route_config = %table.name, %host, "no virtual host");
-        return local(StatusCode::NOT_FOUND, "");
-    };
+    let vhost = table.find_vhost(&host);
     let view = RequestView {
         path: &path,
         headers: req.headers(),
     };
-    let Some(route) = vh.routes.iter().find(|r| r.matcher.matches(&view)) else {
+    let route = vhost.and_then(|vh| vh.routes.iter().find(|r| r.matcher.matches(&view)));
+    // The filters before the router see the request whether or not a route matched.
+    if !hcm.filters.is_empty() {
+        let freq = super::filters::FilterRequest {
+            headers: req.headers(),
+            table,
+            vhost,
+            route,
+            cluster: route.and_then(|r| match &r.action {
+                Action::Forward(f) => match &f.target {
+                    crate::config::route::Target::Cluster(c) => Some(c.as_str()),
+                    _ => None,
+                },
+                _ => None,
+            }),
+        };
+        if let Some(r) = super::filters::decode(&hcm.filters, &freq).await {
+            return r;
+        }
+    }
+    let Some(vh) = vhost else {
+        ctx.stats.no_route.inc();
+        tracing::debug!(flag = Flag::NoRoute.code(), route_config = %table.name, %host, "no virtual host");
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let Some(route) = route else {
         ctx.stats.no_route.inc();
         tracing::debug!(flag = Flag::NoRoute.code(), virtual_host = %vh.name, %path, "no route");
         return local(StatusCode::NOT_FOUND, "");

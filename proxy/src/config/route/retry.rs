@@ -61,7 +61,7 @@ pub fn parse_token(t: &str, grpc_only: bool) -> Option<u32> {
 }
 
 /// Every known token of a comma-separated list, as bits (unknown tokens are skipped, as
-/// Envoy skips them in request headers).
+/// Envoy skips them).
 pub fn parse_list(s: &str, grpc_only: bool) -> u32 {
     s.split(',')
         .filter_map(|t| parse_token(t.trim(), grpc_only))
@@ -110,23 +110,8 @@ const PREVIOUS_HOSTS: &str = "envoy.extensions.retry.host.previous_hosts.v3.Prev
 
 impl RetryPolicy {
     pub fn from_proto(p: &pb::RetryPolicy, path: &str) -> Result<RetryPolicy> {
-        let mut on_bits = 0;
-        for t in p
-            .retry_on
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            match parse_token(t, false) {
-                Some(b) => on_bits |= b,
-                None => {
-                    return err(
-                        &format!("{path}.retry_on"),
-                        format!("unknown retry_on value '{t}'"),
-                    )
-                }
-            }
-        }
+        // Envoy skips tokens it does not know; they retry nothing.
+        let on_bits = parse_list(&p.retry_on, false);
         let opt = |d: &Option<_>, f: &str| -> Result<Option<Duration>> {
             d.as_ref()
                 .map(|d| duration(d, &format!("{path}.{f}")))

@@ -1,0 +1,157 @@
+//! The HTTP filters of a connection manager before its router, and their per-route
+//! configurations (`typed_per_filter_config` on routes, virtual hosts and route tables).
+
+pub mod fault;
+
+use super::{any_to, err, type_name, Result};
+use crate::stats::{registry, Block, Cell, Kind, Scope};
+use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+use envoy_types::pb::google::protobuf::Any;
+use fault::FaultCfg;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A `FractionalPercent`: on for `numerator` of every `denominator` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent {
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+impl Percent {
+    /// An unset percentage is 0 %: the fault never fires.
+    pub fn from_proto(p: &Option<FractionalPercent>, path: &str) -> Result<Percent> {
+        let Some(p) = p else {
+            return Ok(Percent {
+                numerator: 0,
+                denominator: 100,
+            });
+        };
+        let denominator = match p.denominator {
+            0 => 100,
+            1 => 10_000,
+            2 => 1_000_000,
+            _ => return err(&format!("{path}.denominator"), "unknown denominator"),
+        };
+        Ok(Percent {
+            numerator: p.numerator,
+            denominator,
+        })
+    }
+
+    /// One independent draw.
+    pub fn draw(&self) -> bool {
+        fastrand::u64(..) % u64::from(self.denominator) < u64::from(self.numerator)
+    }
+}
+
+/// `http.<prefix>.fault.*`.
+#[derive(Debug, Default)]
+pub struct FaultStats {
+    pub aborts_injected: Cell,
+    pub delays_injected: Cell,
+    pub faults_overflow: Cell,
+    pub response_rl_injected: Cell,
+    pub active_faults: Cell,
+}
+
+impl Block for FaultStats {
+    fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64)) {
+        use Kind::Counter as C;
+        f("fault.aborts_injected", C, self.aborts_injected.get());
+        f("fault.delays_injected", C, self.delays_injected.get());
+        f("fault.faults_overflow", C, self.faults_overflow.get());
+        f(
+            "fault.response_rl_injected",
+            C,
+            self.response_rl_injected.get(),
+        );
+        f("fault.active_faults", Kind::Gauge, self.active_faults.get());
+    }
+}
+
+#[derive(Debug)]
+pub enum HttpFilter {
+    Fault {
+        cfg: Arc<FaultCfg>,
+        stats: Arc<FaultStats>,
+    },
+}
+
+/// One filter of the chain, by the name per-route configurations refer to it.
+#[derive(Debug)]
+pub struct FilterEntry {
+    pub name: String,
+    pub filter: HttpFilter,
+}
+
+pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
+
+/// The filter of `typed_config` at `path` (any but the router).
+pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Result<FilterEntry> {
+    let filter = match type_name(any) {
+        FAULT => {
+            let f = any_to(any, path)?;
+            HttpFilter::Fault {
+                cfg: Arc::new(FaultCfg::from_proto(&f, path)?),
+                stats: registry().block(Scope::Http(stat_prefix), FaultStats::default),
+            }
+        }
+        other => {
+            return err(
+                path,
+                format!("HTTP filter {other} is not supported by Ferry"),
+            )
+        }
+    };
+    Ok(FilterEntry {
+        name: name.to_string(),
+        filter,
+    })
+}
+
+/// A filter's configuration for one route, virtual host or route table.
+#[derive(Debug)]
+pub enum PerFilter {
+    Fault(Arc<FaultCfg>),
+    /// `FilterConfig { disabled: true }`: the filter is skipped.
+    Disabled,
+}
+
+/// The `typed_per_filter_config` of one level, by filter name.
+pub type PerFilterConfigs = Vec<(String, PerFilter)>;
+
+pub fn per_filter_configs(m: &HashMap<String, Any>, path: &str) -> Result<PerFilterConfigs> {
+    let mut out: PerFilterConfigs = Vec::with_capacity(m.len());
+    let mut names: Vec<&String> = m.keys().collect();
+    names.sort();
+    for name in names {
+        let any = &m[name];
+        let fp = format!("{path}.typed_per_filter_config[{name}]");
+        out.push((name.clone(), per_filter(any, &fp)?));
+    }
+    Ok(out)
+}
+
+fn per_filter(any: &Any, path: &str) -> Result<PerFilter> {
+    Ok(match type_name(any) {
+        FAULT => PerFilter::Fault(Arc::new(FaultCfg::from_proto(&any_to(any, path)?, path)?)),
+        FILTER_CONFIG => {
+            let fc: envoy_types::pb::envoy::config::route::v3::FilterConfig = any_to(any, path)?;
+            if fc.disabled {
+                return Ok(PerFilter::Disabled);
+            }
+            match &fc.config {
+                Some(c) => per_filter(c, &format!("{path}.config"))?,
+                None => return err(&format!("{path}.config"), "config is required"),
+            }
+        }
+        other => {
+            return err(
+                path,
+                format!("a per-route configuration of type {other} is not supported by Ferry"),
+            )
+        }
+    })
+}

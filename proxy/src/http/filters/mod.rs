@@ -1,0 +1,61 @@
+//! The connection manager's HTTP filters before the router, run on each request's headers
+//! once its route is known (or known to be missing): each may answer the request itself, hold
+//! it (a delay), or add headers to the response.
+
+mod fault;
+
+use super::reply::{Body, GrpcReply};
+use crate::config::filters::{FilterEntry, HttpFilter, PerFilter};
+use crate::config::route::{Route, RouteTable, VirtualHost};
+use http::{HeaderMap, Response};
+
+/// What the filters know of the request.
+pub struct FilterRequest<'a> {
+    pub headers: &'a HeaderMap,
+    pub table: &'a RouteTable,
+    pub vhost: Option<&'a VirtualHost>,
+    pub route: Option<&'a Route>,
+    /// The route's cluster, when it names one.
+    pub cluster: Option<&'a str>,
+}
+
+impl FilterRequest<'_> {
+    /// The filter's most specific per-route configuration: route, virtual host, route table.
+    fn per_filter(&self, name: &str) -> Option<&PerFilter> {
+        let levels = [
+            self.route.map(|r| &r.per_filter),
+            self.vhost.map(|v| &v.per_filter),
+            Some(&self.table.per_filter),
+        ];
+        levels
+            .into_iter()
+            .flatten()
+            .find_map(|l| l.iter().find(|(n, _)| n == name).map(|(_, c)| c))
+    }
+
+    fn grpc(&self) -> GrpcReply {
+        GrpcReply::of(self.headers)
+    }
+}
+
+/// Runs the filters in order; `Some` is a reply that ends the request here.
+pub async fn decode(filters: &[FilterEntry], req: &FilterRequest<'_>) -> Option<Response<Body>> {
+    for f in filters {
+        let per = req.per_filter(&f.name);
+        if matches!(per, Some(PerFilter::Disabled)) {
+            continue;
+        }
+        match &f.filter {
+            HttpFilter::Fault { cfg, stats } => {
+                let cfg = match per {
+                    Some(PerFilter::Fault(c)) => c,
+                    _ => cfg,
+                };
+                if let Some(r) = fault::decode(cfg, stats, req).await {
+                    return Some(r);
+                }
+            }
+        }
+    }
+    None
+}
