@@ -60,22 +60,48 @@ const EXTRA: &[&str] = &[
     "google/protobuf/empty.proto",
 ];
 
+/// Files whose relative type names protox resolves against a sibling package that protoc
+/// passes over (`common.ratelimit.v3.…` inside `envoy.extensions.filters.…` meets
+/// `envoy.extensions.filters.common`): compiled from a copy in `OUT_DIR` with those names
+/// made absolute.
+const QUALIFY: &[(&str, &[(&str, &str)])] = &[(
+    "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto",
+    &[(
+        " common.ratelimit.v3.",
+        " .envoy.extensions.common.ratelimit.v3.",
+    )],
+)];
+
 fn main() {
     let proto_root = envoy_types_proto_dir();
     let api = proto_root.join("data-plane-api");
-    let includes: Vec<PathBuf> = [
-        "data-plane-api",
-        "xds",
-        "googleapis",
-        "protoc-gen-validate",
-        "cel-spec/proto",
-        "opentelemetry-proto",
-        "client_model",
-    ]
-    .iter()
-    .map(|d| proto_root.join(d))
-    .filter(|p| p.exists())
-    .collect();
+    let overlay = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("overlay");
+    for (file, rewrites) in QUALIFY {
+        let mut text = std::fs::read_to_string(api.join(file)).expect("read a proto to qualify");
+        for (from, to) in *rewrites {
+            text = text.replace(from, to);
+        }
+        let dst = overlay.join(file);
+        std::fs::create_dir_all(dst.parent().expect("a proto path has a directory"))
+            .expect("create the overlay directory");
+        std::fs::write(dst, text).expect("write the qualified proto");
+    }
+    let includes: Vec<PathBuf> = std::iter::once(overlay.clone())
+        .chain(
+            [
+                "data-plane-api",
+                "xds",
+                "googleapis",
+                "protoc-gen-validate",
+                "cel-spec/proto",
+                "opentelemetry-proto",
+                "client_model",
+            ]
+            .iter()
+            .map(|d| proto_root.join(d))
+            .filter(|p| p.exists()),
+        )
+        .collect();
 
     let mut files = Vec::new();
     for root in ROOTS {

@@ -24,7 +24,11 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     let _active = ActiveGuard::new(&st.downstream_rq_active);
     let _in_flight = ctx.activity.enter();
     let mut request_id = None;
-    let mut resp = dispatch(&ctx, req, &mut request_id).await;
+    let mut extra = Vec::new();
+    let mut resp = dispatch(&ctx, req, &mut request_id, &mut extra).await;
+    for (name, value) in extra {
+        resp.headers_mut().insert(name, value);
+    }
     set_server(resp.headers_mut(), &ctx.hcm);
     if ctx.hcm.always_set_request_id_in_response {
         if let Some(id) = request_id {
@@ -51,6 +55,7 @@ async fn dispatch(
     ctx: &Arc<ConnCtx>,
     mut req: Request<Incoming>,
     request_id: &mut Option<HeaderValue>,
+    extra: &mut Vec<(http::HeaderName, HeaderValue)>,
 ) -> Response<Body> {
     let hcm = &ctx.hcm;
     ctx.stats.rq_total.inc();
@@ -153,8 +158,9 @@ async fn dispatch(
                 },
                 _ => None,
             }),
+            format: format_ctx(ctx, req.headers(), req.version()),
         };
-        if let Some(r) = super::filters::decode(&hcm.filters, &freq).await {
+        if let Some(r) = super::filters::decode(&hcm.filters, &freq, extra).await {
             return r;
         }
     }

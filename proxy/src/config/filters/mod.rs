@@ -2,12 +2,14 @@
 //! configurations (`typed_per_filter_config` on routes, virtual hosts and route tables).
 
 pub mod fault;
+pub mod ratelimit;
 
 use super::{any_to, err, type_name, Result};
 use crate::stats::{registry, Block, Cell, Kind, Scope};
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 use envoy_types::pb::google::protobuf::Any;
 use fault::FaultCfg;
+use ratelimit::RateLimitCfg;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -76,6 +78,7 @@ pub enum HttpFilter {
         cfg: Arc<FaultCfg>,
         stats: Arc<FaultStats>,
     },
+    LocalRateLimit(Option<Arc<RateLimitCfg>>),
 }
 
 /// One filter of the chain, by the name per-route configurations refer to it.
@@ -86,6 +89,7 @@ pub struct FilterEntry {
 }
 
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+const LOCAL_RATE_LIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 
 /// The filter of `typed_config` at `path` (any but the router).
@@ -96,6 +100,15 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
             HttpFilter::Fault {
                 cfg: Arc::new(FaultCfg::from_proto(&f, path)?),
                 stats: registry().block(Scope::Http(stat_prefix), FaultStats::default),
+            }
+        }
+        LOCAL_RATE_LIMIT => {
+            let l: envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit = any_to(any, path)?;
+            // Envoy's examples put a config without a bucket here, and the buckets per route.
+            if l.token_bucket.is_none() {
+                HttpFilter::LocalRateLimit(None)
+            } else {
+                HttpFilter::LocalRateLimit(Some(Arc::new(RateLimitCfg::from_proto(&l, path)?)))
             }
         }
         other => {
@@ -115,6 +128,7 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
 #[derive(Debug)]
 pub enum PerFilter {
     Fault(Arc<FaultCfg>),
+    LocalRateLimit(Arc<RateLimitCfg>),
     /// `FilterConfig { disabled: true }`: the filter is skipped.
     Disabled,
 }
@@ -137,6 +151,10 @@ pub fn per_filter_configs(m: &HashMap<String, Any>, path: &str) -> Result<PerFil
 fn per_filter(any: &Any, path: &str) -> Result<PerFilter> {
     Ok(match type_name(any) {
         FAULT => PerFilter::Fault(Arc::new(FaultCfg::from_proto(&any_to(any, path)?, path)?)),
+        LOCAL_RATE_LIMIT => PerFilter::LocalRateLimit(Arc::new(RateLimitCfg::from_proto(
+            &any_to(any, path)?,
+            path,
+        )?)),
         FILTER_CONFIG => {
             let fc: envoy_types::pb::envoy::config::route::v3::FilterConfig = any_to(any, path)?;
             if fc.disabled {

@@ -3,11 +3,13 @@
 //! it (a delay), or add headers to the response.
 
 mod fault;
+mod ratelimit;
 
 use super::reply::{Body, GrpcReply};
 use crate::config::filters::{FilterEntry, HttpFilter, PerFilter};
+use crate::config::headers::FormatCtx;
 use crate::config::route::{Route, RouteTable, VirtualHost};
-use http::{HeaderMap, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
 
 /// What the filters know of the request.
 pub struct FilterRequest<'a> {
@@ -17,6 +19,8 @@ pub struct FilterRequest<'a> {
     pub route: Option<&'a Route>,
     /// The route's cluster, when it names one.
     pub cluster: Option<&'a str>,
+    /// For header values computed from the request and connection.
+    pub format: FormatCtx<'a>,
 }
 
 impl FilterRequest<'_> {
@@ -38,8 +42,13 @@ impl FilterRequest<'_> {
     }
 }
 
-/// Runs the filters in order; `Some` is a reply that ends the request here.
-pub async fn decode(filters: &[FilterEntry], req: &FilterRequest<'_>) -> Option<Response<Body>> {
+/// Runs the filters in order; `Some` is a reply that ends the request here. `extra` gets the
+/// headers the filters add to whatever response the request gets.
+pub async fn decode(
+    filters: &[FilterEntry],
+    req: &FilterRequest<'_>,
+    extra: &mut Vec<(HeaderName, HeaderValue)>,
+) -> Option<Response<Body>> {
     for f in filters {
         let per = req.per_filter(&f.name);
         if matches!(per, Some(PerFilter::Disabled)) {
@@ -52,6 +61,18 @@ pub async fn decode(filters: &[FilterEntry], req: &FilterRequest<'_>) -> Option<
                     _ => cfg,
                 };
                 if let Some(r) = fault::decode(cfg, stats, req).await {
+                    return Some(r);
+                }
+            }
+            HttpFilter::LocalRateLimit(cfg) => {
+                let cfg = match per {
+                    Some(PerFilter::LocalRateLimit(c)) => c,
+                    _ => match cfg {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                };
+                if let Some(r) = ratelimit::decode(cfg, req, extra) {
                     return Some(r);
                 }
             }
