@@ -28,6 +28,38 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }
+
+    /// What a downstream TLS connection says of its peer: the SANs of its certificate and the
+    /// SNI it asked for.
+    pub fn peer(&self) -> Option<Peer> {
+        let Stream::Server(s) = self else { return None };
+        let conn = s.get_ref().1;
+        let mut peer = Peer {
+            sni: conn.server_name().map(str::to_string),
+            ..Peer::default()
+        };
+        if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
+            peer.authenticated = true;
+            for n in crate::tls::san::names(cert) {
+                match n {
+                    crate::tls::san::San::Uri(u) => peer.uris.push(u),
+                    crate::tls::san::San::Dns(d) => peer.dns.push(d),
+                    _ => {}
+                }
+            }
+        }
+        Some(peer)
+    }
+}
+
+/// A downstream TLS peer.
+#[derive(Debug, Default, Clone)]
+pub struct Peer {
+    /// It presented a certificate (verified by the handshake).
+    pub authenticated: bool,
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub sni: Option<String>,
 }
 
 macro_rules! delegate {

@@ -96,6 +96,8 @@ pub struct ConnCtx {
     pub original_dst: Option<SocketAddr>,
     /// The downstream connection is TLS (x-forwarded-proto `https`).
     pub tls: bool,
+    /// The TLS peer, kept when a filter reads it (RBAC).
+    pub peer: Option<crate::io::Peer>,
     pub activity: Arc<idle::Activity>,
 }
 
@@ -119,6 +121,15 @@ pub async fn serve(
         remote: down.remote,
         original_dst: down.original_dst,
         tls: stream.is_tls(),
+        peer: if hcm
+            .filters
+            .iter()
+            .any(|f| matches!(f.filter, crate::config::filters::HttpFilter::Rbac(..)))
+        {
+            stream.peer()
+        } else {
+            None
+        },
         activity: activity.clone(),
     });
     let svc = service_fn(move |req| {

@@ -159,6 +159,14 @@ async fn dispatch(
                 _ => None,
             }),
             format: format_ctx(ctx, req.headers(), req.version()),
+            subject: super::filters::rbac::Subject {
+                headers: Some(req.headers()),
+                method: req.method().as_str(),
+                path: &path,
+                local: ctx.local,
+                remote: ctx.remote,
+                peer: ctx.peer.as_ref(),
+            },
         };
         if let Some(r) = super::filters::decode(&hcm.filters, &freq, extra).await {
             return r;

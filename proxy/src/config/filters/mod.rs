@@ -3,6 +3,7 @@
 
 pub mod fault;
 pub mod ratelimit;
+pub mod rbac;
 
 use super::{any_to, err, type_name, Result};
 use crate::stats::{registry, Block, Cell, Kind, Scope};
@@ -79,6 +80,67 @@ pub enum HttpFilter {
         stats: Arc<FaultStats>,
     },
     LocalRateLimit(Option<Arc<RateLimitCfg>>),
+    Rbac(Arc<RbacCfg>, Arc<RbacStats>),
+}
+
+/// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
+/// counters of each.
+#[derive(Debug)]
+pub struct RbacCfg {
+    pub rules: Option<rbac::Engine>,
+    pub shadow: Option<rbac::Engine>,
+}
+
+/// `http.<prefix>.rbac.[<rules_stat_prefix>.]{allowed,denied}` and the shadow pair.
+#[derive(Debug)]
+pub struct RbacStats {
+    pub allowed: crate::stats::Counter,
+    pub denied: crate::stats::Counter,
+    pub shadow_allowed: crate::stats::Counter,
+    pub shadow_denied: crate::stats::Counter,
+}
+
+impl RbacStats {
+    /// `scope` holds the stats (`http.<prefix>` or `<prefix>` for the network filter).
+    pub fn new(scope: Scope<'_>, rules_prefix: &str, shadow_prefix: &str) -> RbacStats {
+        let join = |p: &str, n: &str| {
+            if p.is_empty() {
+                format!("rbac.{n}")
+            } else if p.ends_with('.') {
+                format!("rbac.{p}{n}")
+            } else {
+                format!("rbac.{p}.{n}")
+            }
+        };
+        let r = registry();
+        RbacStats {
+            allowed: r.counter(scope.clone(), &join(rules_prefix, "allowed")),
+            denied: r.counter(scope.clone(), &join(rules_prefix, "denied")),
+            shadow_allowed: r.counter(scope.clone(), &join(shadow_prefix, "shadow_allowed")),
+            shadow_denied: r.counter(scope, &join(shadow_prefix, "shadow_denied")),
+        }
+    }
+}
+
+fn rbac_cfg(
+    r: &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac,
+    path: &str,
+) -> Result<RbacCfg> {
+    if r.matcher.is_some() || r.shadow_matcher.is_some() {
+        return err(path, "RBAC matchers are not supported by Ferry (use rules)");
+    }
+    Ok(RbacCfg {
+        rules: r
+            .rules
+            .as_ref()
+            .map(|e| rbac::Engine::from_proto(e, &format!("{path}.rules")))
+            .transpose()?,
+        shadow: r
+            .shadow_rules
+            .as_ref()
+            .map(|e| rbac::Engine::from_proto(e, &format!("{path}.shadow_rules")))
+            .transpose()?,
+    })
 }
 
 /// One filter of the chain, by the name per-route configurations refer to it.
@@ -89,6 +151,8 @@ pub struct FilterEntry {
 }
 
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+const RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
+const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 const LOCAL_RATE_LIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 
@@ -101,6 +165,16 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
                 cfg: Arc::new(FaultCfg::from_proto(&f, path)?),
                 stats: registry().block(Scope::Http(stat_prefix), FaultStats::default),
             }
+        }
+        RBAC => {
+            let r: envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac =
+                any_to(any, path)?;
+            let stats = RbacStats::new(
+                Scope::Http(stat_prefix),
+                &r.rules_stat_prefix,
+                &r.shadow_rules_stat_prefix,
+            );
+            HttpFilter::Rbac(Arc::new(rbac_cfg(&r, path)?), Arc::new(stats))
         }
         LOCAL_RATE_LIMIT => {
             let l: envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit = any_to(any, path)?;
@@ -129,6 +203,8 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
 pub enum PerFilter {
     Fault(Arc<FaultCfg>),
     LocalRateLimit(Arc<RateLimitCfg>),
+    /// `RBACPerRoute`: its RBAC config (none: everything is allowed).
+    Rbac(Arc<RbacCfg>),
     /// `FilterConfig { disabled: true }`: the filter is skipped.
     Disabled,
 }
@@ -151,6 +227,17 @@ pub fn per_filter_configs(m: &HashMap<String, Any>, path: &str) -> Result<PerFil
 fn per_filter(any: &Any, path: &str) -> Result<PerFilter> {
     Ok(match type_name(any) {
         FAULT => PerFilter::Fault(Arc::new(FaultCfg::from_proto(&any_to(any, path)?, path)?)),
+        RBAC_PER_ROUTE => {
+            let r: envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute =
+                any_to(any, path)?;
+            PerFilter::Rbac(Arc::new(match &r.rbac {
+                Some(c) => rbac_cfg(c, &format!("{path}.rbac"))?,
+                None => RbacCfg {
+                    rules: None,
+                    shadow: None,
+                },
+            }))
+        }
         LOCAL_RATE_LIMIT => PerFilter::LocalRateLimit(Arc::new(RateLimitCfg::from_proto(
             &any_to(any, path)?,
             path,

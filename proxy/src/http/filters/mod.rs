@@ -4,6 +4,7 @@
 
 mod fault;
 mod ratelimit;
+pub mod rbac;
 
 use super::reply::{Body, GrpcReply};
 use crate::config::filters::{FilterEntry, HttpFilter, PerFilter};
@@ -21,6 +22,7 @@ pub struct FilterRequest<'a> {
     pub cluster: Option<&'a str>,
     /// For header values computed from the request and connection.
     pub format: FormatCtx<'a>,
+    pub subject: rbac::Subject<'a>,
 }
 
 impl FilterRequest<'_> {
@@ -61,6 +63,15 @@ pub async fn decode(
                     _ => cfg,
                 };
                 if let Some(r) = fault::decode(cfg, stats, req).await {
+                    return Some(r);
+                }
+            }
+            HttpFilter::Rbac(cfg, stats) => {
+                let cfg = match per {
+                    Some(PerFilter::Rbac(c)) => c,
+                    _ => cfg,
+                };
+                if let Some(r) = rbac::decode(cfg, stats, req) {
                     return Some(r);
                 }
             }
