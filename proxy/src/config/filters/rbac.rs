@@ -86,7 +86,8 @@ pub enum Principal {
     And(Vec<Principal>),
     Or(Vec<Principal>),
     Not(Box<Principal>),
-    /// A TLS peer; with a name, one of its URI SANs, else one of its DNS SANs, matches.
+    /// A TLS connection; with a name, one of its peer certificate's URI SANs, else one of its
+    /// DNS SANs, matches.
     Authenticated(Option<StringMatch>),
     /// The connection's peer (`source_ip`, `direct_remote_ip`).
     DirectRemoteIp(Cidr),

@@ -75,7 +75,8 @@ impl Subject<'_> {
             Principal::Or(ps) => ps.iter().any(|p| self.principal(p)),
             Principal::Not(p) => !self.principal(p),
             Principal::Authenticated(name) => match (self.peer, name) {
-                (Some(peer), None) => peer.authenticated,
+                // Any TLS connection, with or without a client certificate (as Envoy).
+                (Some(_), None) => true,
                 (Some(peer), Some(m)) => {
                     peer.uris.iter().any(|u| m.matches(u)) || peer.dns.iter().any(|d| m.matches(d))
                 }
