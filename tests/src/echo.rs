@@ -117,6 +117,20 @@ where
     }
 }
 
+static SEEN_LOG: std::sync::Mutex<Vec<serde_json::Value>> = std::sync::Mutex::new(Vec::new());
+
+/// What the HTTP echo upstreams of this process received whose `x-request-id` is `id` (as
+/// they answered it: the echo JSON), oldest first.
+pub fn seen_with_request_id(id: &str) -> Vec<serde_json::Value> {
+    SEEN_LOG
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|j| j["headers"]["x-request-id"][0] == id)
+        .cloned()
+        .collect()
+}
+
 /// `/flaky/N/HOW`: this attempt's number (counted per path and `x-request-id`), whether it
 /// fails, and how.
 fn flaky(req: &Request<Incoming>, path: &str) -> Option<(u32, bool, String)> {
@@ -267,6 +281,10 @@ async fn handle(upstream: Arc<str>, mut req: Request<Incoming>) -> EchoResult {
         "upstream": &*upstream,
     });
     let text = serde_json::to_vec(&json).expect("serialise echo JSON");
+    SEEN_LOG
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(json.clone());
 
     if let Some(on_upgrade) = on_upgrade {
         tokio::spawn(async move {

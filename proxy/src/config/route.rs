@@ -12,6 +12,7 @@ use std::collections::HashMap;
 mod action;
 pub mod hash;
 mod matching;
+pub mod mirror;
 mod redirect;
 pub mod retry;
 pub use action::*;
@@ -224,6 +225,7 @@ impl VirtualHost {
                 &vh.per_request_buffer_limit_bytes,
                 &vh.request_body_buffer_limit,
             ),
+            mirrors: std::sync::Arc::from(mirror::mirrors(&vh.request_mirror_policies, path)?),
         };
         let routes = vh
             .routes

@@ -105,7 +105,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.KeepaliveSettings", &["*"]),
     // routes
     ("envoy.config.route.v3.RouteConfiguration", &["name", "virtual_hosts", "typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "validate_clusters", "internal_only_headers", "ignore_port_in_host_matching", "~max_direct_response_body_size_bytes"]),
-    ("envoy.config.route.v3.VirtualHost", &["name", "domains", "routes", "typed_per_filter_config", "retry_policy", "include_request_attempt_count", "include_attempt_count_in_response", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata"]),
+    ("envoy.config.route.v3.VirtualHost", &["name", "domains", "routes", "request_mirror_policies", "typed_per_filter_config", "retry_policy", "include_request_attempt_count", "include_attempt_count_in_response", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata"]),
     ("envoy.config.route.v3.Route", &["name", "match", "route", "typed_per_filter_config", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata", "~decorator"]),
     ("envoy.config.route.v3.Decorator", &["*"]),
     ("envoy.config.route.v3.RouteMatch", &["prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters", "grpc"]),
@@ -117,7 +117,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", &["~max_program_size"]),
     ("envoy.type.matcher.v3.RegexMatchAndSubstitute", &["pattern", "substitution"]),
     ("envoy.type.v3.Int64Range", &["*"]),
-    ("envoy.config.route.v3.RouteAction", &["hash_policy", "cluster", "cluster_header", "weighted_clusters", "cluster_not_found_response_code", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header", "timeout", "upgrade_configs", "retry_policy"]),
+    ("envoy.config.route.v3.RouteAction", &["hash_policy", "cluster", "cluster_header", "weighted_clusters", "cluster_not_found_response_code", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header", "timeout", "upgrade_configs", "retry_policy", "request_mirror_policies"]),
+    ("envoy.config.route.v3.RouteAction.RequestMirrorPolicy", &["cluster", "cluster_header", "runtime_fraction", "disable_shadow_host_suffix_append", "host_rewrite_literal", "~trace_sampled"]),
     ("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", &["stat_prefix", "status", "token_bucket", "filter_enabled", "filter_enforced", "response_headers_to_add", "enable_x_ratelimit_headers", "rate_limited_as_resource_exhausted", "~stage", "~always_consume_default_token_bucket"]),
     ("envoy.type.v3.TokenBucket", &["*"]),
     ("envoy.config.core.v3.RuntimeFractionalPercent", &["default_value", "~runtime_key"]),

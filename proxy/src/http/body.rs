@@ -17,6 +17,8 @@ pub enum ReqBody {
     Stream(Incoming),
     /// The downstream body with a copy kept for another attempt.
     Replay(ReplayBody),
+    /// A mirrored copy of a [`ReplayBody`], as it arrives.
+    Follow(FollowBody),
     Full(Option<Bytes>),
 }
 
@@ -37,6 +39,7 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ReqBody::Replay(b) => b.poll(cx),
+            ReqBody::Follow(b) => b.poll(cx),
             ReqBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -45,6 +48,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Stream(b) => b.is_end_stream(),
             ReqBody::Replay(b) => b.is_end_stream(),
+            ReqBody::Follow(_) => false,
             ReqBody::Full(b) => b.is_none(),
         }
     }
@@ -52,7 +56,7 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Stream(b) => b.size_hint(),
-            ReqBody::Replay(b) => b.size_hint(),
+            ReqBody::Replay(b) | ReqBody::Follow(FollowBody(b, _)) => b.size_hint(),
             ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -75,6 +79,8 @@ struct Shared {
     /// Only the newest attempt's body reads; older ones fail.
     generation: u32,
     size_hint: SizeHint,
+    /// Mirrors waiting for the next frame.
+    waiting: Vec<std::task::Waker>,
 }
 
 /// One attempt's view of a downstream body that several attempts may send.
@@ -101,6 +107,7 @@ impl ReplayBody {
                 trailers: None,
                 generation: 0,
                 size_hint,
+                waiting: Vec::new(),
             })),
             generation: 0,
             at: 0,
@@ -155,9 +162,36 @@ impl Replay {
 }
 
 impl ReplayBody {
+    /// A mirror of this body: the frames the attempts read, as they read them.
+    pub fn follow(&self) -> FollowBody {
+        FollowBody(
+            ReplayBody {
+                shared: self.shared.clone(),
+                generation: 0,
+                at: 0,
+                trailers_sent: false,
+            },
+            (),
+        )
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let shared = self.shared.clone();
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.poll_locked(&mut s, cx);
+        if r.is_ready() {
+            for w in s.waiting.drain(..) {
+                w.wake();
+            }
+        }
+        r
+    }
+
+    fn poll_locked(
+        &mut self,
+        s: &mut Shared,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if s.generation != self.generation {
             return Poll::Ready(Some(Err(Box::new(Superseded))));
         }
@@ -221,5 +255,32 @@ impl ReplayBody {
 
     fn size_hint(&self) -> SizeHint {
         self.lock().size_hint
+    }
+}
+
+/// A mirror's view of a [`ReplayBody`]: each frame once an attempt has read it; it fails when
+/// the body outgrew the buffer limit.
+pub struct FollowBody(ReplayBody, ());
+
+impl FollowBody {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let b = &mut self.0;
+        let mut s = b.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if s.overflowed {
+            return Poll::Ready(Some(Err(Box::new(Superseded))));
+        }
+        if let Some(d) = s.kept.get(b.at) {
+            b.at += 1;
+            return Poll::Ready(Some(Ok(Frame::data(d.clone()))));
+        }
+        if s.src.is_none() {
+            if b.trailers_sent {
+                return Poll::Ready(None);
+            }
+            b.trailers_sent = true;
+            return Poll::Ready(s.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+        }
+        s.waiting.push(cx.waker().clone());
+        Poll::Pending
     }
 }

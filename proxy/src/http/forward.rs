@@ -204,8 +204,28 @@ pub async fn forward(
         RetryState::new(fwd.retry.as_deref(), req.headers_mut())
     };
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let shadows = super::mirror::shadow_clusters(fwd, req.headers(), &snapshot, upgrade);
     let (parts, body) = req.into_parts();
     let (body, replay) = match (&retry, body.is_end_stream()) {
+        (_, false) if !shadows.is_empty() => {
+            let limit = fwd
+                .vhost
+                .buffer_limit
+                .map_or(BUFFER_LIMIT, |l| l.min(usize::MAX as u64) as usize);
+            let b = ReplayBody::new(body, limit);
+            for (c, host) in shadows {
+                super::mirror::spawn_shadow(
+                    c,
+                    &parts,
+                    host,
+                    &path,
+                    ReqBody::Follow(b.follow()),
+                    timeout,
+                );
+            }
+            let replay = retry.is_some().then(|| b.replay());
+            (ReqBody::Replay(b), replay)
+        }
         (Some(_), false) => {
             let limit = fwd
                 .vhost
@@ -215,8 +235,18 @@ pub async fn forward(
             let replay = b.replay();
             (ReqBody::Replay(b), Some(replay))
         }
-        (Some(_), true) => (ReqBody::empty(), Some(ReplayBody::new(body, 0).replay())),
-        (None, _) => (ReqBody::Stream(body), None),
+        (retry, end) => {
+            if end {
+                for (c, host) in shadows {
+                    super::mirror::spawn_shadow(c, &parts, host, &path, ReqBody::empty(), timeout);
+                }
+            }
+            // A body with retries was taken above: a retry here has no body.
+            match retry {
+                Some(_) => (ReqBody::empty(), Some(ReplayBody::new(body, 0).replay())),
+                None => (ReqBody::Stream(body), None),
+            }
+        }
     };
     let out = Outgoing {
         parts,
@@ -241,7 +271,7 @@ pub async fn forward(
         Ok(a) => a,
         Err((why, attempts)) => {
             let downstream_body = matches!(why, Local::DownstreamBody);
-            let mut r = super::upstream::local_reply(&cluster, why, ctx.hcm.suppress_envoy_headers);
+            let mut r = super::local::reply(&cluster, why, ctx.hcm.suppress_envoy_headers);
             if !downstream_body {
                 finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
                 attempt_count(&mut r, fwd, attempts);

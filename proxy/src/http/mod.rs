@@ -6,6 +6,8 @@ mod filters;
 mod forward;
 pub mod headers;
 mod idle;
+mod local;
+mod mirror;
 pub mod reply;
 mod retry;
 pub mod router;

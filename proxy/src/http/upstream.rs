@@ -4,14 +4,14 @@
 
 use super::body::{Replay, ReqBody};
 use super::headers::X_ENVOY_EXPECTED_TIMEOUT;
-use super::reply::{local, Body, Flag};
+
 use super::retry::{Failure, RetryState, X_ENVOY_ATTEMPT_COUNT};
 use crate::cluster::pool::UpstreamError;
 use crate::cluster::{ActiveRequest, ClusterRt, Host, LbContext};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::HostRewrite;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -352,85 +352,4 @@ fn attempt_request(
         *req.uri_mut() = Uri::try_from(out.path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
     }
     req
-}
-
-/// Envoy's local reply for an exchange that gave no response to pass on.
-pub(super) fn local_reply(
-    cluster: &ClusterRt,
-    why: Local,
-    suppress_envoy_headers: bool,
-) -> Response<Body> {
-    let cs = &cluster.stats;
-    match why {
-        Local::NoHealthyUpstream => {
-            tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster.cfg.name, "no healthy upstream");
-            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
-        }
-        Local::Timeout => {
-            cs.charge(504);
-            tracing::debug!(
-                flag = Flag::UpstreamRequestTimeout.code(),
-                "upstream request timeout"
-            );
-            local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
-        }
-        Local::DownstreamBody => {
-            let mut r = local(StatusCode::BAD_REQUEST, "Bad Request");
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            r
-        }
-        Local::Overflow => overflow(cluster, suppress_envoy_headers),
-        Local::Failed(e, retried) => {
-            cs.charge(503);
-            if !e.is_connect() {
-                cs.upstream_rq_rx_reset.inc();
-            }
-            let flag = if e.is_connect() {
-                Flag::UpstreamConnectFailure
-            } else {
-                Flag::UpstreamConnectionTermination
-            };
-            tracing::debug!(flag = flag.code(), "upstream failure: {e}");
-            local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e, retried))
-        }
-    }
-}
-
-/// Envoy's local reply body for an upstream failure before response headers.
-fn reset_body(e: &UpstreamError, retried: bool) -> String {
-    let reason = match e {
-        UpstreamError::ConnectFailed(_) => "remote connection failure",
-        UpstreamError::ConnectTimeout => "connection timeout",
-        UpstreamError::Reset(_) => "connection termination",
-        UpstreamError::Overflow => "overflow",
-    };
-    let latest = if retried {
-        "retried and the latest reset reason"
-    } else {
-        "reset reason"
-    };
-    format!("upstream connect error or disconnect/reset before headers. {latest}: {reason}")
-}
-
-/// Envoy's answer when a circuit breaker is open: 503, flag UO.
-fn overflow(cluster: &ClusterRt, suppress_envoy_headers: bool) -> Response<Body> {
-    let cs = &cluster.stats;
-    cs.charge(503);
-    cs.upstream_rq_completed.inc();
-    tracing::debug!(
-        flag = Flag::UpstreamOverflow.code(),
-        "circuit breaker overflow"
-    );
-    let mut r = local(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-    );
-    if !suppress_envoy_headers {
-        r.headers_mut().insert(
-            super::headers::X_ENVOY_OVERLOADED.clone(),
-            HeaderValue::from_static("true"),
-        );
-    }
-    r
 }

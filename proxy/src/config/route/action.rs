@@ -73,13 +73,15 @@ pub struct Forward {
 }
 
 /// Virtual-host settings every route of it uses.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Inherited {
     pub retry: Option<Arc<RetryPolicy>>,
     /// `include_request_attempt_count`, `include_attempt_count_in_response`.
     pub attempt_count: (bool, bool),
     /// `per_request_buffer_limit_bytes` (the route's wins).
     pub buffer_limit: Option<u64>,
+    /// `request_mirror_policies` (a route's own list, when not empty, replaces these).
+    pub mirrors: Arc<[super::mirror::Mirror]>,
 }
 
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -244,7 +246,14 @@ impl Forward {
                 )?)),
                 None => vhost.retry.clone(),
             },
-            vhost: vhost.clone(),
+            vhost: Inherited {
+                mirrors: if a.request_mirror_policies.is_empty() {
+                    vhost.mirrors.clone()
+                } else {
+                    Arc::from(super::mirror::mirrors(&a.request_mirror_policies, path)?)
+                },
+                ..vhost.clone()
+            },
         })
     }
 }

@@ -1,0 +1,90 @@
+//! Envoy's local replies when an upstream exchange gives no response to pass on: no healthy
+//! upstream, timeouts, resets and connect failures, circuit breaker overflow.
+
+use super::reply::{local, Body, Flag};
+use super::upstream::Local;
+use crate::cluster::pool::UpstreamError;
+use crate::cluster::ClusterRt;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+/// Envoy's local reply for an exchange that gave no response to pass on.
+pub(super) fn reply(
+    cluster: &ClusterRt,
+    why: Local,
+    suppress_envoy_headers: bool,
+) -> Response<Body> {
+    let cs = &cluster.stats;
+    match why {
+        Local::NoHealthyUpstream => {
+            tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster.cfg.name, "no healthy upstream");
+            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+        }
+        Local::Timeout => {
+            cs.charge(504);
+            tracing::debug!(
+                flag = Flag::UpstreamRequestTimeout.code(),
+                "upstream request timeout"
+            );
+            local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+        }
+        Local::DownstreamBody => {
+            let mut r = local(StatusCode::BAD_REQUEST, "Bad Request");
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+        Local::Overflow => overflow(cluster, suppress_envoy_headers),
+        Local::Failed(e, retried) => {
+            cs.charge(503);
+            if !e.is_connect() {
+                cs.upstream_rq_rx_reset.inc();
+            }
+            let flag = if e.is_connect() {
+                Flag::UpstreamConnectFailure
+            } else {
+                Flag::UpstreamConnectionTermination
+            };
+            tracing::debug!(flag = flag.code(), "upstream failure: {e}");
+            local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e, retried))
+        }
+    }
+}
+
+/// Envoy's local reply body for an upstream failure before response headers.
+fn reset_body(e: &UpstreamError, retried: bool) -> String {
+    let reason = match e {
+        UpstreamError::ConnectFailed(_) => "remote connection failure",
+        UpstreamError::ConnectTimeout => "connection timeout",
+        UpstreamError::Reset(_) => "connection termination",
+        UpstreamError::Overflow => "overflow",
+    };
+    let latest = if retried {
+        "retried and the latest reset reason"
+    } else {
+        "reset reason"
+    };
+    format!("upstream connect error or disconnect/reset before headers. {latest}: {reason}")
+}
+
+/// Envoy's answer when a circuit breaker is open: 503, flag UO.
+fn overflow(cluster: &ClusterRt, suppress_envoy_headers: bool) -> Response<Body> {
+    let cs = &cluster.stats;
+    cs.charge(503);
+    cs.upstream_rq_completed.inc();
+    tracing::debug!(
+        flag = Flag::UpstreamOverflow.code(),
+        "circuit breaker overflow"
+    );
+    let mut r = local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    if !suppress_envoy_headers {
+        r.headers_mut().insert(
+            super::headers::X_ENVOY_OVERLOADED.clone(),
+            HeaderValue::from_static("true"),
+        );
+    }
+    r
+}
