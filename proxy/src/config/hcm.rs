@@ -60,6 +60,10 @@ pub struct HttpConnMgr {
     pub always_set_request_id_in_response: bool,
     pub upgrades: Vec<String>,
     pub request_headers_timeout: Option<Duration>,
+    /// `stream_idle_timeout` (Envoy's default 5 minutes; zero: none).
+    pub stream_idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_stream_duration`.
+    pub max_stream_duration: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     /// How long a connection drains (after an idle timeout) before it is closed.
     pub drain_timeout: Duration,
@@ -224,6 +228,17 @@ impl HttpConnMgr {
                 &format!("{path}.request_headers_timeout"),
             )?),
             idle_timeout,
+            stream_idle_timeout: match opt_duration(
+                &h.stream_idle_timeout,
+                &format!("{path}.stream_idle_timeout"),
+            )? {
+                None => Some(Duration::from_secs(300)),
+                d => nonzero(d),
+            },
+            max_stream_duration: nonzero(opt_duration(
+                &common.max_stream_duration,
+                &format!("{path}.common_http_protocol_options.max_stream_duration"),
+            )?),
             drain_timeout: opt_duration(&h.drain_timeout, &format!("{path}.drain_timeout"))?
                 .unwrap_or(Duration::from_secs(5)),
             max_request_headers_kb,

@@ -15,6 +15,7 @@ mod matching;
 pub mod mirror;
 mod redirect;
 pub mod retry;
+pub mod timeouts;
 pub use action::*;
 pub use matching::*;
 pub use redirect::*;
@@ -271,12 +272,12 @@ impl Route {
                 ) {
                     vhost.buffer_limit = Some(b);
                 }
-                Action::Forward(Forward::from_proto(
+                Action::Forward(Box::new(Forward::from_proto(
                     a,
                     &matcher,
                     &vhost,
                     &format!("{path}.route"),
-                )?)
+                )?))
             }
             Some(pb::route::Action::Redirect(a)) => Action::Redirect(Redirect::from_proto(
                 a,

@@ -87,13 +87,21 @@ pub async fn forward(
     let w_req = weighted.map(|w| &w.request);
     let w_resp: Option<&HeaderMutation> = weighted.map(|w| &w.response);
 
+    // A route with max_stream_duration uses Envoy's "new" timeouts: no route timeout.
+    let new_timeouts = fwd.stream.max_stream.is_some();
     // x-envoy-upstream-rq-timeout-ms overrides the route timeout (0: none); it is consumed here.
-    let mut timeout = fwd.timeout;
+    let mut timeout = if new_timeouts { None } else { fwd.timeout };
+    if !new_timeouts {
+        if let Some(t) = super::timeouts::legacy_grpc(fwd, req.headers_mut()) {
+            timeout = t;
+        }
+    }
     if let Some(v) = req.headers_mut().remove(&X_ENVOY_RQ_TIMEOUT) {
         if let Some(ms) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
             timeout = Some(std::time::Duration::from_millis(ms)).filter(|d| !d.is_zero());
         }
     }
+    let (max_duration, idle) = super::timeouts::stream_limits(&ctx.hcm, fwd, req.headers_mut());
     // x-envoy-upstream-rq-per-try-timeout-ms sets the per-try timeout.
     let mut per_try = fwd.retry.as_ref().and_then(|r| r.per_try_timeout);
     if let Some(v) = req.headers_mut().remove(&X_ENVOY_PER_TRY_TIMEOUT) {
@@ -205,6 +213,7 @@ pub async fn forward(
     };
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let shadows = super::mirror::shadow_clusters(fwd, req.headers(), &snapshot, upgrade);
+    let grpc = super::reply::GrpcReply::of(req.headers());
     let (parts, body) = req.into_parts();
     let (body, replay) = match (&retry, body.is_end_stream()) {
         (_, false) if !shadows.is_empty() => {
@@ -256,6 +265,9 @@ pub async fn forward(
         upgrade,
         host_rewrite: fwd.host_rewrite.clone(),
         timeout,
+        max_duration,
+        idle,
+        expected_header: !new_timeouts,
         per_try,
         attempt_count_header: fwd.vhost.attempt_count.0,
         suppress_envoy_headers: ctx.hcm.suppress_envoy_headers,
@@ -271,7 +283,12 @@ pub async fn forward(
         Ok(a) => a,
         Err((why, attempts)) => {
             let downstream_body = matches!(why, Local::DownstreamBody);
-            let mut r = super::local::reply(&cluster, why, ctx.hcm.suppress_envoy_headers);
+            match why {
+                Local::Idle => ctx.stats.downstream_rq_idle_timeout.inc(),
+                Local::MaxDuration => ctx.stats.downstream_rq_max_duration_reached.inc(),
+                _ => {}
+            }
+            let mut r = super::local::reply(&cluster, why, ctx.hcm.suppress_envoy_headers, grpc);
             if !downstream_body {
                 finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
                 attempt_count(&mut r, fwd, attempts);

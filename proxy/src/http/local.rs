@@ -1,7 +1,7 @@
 //! Envoy's local replies when an upstream exchange gives no response to pass on: no healthy
 //! upstream, timeouts, resets and connect failures, circuit breaker overflow.
 
-use super::reply::{local, Body, Flag};
+use super::reply::{local, Body, Flag, GrpcReply};
 use super::upstream::Local;
 use crate::cluster::pool::UpstreamError;
 use crate::cluster::ClusterRt;
@@ -13,12 +13,13 @@ pub(super) fn reply(
     cluster: &ClusterRt,
     why: Local,
     suppress_envoy_headers: bool,
+    grpc: GrpcReply,
 ) -> Response<Body> {
     let cs = &cluster.stats;
     match why {
         Local::NoHealthyUpstream => {
             tracing::debug!(flag = Flag::NoHealthyUpstream.code(), cluster = %cluster.cfg.name, "no healthy upstream");
-            local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+            grpc.reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", None)
         }
         Local::Timeout => {
             cs.charge(504);
@@ -26,7 +27,23 @@ pub(super) fn reply(
                 flag = Flag::UpstreamRequestTimeout.code(),
                 "upstream request timeout"
             );
-            local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+            grpc.reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream request timeout",
+                None,
+            )
+        }
+        Local::MaxDuration => {
+            tracing::debug!("max stream duration reached");
+            grpc.reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                "downstream duration timeout",
+                Some(4),
+            )
+        }
+        Local::Idle => {
+            tracing::debug!(flag = "SI", "stream idle timeout");
+            grpc.reply(StatusCode::GATEWAY_TIMEOUT, "stream timeout", None)
         }
         Local::DownstreamBody => {
             let mut r = local(StatusCode::BAD_REQUEST, "Bad Request");
@@ -46,7 +63,11 @@ pub(super) fn reply(
                 Flag::UpstreamConnectionTermination
             };
             tracing::debug!(flag = flag.code(), "upstream failure: {e}");
-            local(StatusCode::SERVICE_UNAVAILABLE, &reset_body(&e, retried))
+            grpc.reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &reset_body(&e, retried),
+                None,
+            )
         }
     }
 }

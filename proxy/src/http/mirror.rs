@@ -100,6 +100,9 @@ fn send(
         upgrade: false,
         host_rewrite: HostRewrite::Keep,
         timeout,
+        max_duration: None,
+        idle: None,
+        expected_header: true,
         per_try: None,
         attempt_count_header: false,
         suppress_envoy_headers: false,
@@ -116,7 +119,12 @@ fn send(
                 drop(a.active);
             }
             Err((why, _)) => {
-                let _ = super::local::reply(&cluster, why, true);
+                let _ = super::local::reply(
+                    &cluster,
+                    why,
+                    true,
+                    super::reply::GrpcReply::of(&http::HeaderMap::new()),
+                );
             }
         }
     });

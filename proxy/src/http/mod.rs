@@ -11,6 +11,7 @@ mod mirror;
 pub mod reply;
 mod retry;
 pub mod router;
+mod timeouts;
 mod upstream;
 
 use crate::config::hcm::{Codec, HttpConnMgr};
@@ -39,6 +40,8 @@ pub struct HcmStats {
     pub rq_direct_response: Counter,
     pub downstream_rq_ws_on_non_ws_route: Counter,
     pub downstream_cx_idle_timeout: Counter,
+    pub downstream_rq_idle_timeout: Counter,
+    pub downstream_rq_max_duration_reached: Counter,
 }
 
 impl HcmStats {
@@ -83,6 +86,8 @@ impl HcmStats {
             rq_direct_response: c("rq_direct_response"),
             downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
+            downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
         })
     }
 }

@@ -30,6 +30,12 @@ pub(super) struct Outgoing {
     pub host_rewrite: HostRewrite,
     /// Route timeout over all attempts.
     pub timeout: Option<Duration>,
+    /// The stream's own limits while it waits for a response: its maximum duration (from
+    /// its start) and its idle timeout.
+    pub max_duration: Option<Instant>,
+    pub idle: Option<Duration>,
+    /// Send `x-envoy-expected-rq-timeout-ms` (not under "new" timeouts).
+    pub expected_header: bool,
     pub per_try: Option<Duration>,
     pub attempt_count_header: bool,
     pub suppress_envoy_headers: bool,
@@ -46,6 +52,10 @@ pub(super) struct Answer {
 pub(super) enum Local {
     NoHealthyUpstream,
     Timeout,
+    /// The stream's `max_stream_duration` passed.
+    MaxDuration,
+    /// The stream was idle for its idle timeout.
+    Idle,
     Overflow,
     /// The downstream request body failed.
     DownstreamBody,
@@ -59,8 +69,24 @@ enum Tried {
     Failed(UpstreamError),
     /// The per-try timeout fired.
     PerTryTimeout,
-    /// The route timeout fired.
-    Timeout,
+    /// The route timeout or a stream limit fired.
+    Timeout(End),
+}
+
+/// Which overall limit ended the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Route,
+    MaxDuration,
+    Idle,
+}
+
+/// The earliest of the exchange's overall limits.
+fn first_end(limits: &[(Option<Instant>, End)]) -> Option<(Instant, End)> {
+    limits
+        .iter()
+        .filter_map(|(at, e)| at.map(|at| (at, *e)))
+        .min_by_key(|(at, _)| *at)
 }
 
 pub(super) async fn exchange(
@@ -71,7 +97,13 @@ pub(super) async fn exchange(
 ) -> Result<Answer, (Local, u32)> {
     let cs = &cluster.stats;
     let started = Instant::now();
-    let deadline = out.timeout.map(|t| started + t);
+    let ends = [
+        (out.timeout.map(|t| started + t), End::Route),
+        (out.max_duration, End::MaxDuration),
+        (out.idle.map(|t| started + t), End::Idle),
+    ];
+    let end = first_end(&ends);
+    let deadline = end.map(|(at, _)| at);
     let mut first_body = out.body.take();
     let lb = LbContext {
         headers: Some(&out.parts.headers),
@@ -119,6 +151,7 @@ pub(super) async fn exchange(
             (Some(p), Some(r)) => Some(p.min(r)),
             (p, r) => p.or(r),
         };
+        let expected = expected.filter(|_| out.expected_header);
         let req = attempt_request(&out, &host, body, use_h2, attempt, expected);
         let send = async {
             if use_h2 {
@@ -138,7 +171,7 @@ pub(super) async fn exchange(
                 Err(_) if per_try.is_some_and(|p| remaining.is_none_or(|r| p < r)) => {
                     Tried::PerTryTimeout
                 }
-                Err(_) => Tried::Timeout,
+                Err(_) => Tried::Timeout(end.map_or(End::Route, |(_, e)| e)),
             },
         };
         report(cluster, &host, &tried_now);
@@ -153,7 +186,7 @@ pub(super) async fn exchange(
             (Tried::Failed(e), _) if e.is_downstream_body() => false,
             (Tried::Failed(e), Some(s)) => s.retriable_failure(failure(e), !e.is_connect()),
             (Tried::PerTryTimeout, Some(s)) => s.retriable_failure(Failure::Timeout, true),
-            (Tried::Timeout, _) => false,
+            (Tried::Timeout(_), _) => false,
         };
         if let Tried::PerTryTimeout = tried_now {
             cs.upstream_rq_per_try_timeout.inc();
@@ -178,7 +211,8 @@ pub(super) async fn exchange(
                 };
                 cluster.limits.retries.release();
                 if !slept {
-                    return Err((timeout(cluster, &host_of(&tried)), attempt));
+                    let e = end.map_or(End::Route, |(_, e)| e);
+                    return Err((timeout(cluster, &host_of(&tried), e), attempt));
                 }
                 continue;
             }
@@ -202,7 +236,7 @@ pub(super) async fn exchange(
                 Err((Local::Failed(e, attempt > 1), attempt))
             }
             Tried::PerTryTimeout => Err((Local::Timeout, attempt)),
-            Tried::Timeout => Err((timeout(cluster, &host), attempt)),
+            Tried::Timeout(e) => Err((timeout(cluster, &host, e), attempt)),
         };
     }
 }
@@ -211,11 +245,17 @@ fn host_of(tried: &[Arc<Host>]) -> Arc<Host> {
     tried[tried.len() - 1].clone()
 }
 
-/// The route timeout fired.
-fn timeout(cluster: &ClusterRt, host: &Host) -> Local {
-    cluster.stats.upstream_rq_timeout.inc();
-    host.stats.rq_timeout.fetch_add(1, Relaxed);
-    Local::Timeout
+/// The route timeout or a stream limit fired.
+fn timeout(cluster: &ClusterRt, host: &Host, end: End) -> Local {
+    match end {
+        End::Route => {
+            cluster.stats.upstream_rq_timeout.inc();
+            host.stats.rq_timeout.fetch_add(1, Relaxed);
+            Local::Timeout
+        }
+        End::MaxDuration => Local::MaxDuration,
+        End::Idle => Local::Idle,
+    }
 }
 
 /// Whether a retry may go ahead (retries left, the retry circuit breaker, a body that can be
@@ -287,7 +327,7 @@ fn pick(
 fn report(cluster: &ClusterRt, host: &Arc<Host>, t: &Tried) {
     use crate::cluster::outlier::Outcome;
     let outcome = match t {
-        Tried::Timeout | Tried::PerTryTimeout => Some(Outcome::Timeout),
+        Tried::Timeout(_) | Tried::PerTryTimeout => Some(Outcome::Timeout),
         Tried::Answer(r, _) => Some(Outcome::Status(r.status().as_u16())),
         Tried::Failed(UpstreamError::Overflow) => None,
         Tried::Failed(e) if e.is_downstream_body() => None,

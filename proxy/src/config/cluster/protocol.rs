@@ -29,6 +29,14 @@ pub struct PoolCfg {
 
 /// Applies `common_http_protocol_options` at `p`.
 fn common(c: &Common, p: &str, out: &mut PoolCfg) -> Result<()> {
+    if opt_duration(&c.max_stream_duration, &format!("{p}.max_stream_duration"))?
+        .is_some_and(|d| !d.is_zero())
+    {
+        return super::super::err(
+            &format!("{p}.max_stream_duration"),
+            "an upstream stream duration limit is not supported by Ferry yet",
+        );
+    }
     out.idle_timeout = opt_duration(&c.idle_timeout, &format!("{p}.idle_timeout"))?;
     if let Some(m) = c.max_requests_per_connection {
         out.max_requests_per_connection = Some(m.value).filter(|v| *v > 0);

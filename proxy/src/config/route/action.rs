@@ -17,7 +17,7 @@ use std::time::Duration;
 
 #[derive(Debug)]
 pub enum Action {
-    Forward(Forward),
+    Forward(Box<Forward>),
     Redirect(Redirect),
     Direct(Direct),
 }
@@ -62,6 +62,8 @@ pub struct Forward {
     pub host_rewrite: HostRewrite,
     /// `None`: no timeout (route `timeout: 0s`).
     pub timeout: Option<Duration>,
+    /// `idle_timeout`, `max_stream_duration`, `max_grpc_timeout`.
+    pub stream: super::timeouts::StreamTimeouts,
     /// Per-route upgrade overrides: `(upgrade type lowercased, enabled)`.
     pub upgrades: Vec<(String, bool)>,
     /// `hash_policy`: the request hash RING_HASH and MAGLEV clusters pick by.
@@ -239,6 +241,7 @@ impl Forward {
             timeout,
             upgrades,
             hash: super::hash::hash_policies(&a.hash_policy, &format!("{path}.hash_policy"))?,
+            stream: super::timeouts::StreamTimeouts::from_proto(a, path)?,
             retry: match &a.retry_policy {
                 Some(r) => Some(Arc::new(RetryPolicy::from_proto(
                     r,
