@@ -38,6 +38,8 @@ pub struct FilterChain {
     pub name: String,
     pub matcher: ChainMatch,
     pub filter: NetworkFilter,
+    /// The network filters before the terminal one, in order.
+    pub network: Vec<super::filters::network::NetFilter>,
     /// The chain's TLS transport socket (none: plaintext).
     pub tls: Option<Arc<crate::tls::server::ServerTls>>,
 }
@@ -265,6 +267,7 @@ impl FilterChain {
             Some(m) => ChainMatch::from_proto(m, &format!("{path}.filter_chain_match"))?,
         };
         let mut terminal: Option<NetworkFilter> = None;
+        let mut network = Vec::new();
         for (i, f) in c.filters.iter().enumerate() {
             let fp = format!("{path}.filters[{i}]");
             if terminal.is_some() {
@@ -281,7 +284,10 @@ impl FilterChain {
                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
                     NetworkFilter::Http(Arc::new(HttpConnMgr::from_proto(&any_to(any, &tp)?, &tp)?))
                 }
-                other => return err(&tp, format!("network filter {other} is not supported by Ferry")),
+                _ => {
+                    network.push(super::filters::network::net_filter(any, &tp)?);
+                    continue;
+                }
             });
         }
         let Some(filter) = terminal else {
@@ -300,6 +306,7 @@ impl FilterChain {
             name: c.name.clone(),
             matcher,
             filter,
+            network,
             tls,
         })
     }

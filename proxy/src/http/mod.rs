@@ -2,7 +2,7 @@
 //! preface with `codec_type: AUTO`), each request routed by [`router`].
 
 pub mod body;
-mod filters;
+pub(crate) mod filters;
 mod forward;
 pub mod headers;
 mod idle;

@@ -1,6 +1,7 @@
 //! Listener runtime: bind, accept, pick the filter chain, hand the connection to tcp_proxy or
 //! the HTTP connection manager.
 
+use crate::config::filters::network::NetFilter;
 use crate::config::listener::{ConnInfo, Listener, NetworkFilter};
 use crate::io::Stream;
 use crate::snapshot::Server;
@@ -222,6 +223,9 @@ async fn handle(
         return;
     };
     tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
+    if !network_filters_admit(&chain.network, None) {
+        return;
+    }
     let stream = match &chain.tls {
         None => Stream::Plain(stream),
         Some(tls) => {
@@ -232,6 +236,17 @@ async fn handle(
             }
         }
     };
+    if chain
+        .network
+        .iter()
+        .any(|f| matches!(f, NetFilter::Rbac(..)))
+    {
+        let peer = stream.peer();
+        if !network_filters_admit(&chain.network, Some((local, remote, peer.as_ref()))) {
+            tracing::debug!(listener = %cfg.name, %remote, "RBAC: connection denied");
+            return;
+        }
+    }
     let down = Downstream {
         local,
         remote,
@@ -243,6 +258,40 @@ async fn handle(
             crate::http::serve(server.clone(), h, stream, down, target.drain.clone()).await
         }
     }
+}
+
+/// Runs the chain's network filters: the rate limits on a new connection (`conn` none), RBAC
+/// once the connection (and its TLS peer) is known. `false`: close it.
+fn network_filters_admit(
+    filters: &[NetFilter],
+    conn: Option<(SocketAddr, SocketAddr, Option<&crate::io::Peer>)>,
+) -> bool {
+    for f in filters {
+        match (f, conn) {
+            (NetFilter::LocalRateLimit(bucket, limited), None) => {
+                if !bucket.take().allowed {
+                    limited.inc();
+                    tracing::debug!("local rate limit: connection closed");
+                    return false;
+                }
+            }
+            (NetFilter::Rbac(cfg, stats), Some((local, remote, peer))) => {
+                let subject = crate::http::filters::rbac::Subject {
+                    headers: None,
+                    method: "",
+                    path: "",
+                    local,
+                    remote,
+                    peer,
+                };
+                if !crate::http::filters::rbac::check(cfg, stats, &subject) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Where a downstream connection came from and went to.

@@ -2,6 +2,7 @@
 //! configurations (`typed_per_filter_config` on routes, virtual hosts and route tables).
 
 pub mod fault;
+pub mod network;
 pub mod ratelimit;
 pub mod rbac;
 

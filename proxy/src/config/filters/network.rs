@@ -1,0 +1,94 @@
+//! Network filters before a chain's terminal filter: `envoy.filters.network.rbac` (decided
+//! once per connection) and `envoy.filters.network.local_ratelimit` (per new connection).
+
+use super::super::{any_to, duration, err, type_name, Result};
+use super::ratelimit::TokenBucket;
+use super::{rbac, RbacCfg, RbacStats};
+use crate::stats::{registry, Counter, Scope};
+use envoy_types::pb::envoy::extensions::filters::network::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac;
+use envoy_types::pb::google::protobuf::Any;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub enum NetFilter {
+    Rbac(RbacCfg, RbacStats),
+    /// A connection over the bucket's limit is closed.
+    LocalRateLimit(TokenBucket, Counter),
+}
+
+pub const RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
+pub const LOCAL_RATE_LIMIT: &str =
+    "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
+
+/// The network filter of `any` at `path` (not a terminal one).
+pub fn net_filter(any: &Any, path: &str) -> Result<NetFilter> {
+    match type_name(any) {
+        RBAC => {
+            let r: Rbac = any_to(any, path)?;
+            if r.stat_prefix.is_empty() {
+                return err(&format!("{path}.stat_prefix"), "stat_prefix is required");
+            }
+            if r.matcher.is_some() || r.shadow_matcher.is_some() {
+                return err(path, "RBAC matchers are not supported by Ferry (use rules)");
+            }
+            if r.delay_deny.is_some() {
+                return err(
+                    &format!("{path}.delay_deny"),
+                    "delay_deny is not supported by Ferry",
+                );
+            }
+            let engine = |e: &Option<_>, f: &str| {
+                e.as_ref()
+                    .map(|e| rbac::Engine::from_proto(e, &format!("{path}.{f}")))
+                    .transpose()
+            };
+            let scope = r.stat_prefix.trim_end_matches('.').to_string();
+            Ok(NetFilter::Rbac(
+                RbacCfg {
+                    rules: engine(&r.rules, "rules")?,
+                    shadow: engine(&r.shadow_rules, "shadow_rules")?,
+                },
+                RbacStats::new(Scope::Named(&scope), "", &r.shadow_rules_stat_prefix),
+            ))
+        }
+        LOCAL_RATE_LIMIT => {
+            let l: LocalRateLimit = any_to(any, path)?;
+            if l.stat_prefix.is_empty() {
+                return err(&format!("{path}.stat_prefix"), "stat_prefix is required");
+            }
+            if l.runtime_enabled
+                .as_ref()
+                .is_some_and(|f| f.default_value.as_ref().is_some_and(|b| !b.value))
+            {
+                return err(
+                    &format!("{path}.runtime_enabled"),
+                    "a disabled network rate limit is not supported by Ferry (remove the filter)",
+                );
+            }
+            let tp = format!("{path}.token_bucket");
+            let Some(tb) = &l.token_bucket else {
+                return err(&tp, "token_bucket is required");
+            };
+            let Some(fi) = &tb.fill_interval else {
+                return err(&format!("{tp}.fill_interval"), "fill_interval is required");
+            };
+            let interval = duration(fi, &format!("{tp}.fill_interval"))?;
+            if interval < Duration::from_millis(50) {
+                return err(&format!("{tp}.fill_interval"), "must be at least 50ms");
+            }
+            let per_fill = tb.tokens_per_fill.as_ref().map_or(1, |v| v.value);
+            Ok(NetFilter::LocalRateLimit(
+                TokenBucket::new(tb.max_tokens, per_fill, interval),
+                registry().counter(
+                    Scope::Named(&format!("local_rate_limit.{}", l.stat_prefix)),
+                    "rate_limited",
+                ),
+            ))
+        }
+        other => err(
+            path,
+            format!("network filter {other} is not supported by Ferry"),
+        ),
+    }
+}
