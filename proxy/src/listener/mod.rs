@@ -268,12 +268,10 @@ fn network_filters_admit(
 ) -> bool {
     for f in filters {
         match (f, conn) {
-            (NetFilter::LocalRateLimit(bucket, limited), None) => {
-                if !bucket.take().allowed {
-                    limited.inc();
-                    tracing::debug!("local rate limit: connection closed");
-                    return false;
-                }
+            (NetFilter::LocalRateLimit(bucket, limited), None) if !bucket.take().allowed => {
+                limited.inc();
+                tracing::debug!("local rate limit: connection closed");
+                return false;
             }
             (NetFilter::Rbac(cfg, stats), Some((local, remote, peer))) => {
                 let subject = crate::http::filters::rbac::Subject {
