@@ -166,6 +166,16 @@ impl HttpConnMgr {
                 );
             }
         }
+        let last_is_router = h.http_filters.last().is_some_and(|f| {
+            matches!(&f.config_type, Some(ConfigType::TypedConfig(a))
+                if type_name(a) == "envoy.extensions.filters.http.router.v3.Router")
+        });
+        if !last_is_router {
+            return err(
+                &format!("{path}.http_filters"),
+                "the router must be the last HTTP filter",
+            );
+        }
         let common = h.common_http_protocol_options.unwrap_or_default();
         if common.max_requests_per_connection.is_some() {
             return err(

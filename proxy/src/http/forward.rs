@@ -197,7 +197,6 @@ pub async fn forward(
             http::Method::GET
                 | http::Method::HEAD
                 | http::Method::DELETE
-                | http::Method::OPTIONS
                 | http::Method::TRACE
                 | http::Method::CONNECT
         )

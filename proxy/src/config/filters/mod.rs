@@ -1,6 +1,7 @@
 //! The HTTP filters of a connection manager before its router, and their per-route
 //! configurations (`typed_per_filter_config` on routes, virtual hosts and route tables).
 
+pub mod cors;
 pub mod fault;
 pub mod network;
 pub mod ratelimit;
@@ -82,6 +83,8 @@ pub enum HttpFilter {
     },
     LocalRateLimit(Option<Arc<RateLimitCfg>>),
     Rbac(Arc<RbacCfg>, Arc<RbacStats>),
+    /// The policies are per route.
+    Cors(Arc<cors::CorsStats>),
 }
 
 /// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
@@ -153,6 +156,8 @@ pub struct FilterEntry {
 
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 const RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
+const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 const LOCAL_RATE_LIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
@@ -167,6 +172,7 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
                 stats: registry().block(Scope::Http(stat_prefix), FaultStats::default),
             }
         }
+        CORS => HttpFilter::Cors(registry().block(Scope::Http(stat_prefix), Default::default)),
         RBAC => {
             let r: envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac =
                 any_to(any, path)?;
@@ -206,6 +212,7 @@ pub enum PerFilter {
     LocalRateLimit(Arc<RateLimitCfg>),
     /// `RBACPerRoute`: its RBAC config (none: everything is allowed).
     Rbac(Arc<RbacCfg>),
+    Cors(Arc<cors::CorsPolicy>),
     /// `FilterConfig { disabled: true }`: the filter is skipped.
     Disabled,
 }
@@ -228,6 +235,10 @@ pub fn per_filter_configs(m: &HashMap<String, Any>, path: &str) -> Result<PerFil
 fn per_filter(any: &Any, path: &str) -> Result<PerFilter> {
     Ok(match type_name(any) {
         FAULT => PerFilter::Fault(Arc::new(FaultCfg::from_proto(&any_to(any, path)?, path)?)),
+        CORS_POLICY => PerFilter::Cors(Arc::new(cors::CorsPolicy::from_proto(
+            &any_to(any, path)?,
+            path,
+        )?)),
         RBAC_PER_ROUTE => {
             let r: envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute =
                 any_to(any, path)?;

@@ -2,6 +2,7 @@
 //! once its route is known (or known to be missing): each may answer the request itself, hold
 //! it (a delay), or add headers to the response.
 
+mod cors;
 mod fault;
 mod ratelimit;
 pub mod rbac;
@@ -39,6 +40,25 @@ impl FilterRequest<'_> {
             .find_map(|l| l.iter().find(|(n, _)| n == name).map(|(_, c)| c))
     }
 
+    /// The CORS policies of every level, most specific first.
+    fn all_per_filter(&self, name: &str) -> Vec<&crate::config::filters::cors::CorsPolicy> {
+        let levels = [
+            self.route.map(|r| &r.per_filter),
+            self.vhost.map(|v| &v.per_filter),
+            Some(&self.table.per_filter),
+        ];
+        levels
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                l.iter().find_map(|(n, c)| match c {
+                    PerFilter::Cors(p) if n == name => Some(&**p),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
     fn grpc(&self) -> GrpcReply {
         GrpcReply::of(self.headers)
     }
@@ -72,6 +92,12 @@ pub async fn decode(
                     _ => cfg,
                 };
                 if let Some(r) = rbac::decode(cfg, stats, req) {
+                    return Some(r);
+                }
+            }
+            HttpFilter::Cors(stats) => {
+                let policies = req.all_per_filter(&f.name);
+                if let Some(r) = cors::decode(stats, &policies, req, extra) {
                     return Some(r);
                 }
             }
