@@ -139,6 +139,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit", &["stat_prefix", "token_bucket", "runtime_enabled", "~share_key"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     ("envoy.extensions.filters.http.cors.v3.Cors", &["*"]),
+    ("envoy.extensions.filters.http.grpc_stats.v3.FilterConfig", &["~emit_filter_state", "~stats_for_all_methods", "~individual_method_stats_allowlist", "~enable_upstream_stats", "~replace_dots_in_grpc_service_name"]),
     ("envoy.extensions.filters.http.cors.v3.CorsPolicy", &["allow_origin_string_match", "allow_methods", "allow_headers", "expose_headers", "max_age", "allow_credentials", "filter_enabled", "shadow_enabled", "forward_not_matching_preflights"]),
     ("envoy.config.route.v3.FilterConfig", &["config", "disabled", "is_optional"]),
     ("envoy.extensions.filters.http.fault.v3.HTTPFault", &["delay", "abort", "upstream_cluster", "headers", "downstream_nodes", "max_active_faults"]),

@@ -85,6 +85,9 @@ pub enum HttpFilter {
     Rbac(Arc<RbacCfg>, Arc<RbacStats>),
     /// The policies are per route.
     Cors(Arc<cors::CorsStats>),
+    /// Accepted and passed through: `envoy.filters.http.grpc_stats` (Ferry does not emit
+    /// its `cluster.<name>.grpc.*` stats yet).
+    PassThrough,
 }
 
 /// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
@@ -157,6 +160,7 @@ pub struct FilterEntry {
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 const RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+const GRPC_STATS: &str = "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig";
 const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 const LOCAL_RATE_LIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -171,6 +175,12 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
                 cfg: Arc::new(FaultCfg::from_proto(&f, path)?),
                 stats: registry().block(Scope::Http(stat_prefix), FaultStats::default),
             }
+        }
+        GRPC_STATS => {
+            tracing::warn!(
+                "{path}: envoy.filters.http.grpc_stats is accepted, but Ferry does not emit its gRPC stats yet"
+            );
+            HttpFilter::PassThrough
         }
         CORS => HttpFilter::Cors(registry().block(Scope::Http(stat_prefix), Default::default)),
         RBAC => {

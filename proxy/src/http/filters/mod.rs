@@ -95,6 +95,7 @@ pub async fn decode(
                     return Some(r);
                 }
             }
+            HttpFilter::PassThrough => {}
             HttpFilter::Cors(stats) => {
                 let policies = req.all_per_filter(&f.name);
                 if let Some(r) = cors::decode(stats, &policies, req, extra) {
