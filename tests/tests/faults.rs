@@ -1,6 +1,6 @@
 //! Fault injection against Envoy: per-route aborts and delays (HTTP and gRPC statuses),
 //! percentages, header-controlled faults, downstream nodes, header matches, per-route
-//! disabling, `max_active_faults`, and the `fault.*` stats.
+//! disabling, `max_active_faults`, the response rate limit, and the `fault.*` stats.
 
 use ferry_tests::client::{self, HttpRequest};
 use ferry_tests::conn::stat;
@@ -110,6 +110,28 @@ async fn fault_injection() {
         })
         .await;
     }
+
+    // A response rate limit of 20 KiB/s: 60 KiB take about three seconds.
+    env.compare_with(&mut report, "response rate limit", |t: Target| async move {
+        let started = Instant::now();
+        let r = client::send(t.port("L1"), &HttpRequest::get("/throttle/big/61440")).await;
+        let took = started.elapsed().as_secs_f64();
+        BTreeMap::from([
+            (
+                "status".to_string(),
+                r.as_ref().map(|r| r.status.to_string()).unwrap_or_default(),
+            ),
+            (
+                "bytes".to_string(),
+                r.map(|r| r.body.len().to_string()).unwrap_or_default(),
+            ),
+            (
+                "took 2.5 to 3.5 s".to_string(),
+                (2.5..3.5).contains(&took).to_string(),
+            ),
+        ])
+    })
+    .await;
 
     // max_active_faults 1: of two concurrent requests, one is delayed and one overflows.
     env.compare_with(&mut report, "max_active_faults", |t: Target| async move {

@@ -11,6 +11,7 @@ mod mirror;
 pub mod reply;
 mod retry;
 pub mod router;
+mod throttle;
 mod timeouts;
 mod upstream;
 

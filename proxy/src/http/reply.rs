@@ -12,6 +12,8 @@ pub enum Body {
     /// An upstream response body, with the request it answers counted as active until done.
     Upstream(Incoming, Option<crate::cluster::ActiveRequest>),
     Full(Option<Bytes>),
+    /// Sent no faster than a rate (fault injection's response rate limit).
+    Throttled(Box<super::throttle::Throttle>),
 }
 
 impl Body {
@@ -35,6 +37,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Upstream(b, _) => Pin::new(b).poll_frame(cx),
             Body::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            Body::Throttled(t) => t.poll(cx),
         }
     }
 
@@ -42,6 +45,7 @@ impl HttpBody for Body {
         match self {
             Body::Upstream(b, _) => b.is_end_stream(),
             Body::Full(b) => b.is_none(),
+            Body::Throttled(t) => t.is_end_stream(),
         }
     }
 
@@ -49,6 +53,7 @@ impl HttpBody for Body {
         match self {
             Body::Upstream(b, _) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Throttled(_) => SizeHint::default(),
         }
     }
 }

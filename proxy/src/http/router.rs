@@ -24,10 +24,14 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     let _active = ActiveGuard::new(&st.downstream_rq_active);
     let _in_flight = ctx.activity.enter();
     let mut request_id = None;
-    let mut extra = Vec::new();
-    let mut resp = dispatch(&ctx, req, &mut request_id, &mut extra).await;
-    for (name, value) in extra {
+    let mut effects = super::filters::Effects::default();
+    let mut resp = dispatch(&ctx, req, &mut request_id, &mut effects).await;
+    for (name, value) in effects.headers {
         resp.headers_mut().insert(name, value);
+    }
+    if let Some(rate) = effects.throttle {
+        let body = std::mem::replace(resp.body_mut(), Body::empty());
+        *resp.body_mut() = Body::Throttled(Box::new(super::throttle::Throttle::new(body, rate)));
     }
     set_server(resp.headers_mut(), &ctx.hcm);
     if ctx.hcm.always_set_request_id_in_response {
@@ -55,7 +59,7 @@ async fn dispatch(
     ctx: &Arc<ConnCtx>,
     mut req: Request<Incoming>,
     request_id: &mut Option<HeaderValue>,
-    extra: &mut Vec<(http::HeaderName, HeaderValue)>,
+    effects: &mut super::filters::Effects,
 ) -> Response<Body> {
     let hcm = &ctx.hcm;
     ctx.stats.rq_total.inc();
@@ -168,7 +172,7 @@ async fn dispatch(
                 peer: ctx.peer.as_ref(),
             },
         };
-        if let Some(r) = super::filters::decode(&hcm.filters, &freq, extra).await {
+        if let Some(r) = super::filters::decode(&hcm.filters, &freq, effects).await {
             return r;
         }
     }

@@ -5,6 +5,7 @@ use super::super::route::HeaderMatch;
 use super::super::{duration, err, Result};
 use super::Percent;
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_rate_limit::LimitType;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as pb;
 use pb::fault_abort::ErrorType;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct FaultCfg {
     pub headers: Vec<HeaderMatch>,
     pub downstream_nodes: Vec<String>,
     pub max_active_faults: Option<u32>,
+    /// `response_rate_limit`: KiB/s (none: from `x-envoy-fault-throughput-response`).
+    pub response_rate_limit: Option<(Option<u64>, Percent)>,
 }
 
 impl FaultCfg {
@@ -99,6 +102,29 @@ impl FaultCfg {
                 .collect::<Result<_>>()?,
             downstream_nodes: f.downstream_nodes.clone(),
             max_active_faults: f.max_active_faults.as_ref().map(|v| v.value),
+            response_rate_limit: match &f.response_rate_limit {
+                None => None,
+                Some(r) => {
+                    let rp = format!("{path}.response_rate_limit");
+                    let kbps = match &r.limit_type {
+                        Some(LimitType::FixedLimit(l)) => {
+                            if l.limit_kbps < 1 {
+                                return err(
+                                    &format!("{rp}.fixed_limit.limit_kbps"),
+                                    "must be at least 1",
+                                );
+                            }
+                            Some(l.limit_kbps)
+                        }
+                        Some(LimitType::HeaderLimit(_)) => None,
+                        None => return err(&rp, "fixed_limit or header_limit is required"),
+                    };
+                    Some((
+                        kbps,
+                        Percent::from_proto(&r.percentage, &format!("{rp}.percentage"))?,
+                    ))
+                }
+            },
         })
     }
 }

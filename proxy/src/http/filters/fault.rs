@@ -16,6 +16,8 @@ const ABORT_PCT: &str = "x-envoy-fault-abort-request-percentage";
 const DELAY: &str = "x-envoy-fault-delay-request";
 const DELAY_PCT: &str = "x-envoy-fault-delay-request-percentage";
 const NODE: &str = "x-envoy-downstream-service-node";
+const THROUGHPUT: &str = "x-envoy-fault-throughput-response";
+const THROUGHPUT_PCT: &str = "x-envoy-fault-throughput-response-percentage";
 
 fn header<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
@@ -75,12 +77,26 @@ fn enter(cfg: &FaultCfg, stats: &Arc<FaultStats>) -> Option<ActiveGuard<FaultSta
     Some(ActiveGuard::of(stats, |s| &s.active_faults))
 }
 
+/// The response rate this request gets, in bytes a second, if any.
+fn rate_limit(cfg: &FaultCfg, h: &HeaderMap) -> Option<u64> {
+    let (kbps, pct) = cfg.response_rate_limit?;
+    let kbps = match kbps {
+        Some(k) => pct.draw().then_some(k)?,
+        None => {
+            let k = header::<u64>(h, THROUGHPUT).filter(|k| *k > 0)?;
+            header_percent(h, THROUGHPUT_PCT, pct).draw().then_some(k)?
+        }
+    };
+    Some(kbps * 1024)
+}
+
 pub async fn decode(
     cfg: &FaultCfg,
     stats: &Arc<FaultStats>,
     req: &FilterRequest<'_>,
+    effects: &mut super::Effects,
 ) -> Option<Response<Body>> {
-    if cfg.delay.is_none() && cfg.abort.is_none() {
+    if cfg.delay.is_none() && cfg.abort.is_none() && cfg.response_rate_limit.is_none() {
         return None;
     }
     if !cfg.upstream_cluster.is_empty() && req.cluster != Some(cfg.upstream_cluster.as_str()) {
@@ -97,8 +113,15 @@ pub async fn decode(
         return None;
     }
     let mut active = None;
-    if let Some(d) = delay(cfg, h) {
+    if let Some(rate) = rate_limit(cfg, h) {
         active = Some(enter(cfg, stats)?);
+        stats.response_rl_injected.inc();
+        effects.throttle = Some(rate);
+    }
+    if let Some(d) = delay(cfg, h) {
+        if active.is_none() {
+            active = Some(enter(cfg, stats)?);
+        }
         stats.delays_injected.inc();
         tracing::debug!(
             flag = "DI",

@@ -13,6 +13,14 @@ use crate::config::headers::FormatCtx;
 use crate::config::route::{Route, RouteTable, VirtualHost};
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 
+/// What the filters ask of the response the request gets.
+#[derive(Default)]
+pub struct Effects {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Send the body no faster than this many bytes a second.
+    pub throttle: Option<u64>,
+}
+
 /// What the filters know of the request.
 pub struct FilterRequest<'a> {
     pub headers: &'a HeaderMap,
@@ -69,7 +77,7 @@ impl FilterRequest<'_> {
 pub async fn decode(
     filters: &[FilterEntry],
     req: &FilterRequest<'_>,
-    extra: &mut Vec<(HeaderName, HeaderValue)>,
+    effects: &mut Effects,
 ) -> Option<Response<Body>> {
     for f in filters {
         let per = req.per_filter(&f.name);
@@ -82,7 +90,7 @@ pub async fn decode(
                     Some(PerFilter::Fault(c)) => c,
                     _ => cfg,
                 };
-                if let Some(r) = fault::decode(cfg, stats, req).await {
+                if let Some(r) = fault::decode(cfg, stats, req, effects).await {
                     return Some(r);
                 }
             }
@@ -98,7 +106,7 @@ pub async fn decode(
             HttpFilter::PassThrough => {}
             HttpFilter::Cors(stats) => {
                 let policies = req.all_per_filter(&f.name);
-                if let Some(r) = cors::decode(stats, &policies, req, extra) {
+                if let Some(r) = cors::decode(stats, &policies, req, &mut effects.headers) {
                     return Some(r);
                 }
             }
@@ -110,7 +118,7 @@ pub async fn decode(
                         None => continue,
                     },
                 };
-                if let Some(r) = ratelimit::decode(cfg, req, extra) {
+                if let Some(r) = ratelimit::decode(cfg, req, &mut effects.headers) {
                     return Some(r);
                 }
             }
