@@ -95,6 +95,16 @@ async fn retries() {
             "2",
         ),
         attempts(
+            Case::get("per-try idle timeout, retried", "/ridle/flaky/1/slow600").expect_status(200),
+            "2",
+        ),
+        attempts(
+            Case::get("per-try idle timeout, exhausted", "/ridle/flaky/2/slow600")
+                .expect_status(504)
+                .expect_body("upstream request timeout"),
+            "2",
+        ),
+        attempts(
             Case::get("per-try timeout without retry_on", "/pertry/flaky/1/slow600")
                 .expect_status(504)
                 .expect_body("upstream request timeout"),
@@ -186,6 +196,7 @@ async fn retries() {
         "upstream_rq_retry_overflow",
         "upstream_rq_retry_backoff_exponential",
         "upstream_rq_per_try_timeout",
+        "upstream_rq_per_try_idle_timeout",
         "upstream_rq_timeout",
         "retry_or_shadow_abandoned",
         "upstream_rq_total",

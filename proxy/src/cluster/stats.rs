@@ -67,6 +67,12 @@ const ZONE_STATS: [&str; 6] = [
 
 impl ClusterStats {
     /// The cluster's stats: those it had if it is updated in place.
+    /// A cluster's stats for unit tests elsewhere.
+    #[cfg(test)]
+    pub fn for_test(name: &str) -> Arc<Self> {
+        Self::new(name)
+    }
+
     pub(super) fn new(name: &str) -> Arc<Self> {
         registry().block(Scope::Cluster(name), || ClusterStats {
             upstream_cx_total: Cell::default(),

@@ -150,7 +150,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", &["*"]),
     ("envoy.extensions.filters.common.fault.v3.FaultDelay", &["fixed_delay", "header_delay", "percentage"]),
     ("envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", &["*"]),
-    ("envoy.config.route.v3.RetryPolicy", &["retry_on", "num_retries", "per_try_timeout", "retry_host_predicate", "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off", "retriable_headers", "retriable_request_headers"]),
+    ("envoy.config.route.v3.RetryPolicy", &["retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "retry_host_predicate", "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off", "retriable_headers", "retriable_request_headers"]),
     ("envoy.config.route.v3.RetryPolicy.RetryBackOff", &["base_interval", "max_interval"]),
     ("envoy.config.route.v3.RetryPolicy.RetryHostPredicate", &["name", "typed_config"]),
     ("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate", &["*"]),

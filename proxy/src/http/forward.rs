@@ -102,6 +102,7 @@ pub async fn forward(
         }
     }
     let (max_duration, idle) = super::timeouts::stream_limits(&ctx.hcm, fwd, req.headers_mut());
+    let per_try_idle = fwd.retry.as_ref().and_then(|r| r.per_try_idle_timeout);
     // x-envoy-upstream-rq-per-try-timeout-ms sets the per-try timeout.
     let mut per_try = fwd.retry.as_ref().and_then(|r| r.per_try_timeout);
     if let Some(v) = req.headers_mut().remove(&X_ENVOY_PER_TRY_TIMEOUT) {
@@ -268,6 +269,7 @@ pub async fn forward(
         idle,
         expected_header: !new_timeouts,
         per_try,
+        per_try_idle,
         attempt_count_header: fwd.vhost.attempt_count.0,
         suppress_envoy_headers: ctx.hcm.suppress_envoy_headers,
     };
@@ -332,10 +334,14 @@ pub async fn forward(
     parts.version = version;
     let mut r = Response::from_parts(
         parts,
-        if switching {
-            Body::empty()
-        } else {
-            Body::Upstream(body, Some(active))
+        match (switching, per_try_idle) {
+            (true, _) => Body::empty(),
+            (false, None) => Body::Upstream(body, Some(active)),
+            (false, Some(idle)) => Body::Watched(Box::new(super::throttle::Watched::new(
+                Body::Upstream(body, Some(active)),
+                idle,
+                cluster.stats.clone(),
+            ))),
         },
     );
     finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);

@@ -104,6 +104,7 @@ fn send(
         idle: None,
         expected_header: true,
         per_try: None,
+        per_try_idle: None,
         attempt_count_header: false,
         suppress_envoy_headers: false,
     };

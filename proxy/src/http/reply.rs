@@ -14,6 +14,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// Sent no faster than a rate (fault injection's response rate limit).
     Throttled(Box<super::throttle::Throttle>),
+    /// Reset when the upstream stays idle too long (`per_try_idle_timeout`).
+    Watched(Box<super::throttle::Watched>),
 }
 
 impl Body {
@@ -28,16 +30,17 @@ impl Body {
 
 impl HttpBody for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Body::Upstream(b, _) => Pin::new(b).poll_frame(cx),
+            Body::Upstream(b, _) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Body::Throttled(t) => t.poll(cx),
+            Body::Watched(w) => w.poll(cx),
         }
     }
 
@@ -46,6 +49,7 @@ impl HttpBody for Body {
             Body::Upstream(b, _) => b.is_end_stream(),
             Body::Full(b) => b.is_none(),
             Body::Throttled(t) => t.is_end_stream(),
+            Body::Watched(w) => w.is_end_stream(),
         }
     }
 
@@ -54,6 +58,7 @@ impl HttpBody for Body {
             Body::Upstream(b, _) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Throttled(_) => SizeHint::default(),
+            Body::Watched(w) => w.size_hint(),
         }
     }
 }

@@ -37,6 +37,9 @@ pub(super) struct Outgoing {
     /// Send `x-envoy-expected-rq-timeout-ms` (not under "new" timeouts).
     pub expected_header: bool,
     pub per_try: Option<Duration>,
+    /// `per_try_idle_timeout`: no upstream activity for this long ends the attempt (while
+    /// waiting for the response here; on the response body in [`super::throttle::Watched`]).
+    pub per_try_idle: Option<Duration>,
     pub attempt_count_header: bool,
     pub suppress_envoy_headers: bool,
 }
@@ -131,7 +134,16 @@ pub(super) async fn exchange(
                 None => ReqBody::empty(),
             }
         };
-        let per_try = out.per_try;
+        // Before response headers nothing moves upstream: the idle timeout counts like the
+        // per-try one (whichever is shorter), each with its own stat.
+        let idle_first = match (out.per_try_idle, out.per_try) {
+            (Some(i), Some(p)) => i < p,
+            (i, _) => i.is_some(),
+        };
+        let per_try = match (out.per_try, out.per_try_idle) {
+            (Some(p), Some(i)) => Some(p.min(i)),
+            (p, i) => p.or(i),
+        };
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let limit = match (per_try, remaining) {
             (Some(p), Some(r)) => Some(p.min(r)),
@@ -147,7 +159,7 @@ pub(super) async fn exchange(
         // Envoy's expected timeout: the route timeout less the whole milliseconds elapsed,
         // or the per-try timeout when shorter.
         let elapsed = Duration::from_millis(started.elapsed().as_millis() as u64);
-        let expected = match (per_try, out.timeout.map(|t| t.saturating_sub(elapsed))) {
+        let expected = match (out.per_try, out.timeout.map(|t| t.saturating_sub(elapsed))) {
             (Some(p), Some(r)) => Some(p.min(r)),
             (p, r) => p.or(r),
         };
@@ -189,7 +201,11 @@ pub(super) async fn exchange(
             (Tried::Timeout(_), _) => false,
         };
         if let Tried::PerTryTimeout = tried_now {
-            cs.upstream_rq_per_try_timeout.inc();
+            if idle_first {
+                cs.upstream_rq_per_try_idle_timeout.inc();
+            } else {
+                cs.upstream_rq_per_try_timeout.inc();
+            }
             host.stats.rq_timeout.fetch_add(1, Relaxed);
         }
         if retriable {
