@@ -1,7 +1,8 @@
 //! Stream timeouts against Envoy: route `idle_timeout`, `max_stream_duration` on the route and
 //! the connection manager (and its switch to "new" timeouts), the `grpc-timeout` header with
 //! `grpc_timeout_header_max` as Istio sets it, the deprecated `max_grpc_timeout`, and the
-//! connection manager's `stream_idle_timeout`; the `grpc-timeout` the upstream sees.
+//! connection manager's `stream_idle_timeout` and `request_timeout`; the `grpc-timeout` the
+//! upstream sees.
 
 use ferry_tests::conn::stat;
 use ferry_tests::proxy::Target;
@@ -101,6 +102,15 @@ async fn stream_timeouts() {
         )
         .listener("L2")
         .expect_status(200),
+        Case::raw(
+            "request_timeout: a body that never completes",
+            "POST /x HTTP/1.1\r\nHost: example.com\r\ncontent-length: 10\r\n\r\nhello",
+        )
+        .listener("L4")
+        .expect("status", "408"),
+        Case::get("request_timeout does not limit a slow upstream", "/delay/600")
+            .listener("L4")
+            .expect_status(200),
         Case::get("connection manager max stream duration", "/delay/700")
             .listener("L3")
             .expect_status(504)
@@ -112,6 +122,7 @@ async fn stream_timeouts() {
         "http.st1.downstream_rq_max_duration_reached",
         "http.st2.downstream_rq_idle_timeout",
         "http.st3.downstream_rq_max_duration_reached",
+        "http.st4.downstream_rq_timeout",
         "cluster.up.upstream_rq_timeout",
         "cluster.up.upstream_rq_504",
     ] {

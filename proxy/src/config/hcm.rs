@@ -64,6 +64,8 @@ pub struct HttpConnMgr {
     pub stream_idle_timeout: Option<Duration>,
     /// `common_http_protocol_options.max_stream_duration`.
     pub max_stream_duration: Option<Duration>,
+    /// `request_timeout`: the whole request must have arrived by then (zero: none).
+    pub request_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     /// How long a connection drains (after an idle timeout) before it is closed.
     pub drain_timeout: Duration,
@@ -245,6 +247,10 @@ impl HttpConnMgr {
                 None => Some(Duration::from_secs(300)),
                 d => nonzero(d),
             },
+            request_timeout: nonzero(opt_duration(
+                &h.request_timeout,
+                &format!("{path}.request_timeout"),
+            )?),
             max_stream_duration: nonzero(opt_duration(
                 &common.max_stream_duration,
                 &format!("{path}.common_http_protocol_options.max_stream_duration"),

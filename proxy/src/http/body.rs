@@ -126,6 +126,7 @@ impl ReplayBody {
 }
 
 /// Makes the bodies of later attempts of a [`ReplayBody`].
+#[derive(Clone)]
 pub struct Replay(Arc<Mutex<Shared>>);
 
 impl Replay {
@@ -147,6 +148,11 @@ impl Replay {
             at: 0,
             trailers_sent: false,
         })
+    }
+
+    /// Whether the downstream body has been read to its end.
+    pub fn finished(&self) -> bool {
+        self.lock().src.is_none()
     }
 
     /// Whether more than the buffer limit has been read (no further attempt is possible).

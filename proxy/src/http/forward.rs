@@ -215,48 +215,43 @@ pub async fn forward(
     let shadows = super::mirror::shadow_clusters(fwd, req.headers(), &snapshot, upgrade);
     let grpc = super::reply::GrpcReply::of(req.headers());
     let (parts, body) = req.into_parts();
-    let (body, replay) = match (&retry, body.is_end_stream()) {
-        (_, false) if !shadows.is_empty() => {
-            let limit = fwd
-                .vhost
+    // The body is kept (up to the buffer limit) when a retry or a mirror may need it, and
+    // watched when the request must be complete by `request_timeout`.
+    let end = body.is_end_stream();
+    let keep =
+        !end && (retry.is_some() || !shadows.is_empty() || ctx.hcm.request_timeout.is_some());
+    let (body, handle) = if keep {
+        let limit = if retry.is_some() || !shadows.is_empty() {
+            fwd.vhost
                 .buffer_limit
-                .map_or(BUFFER_LIMIT, |l| l.min(usize::MAX as u64) as usize);
-            let b = ReplayBody::new(body, limit);
-            for (c, host) in shadows {
-                super::mirror::spawn_shadow(
-                    c,
-                    &parts,
-                    host,
-                    &path,
-                    ReqBody::Follow(b.follow()),
-                    timeout,
-                );
-            }
-            let replay = retry.is_some().then(|| b.replay());
-            (ReqBody::Replay(b), replay)
+                .map_or(BUFFER_LIMIT, |l| l.min(usize::MAX as u64) as usize)
+        } else {
+            0
+        };
+        let b = ReplayBody::new(body, limit);
+        for (c, host) in shadows {
+            let copy = ReqBody::Follow(b.follow());
+            super::mirror::spawn_shadow(c, &parts, host, &path, copy, timeout);
         }
-        (Some(_), false) => {
-            let limit = fwd
-                .vhost
-                .buffer_limit
-                .map_or(BUFFER_LIMIT, |l| l.min(usize::MAX as u64) as usize);
-            let b = ReplayBody::new(body, limit);
-            let replay = b.replay();
-            (ReqBody::Replay(b), Some(replay))
+        let handle = b.replay();
+        (ReqBody::Replay(b), Some(handle))
+    } else {
+        for (c, host) in shadows {
+            super::mirror::spawn_shadow(c, &parts, host, &path, ReqBody::empty(), timeout);
         }
-        (retry, end) => {
-            if end {
-                for (c, host) in shadows {
-                    super::mirror::spawn_shadow(c, &parts, host, &path, ReqBody::empty(), timeout);
-                }
-            }
-            // A body with retries was taken above: a retry here has no body.
-            match retry {
-                Some(_) => (ReqBody::empty(), Some(ReplayBody::new(body, 0).replay())),
-                None => (ReqBody::Stream(body), None),
-            }
+        match retry {
+            // Without a body every attempt sends none.
+            Some(_) => (ReqBody::empty(), Some(ReplayBody::new(body, 0).replay())),
+            None => (ReqBody::Stream(body), None),
         }
     };
+    let request_deadline = ctx
+        .hcm
+        .request_timeout
+        .filter(|_| !end)
+        .zip(handle.clone())
+        .map(|(t, h)| (tokio::time::Instant::now() + t, h));
+    let replay = if retry.is_some() { handle } else { None };
     let out = Outgoing {
         parts,
         path,
@@ -267,6 +262,7 @@ pub async fn forward(
         timeout,
         max_duration,
         idle,
+        request_deadline,
         expected_header: !new_timeouts,
         per_try,
         per_try_idle,
@@ -286,6 +282,7 @@ pub async fn forward(
             let downstream_body = matches!(why, Local::DownstreamBody);
             match why {
                 Local::Idle => ctx.stats.downstream_rq_idle_timeout.inc(),
+                Local::RequestTimeout => ctx.stats.downstream_rq_timeout.inc(),
                 Local::MaxDuration => ctx.stats.downstream_rq_max_duration_reached.inc(),
                 _ => {}
             }

@@ -41,6 +41,13 @@ pub(super) fn reply(
                 Some(4),
             )
         }
+        Local::RequestTimeout => {
+            tracing::debug!("request timeout");
+            let mut r = grpc.reply(StatusCode::REQUEST_TIMEOUT, "request timeout", None);
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
         Local::Idle => {
             tracing::debug!(flag = "SI", "stream idle timeout");
             grpc.reply(StatusCode::GATEWAY_TIMEOUT, "stream timeout", None)

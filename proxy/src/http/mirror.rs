@@ -102,6 +102,7 @@ fn send(
         timeout,
         max_duration: None,
         idle: None,
+        request_deadline: None,
         expected_header: true,
         per_try: None,
         per_try_idle: None,

@@ -42,6 +42,7 @@ pub struct HcmStats {
     pub downstream_rq_ws_on_non_ws_route: Counter,
     pub downstream_cx_idle_timeout: Counter,
     pub downstream_rq_idle_timeout: Counter,
+    pub downstream_rq_timeout: Counter,
     pub downstream_rq_max_duration_reached: Counter,
 }
 
@@ -88,6 +89,7 @@ impl HcmStats {
             downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
             downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
         })
     }

@@ -34,6 +34,9 @@ pub(super) struct Outgoing {
     /// its start) and its idle timeout.
     pub max_duration: Option<Instant>,
     pub idle: Option<Duration>,
+    /// The connection manager's `request_timeout`: the downstream request must be complete
+    /// by then; `body` tells whether it is.
+    pub request_deadline: Option<(Instant, Replay)>,
     /// Send `x-envoy-expected-rq-timeout-ms` (not under "new" timeouts).
     pub expected_header: bool,
     pub per_try: Option<Duration>,
@@ -59,6 +62,8 @@ pub(super) enum Local {
     MaxDuration,
     /// The stream was idle for its idle timeout.
     Idle,
+    /// The downstream request was not complete by `request_timeout`.
+    RequestTimeout,
     Overflow,
     /// The downstream request body failed.
     DownstreamBody,
@@ -82,6 +87,7 @@ enum End {
     Route,
     MaxDuration,
     Idle,
+    Request,
 }
 
 /// The earliest of the exchange's overall limits.
@@ -100,13 +106,15 @@ pub(super) async fn exchange(
 ) -> Result<Answer, (Local, u32)> {
     let cs = &cluster.stats;
     let started = Instant::now();
-    let ends = [
+    let mut ends = [
         (out.timeout.map(|t| started + t), End::Route),
         (out.max_duration, End::MaxDuration),
         (out.idle.map(|t| started + t), End::Idle),
+        (
+            out.request_deadline.as_ref().map(|(at, _)| *at),
+            End::Request,
+        ),
     ];
-    let end = first_end(&ends);
-    let deadline = end.map(|(at, _)| at);
     let mut first_body = out.body.take();
     let lb = LbContext {
         headers: Some(&out.parts.headers),
@@ -117,6 +125,8 @@ pub(super) async fn exchange(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        let end = first_end(&ends);
+        let deadline = end.map(|(at, _)| at);
         let avoid = retry.as_ref().filter(|r| r.policy().previous_hosts);
         let Some(host) = pick(
             cluster,
@@ -144,11 +154,7 @@ pub(super) async fn exchange(
             (Some(p), Some(i)) => Some(p.min(i)),
             (p, i) => p.or(i),
         };
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let limit = match (per_try, remaining) {
-            (Some(p), Some(r)) => Some(p.min(r)),
-            (p, r) => p.or(r),
-        };
+        let try_end = per_try.map(|p| Instant::now() + p);
         let use_h2 = !out.upgrade
             && match cluster.cfg.protocol {
                 UpstreamProtocol::Http2 => true,
@@ -172,19 +178,45 @@ pub(super) async fn exchange(
                 host.pool.send_h1(&host, req).await
             }
         };
-        let tried_now = match limit {
-            None => match send.await {
-                Ok((r, a)) => Tried::Answer(r, a),
-                Err(e) => Tried::Failed(e),
-            },
-            Some(l) => match tokio::time::timeout(l, send).await {
-                Ok(Ok((r, a))) => Tried::Answer(r, a),
-                Ok(Err(e)) => Tried::Failed(e),
-                Err(_) if per_try.is_some_and(|p| remaining.is_none_or(|r| p < r)) => {
-                    Tried::PerTryTimeout
+        let tried_now = {
+            let mut send = std::pin::pin!(send);
+            loop {
+                let end = first_end(&ends);
+                let per_try_first = match (try_end, end) {
+                    (Some(t), Some((e, _))) => t < e,
+                    (t, _) => t.is_some(),
+                };
+                let at = if per_try_first {
+                    try_end
+                } else {
+                    end.map(|(at, _)| at)
+                };
+                let result = match at {
+                    None => Some(send.as_mut().await),
+                    Some(at) => tokio::select! {
+                        r = send.as_mut() => Some(r),
+                        () = tokio::time::sleep_until(at) => None,
+                    },
+                };
+                match result {
+                    Some(Ok((r, a))) => break Tried::Answer(r, a),
+                    Some(Err(e)) => break Tried::Failed(e),
+                    None if per_try_first => break Tried::PerTryTimeout,
+                    None => {
+                        let e = end.map_or(End::Route, |(_, e)| e);
+                        // The request deadline only counts while the request is incomplete.
+                        let complete = out
+                            .request_deadline
+                            .as_ref()
+                            .is_some_and(|(_, b)| b.finished());
+                        if e == End::Request && complete {
+                            ends[3].0 = None;
+                            continue;
+                        }
+                        break Tried::Timeout(e);
+                    }
                 }
-                Err(_) => Tried::Timeout(end.map_or(End::Route, |(_, e)| e)),
-            },
+            }
         };
         report(cluster, &host, &tried_now);
         if !matches!(tried_now, Tried::Failed(UpstreamError::Overflow)) {
@@ -271,6 +303,7 @@ fn timeout(cluster: &ClusterRt, host: &Host, end: End) -> Local {
         }
         End::MaxDuration => Local::MaxDuration,
         End::Idle => Local::Idle,
+        End::Request => Local::RequestTimeout,
     }
 }
 
