@@ -108,9 +108,12 @@ async fn stream_timeouts() {
         )
         .listener("L4")
         .expect("status", "408"),
-        Case::get("request_timeout does not limit a slow upstream", "/delay/600")
-            .listener("L4")
-            .expect_status(200),
+        Case::get(
+            "request_timeout does not limit a slow upstream",
+            "/delay/600",
+        )
+        .listener("L4")
+        .expect_status(200),
         Case::get("connection manager max stream duration", "/delay/700")
             .listener("L3")
             .expect_status(504)

@@ -19,6 +19,8 @@ pub enum ReqBody {
     Replay(ReplayBody),
     /// A mirrored copy of a [`ReplayBody`], as it arrives.
     Follow(FollowBody),
+    /// Its gRPC messages counted (`grpc_stats`).
+    Counted(Box<ReqBody>, Arc<Mutex<super::grpc_stats::Frames>>),
     Full(Option<Bytes>),
 }
 
@@ -40,6 +42,15 @@ impl Body for ReqBody {
             ReqBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ReqBody::Replay(b) => b.poll(cx),
             ReqBody::Follow(b) => b.poll(cx),
+            ReqBody::Counted(b, frames) => {
+                let r = Pin::new(&mut **b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &r {
+                    if let (Some(d), Ok(mut fr)) = (f.data_ref(), frames.lock()) {
+                        fr.feed_bytes(d);
+                    }
+                }
+                r
+            }
             ReqBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -49,6 +60,7 @@ impl Body for ReqBody {
             ReqBody::Stream(b) => b.is_end_stream(),
             ReqBody::Replay(b) => b.is_end_stream(),
             ReqBody::Follow(_) => false,
+            ReqBody::Counted(b, _) => b.is_end_stream(),
             ReqBody::Full(b) => b.is_none(),
         }
     }
@@ -57,6 +69,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Stream(b) => b.size_hint(),
             ReqBody::Replay(b) | ReqBody::Follow(FollowBody(b, _)) => b.size_hint(),
+            ReqBody::Counted(b, _) => b.size_hint(),
             ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

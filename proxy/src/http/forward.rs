@@ -149,6 +149,7 @@ pub async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
+    let mut grpc_call = grpc_stats_call(ctx, req.headers(), &cluster_name, &original);
     let path = match fwd.rewrite.apply(&original) {
         Some(new) => {
             if !ctx.hcm.suppress_envoy_headers {
@@ -252,6 +253,10 @@ pub async fn forward(
         .zip(handle.clone())
         .map(|(t, h)| (tokio::time::Instant::now() + t, h));
     let replay = if retry.is_some() { handle } else { None };
+    let body = match &grpc_call {
+        Some(c) => ReqBody::Counted(Box::new(body), c.request.clone()),
+        None => body,
+    };
     let out = Outgoing {
         parts,
         path,
@@ -290,6 +295,9 @@ pub async fn forward(
             if !downstream_body {
                 finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
                 attempt_count(&mut r, fwd, attempts);
+            }
+            if let Some(mut c) = grpc_call {
+                c.charge(Some(r.headers()));
             }
             return r;
         }
@@ -343,6 +351,18 @@ pub async fn forward(
     );
     finalize_response(ctx, (None, version), table, vh, route, w_resp, &mut r);
     attempt_count(&mut r, fwd, attempts);
+    if let Some(mut call) = grpc_call.take() {
+        if r.body().is_end_stream() {
+            call.charge(Some(r.headers()));
+        } else {
+            call.header_status = Some(r.headers().clone());
+            let (parts, body) = r.into_parts();
+            r = Response::from_parts(
+                parts,
+                Body::Grpc(Box::new(super::grpc_stats::Observed { inner: body, call })),
+            );
+        }
+    }
     if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -355,4 +375,23 @@ fn attempt_count(r: &mut Response<Body>, fwd: &Forward, attempts: u32) {
         r.headers_mut()
             .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempts));
     }
+}
+
+/// A gRPC request's call stats, when the connection manager has `grpc_stats`.
+fn grpc_stats_call(
+    ctx: &ConnCtx,
+    headers: &http::HeaderMap,
+    cluster: &str,
+    path: &str,
+) -> Option<super::grpc_stats::Call> {
+    let cfg = ctx.hcm.filters.iter().find_map(|f| match &f.filter {
+        crate::config::filters::HttpFilter::GrpcStats(c) => Some(c),
+        _ => None,
+    })?;
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let prefix = cfg.prefix(path).filter(|_| grpc)?;
+    Some(super::grpc_stats::Call::new(cluster.to_string(), prefix))
 }

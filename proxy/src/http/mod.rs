@@ -4,6 +4,7 @@
 pub mod body;
 pub(crate) mod filters;
 mod forward;
+mod grpc_stats;
 pub mod headers;
 mod idle;
 mod local;

@@ -16,6 +16,8 @@ pub enum Body {
     Throttled(Box<super::throttle::Throttle>),
     /// Reset when the upstream stays idle too long (`per_try_idle_timeout`).
     Watched(Box<super::throttle::Watched>),
+    /// Its gRPC messages and status counted (`grpc_stats`).
+    Grpc(Box<super::grpc_stats::Observed>),
 }
 
 impl Body {
@@ -41,6 +43,7 @@ impl HttpBody for Body {
             Body::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Body::Throttled(t) => t.poll(cx),
             Body::Watched(w) => w.poll(cx),
+            Body::Grpc(g) => g.poll(cx),
         }
     }
 
@@ -50,6 +53,7 @@ impl HttpBody for Body {
             Body::Full(b) => b.is_none(),
             Body::Throttled(t) => t.is_end_stream(),
             Body::Watched(w) => w.is_end_stream(),
+            Body::Grpc(g) => g.inner.is_end_stream(),
         }
     }
 
@@ -59,6 +63,7 @@ impl HttpBody for Body {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Throttled(_) => SizeHint::default(),
             Body::Watched(w) => w.size_hint(),
+            Body::Grpc(g) => g.inner.size_hint(),
         }
     }
 }

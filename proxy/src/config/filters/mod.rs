@@ -3,6 +3,7 @@
 
 pub mod cors;
 pub mod fault;
+pub mod grpc_stats;
 pub mod network;
 pub mod ratelimit;
 pub mod rbac;
@@ -85,9 +86,8 @@ pub enum HttpFilter {
     Rbac(Arc<RbacCfg>, Arc<RbacStats>),
     /// The policies are per route.
     Cors(Arc<cors::CorsStats>),
-    /// Accepted and passed through: `envoy.filters.http.grpc_stats` (Ferry does not emit
-    /// its `cluster.<name>.grpc.*` stats yet).
-    PassThrough,
+    /// `envoy.filters.http.grpc_stats`: counted by the router once the cluster is known.
+    GrpcStats(Arc<grpc_stats::GrpcStatsCfg>),
 }
 
 /// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
@@ -176,12 +176,10 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
                 stats: registry().block(Scope::Http(stat_prefix), FaultStats::default),
             }
         }
-        GRPC_STATS => {
-            tracing::warn!(
-                "{path}: envoy.filters.http.grpc_stats is accepted, but Ferry does not emit its gRPC stats yet"
-            );
-            HttpFilter::PassThrough
-        }
+        GRPC_STATS => HttpFilter::GrpcStats(Arc::new(grpc_stats::GrpcStatsCfg::from_proto(
+            &any_to(any, path)?,
+            path,
+        )?)),
         CORS => HttpFilter::Cors(registry().block(Scope::Http(stat_prefix), Default::default)),
         RBAC => {
             let r: envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac =

@@ -103,7 +103,7 @@ pub async fn decode(
                     return Some(r);
                 }
             }
-            HttpFilter::PassThrough => {}
+            HttpFilter::GrpcStats(_) => {}
             HttpFilter::Cors(stats) => {
                 let policies = req.all_per_filter(&f.name);
                 if let Some(r) = cors::decode(stats, &policies, req, &mut effects.headers) {
