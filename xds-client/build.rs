@@ -34,6 +34,13 @@ const ROOTS: &[&str] = &[
     "extensions/filters/http/grpc_stats/v3",
     "extensions/filters/http/local_ratelimit/v3",
     "extensions/retry/host/previous_hosts/v3",
+    "extensions/resource_monitors/downstream_connections/v3",
+    "extensions/resource_monitors/fixed_heap/v3",
+    "extensions/bootstrap/internal_listener/v3",
+    "extensions/filters/http/compressor/v3",
+    "extensions/compression/gzip/compressor/v3",
+    "extensions/compression/brotli/compressor/v3",
+    "extensions/compression/zstd/compressor/v3",
     "extensions/filters/listener/tls_inspector/v3",
     "extensions/filters/listener/http_inspector/v3",
     "extensions/filters/listener/original_dst/v3",
@@ -72,6 +79,14 @@ const QUALIFY: &[(&str, &[(&str, &str)])] = &[(
     )],
 )];
 
+/// `TypedStruct` (a `typed_config` given as a type URL and a JSON-like struct, as Istio writes
+/// many of its configs): not shipped in `envoy-types`, so Ferry declares the two messages
+/// itself, with the same package, names and field numbers as the published interface.
+const TYPED_STRUCTS: &[(&str, &str)] = &[
+    ("udpa/type/v1/typed_struct.proto", "udpa.type.v1"),
+    ("xds/type/v3/typed_struct.proto", "xds.type.v3"),
+];
+
 fn main() {
     let proto_root = envoy_types_proto_dir();
     let api = proto_root.join("data-plane-api");
@@ -85,6 +100,16 @@ fn main() {
         std::fs::create_dir_all(dst.parent().expect("a proto path has a directory"))
             .expect("create the overlay directory");
         std::fs::write(dst, text).expect("write the qualified proto");
+    }
+    for (file, package) in TYPED_STRUCTS {
+        let dst = overlay.join(file);
+        std::fs::create_dir_all(dst.parent().expect("a proto path has a directory"))
+            .expect("create the overlay directory");
+        let text = format!(
+            "syntax = \"proto3\";\npackage {package};\nimport \"google/protobuf/struct.proto\";\n\
+             message TypedStruct {{\n  string type_url = 1;\n  google.protobuf.Struct value = 2;\n}}\n"
+        );
+        std::fs::write(dst, text).expect("write a TypedStruct proto");
     }
     let includes: Vec<PathBuf> = std::iter::once(overlay.clone())
         .chain(
@@ -117,6 +142,7 @@ fn main() {
             && !f.starts_with("envoy/extensions/clusters/common/")
     });
     files.extend(EXTRA.iter().map(|s| s.to_string()));
+    files.extend(TYPED_STRUCTS.iter().map(|(f, _)| f.to_string()));
 
     // protox resolves a few relative type names differently from protoc (a package prefix that
     // shadows an outer one); such files are left out, and named in the build output.

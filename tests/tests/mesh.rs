@@ -102,10 +102,11 @@ filter_chains:
 - name: virtualOutbound-catchall-tcp
   filters:
   - name: envoy.filters.network.tcp_proxy
+    # A TypedStruct over xDS, as Istio sends some of its filters.
     typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-      stat_prefix: PassthroughCluster
-      cluster: PassthroughCluster
+      "@type": type.googleapis.com/xds.type.v3.TypedStruct
+      type_url: type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      value: { stat_prefix: PassthroughCluster, cluster: PassthroughCluster }
 "#,
                 ),
             ),

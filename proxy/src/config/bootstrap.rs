@@ -49,7 +49,8 @@ impl Bootstrap {
     }
 
     /// Checks every set field against what Ferry supports, then converts.
-    pub fn from_dynamic(raw: DynamicMessage) -> Result<Bootstrap> {
+    pub fn from_dynamic(mut raw: DynamicMessage) -> Result<Bootstrap> {
+        super::typed_struct::normalize(&mut raw, "")?;
         let ignored = support::check(&raw, "")?;
         let b: pb::Bootstrap = load::to_typed(&raw)?;
         let node = b.node.as_ref().map(|n| Node {

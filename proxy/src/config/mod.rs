@@ -18,6 +18,7 @@ pub mod tcp_proxy;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+pub mod typed_struct;
 pub mod xds;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};

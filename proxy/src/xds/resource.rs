@@ -29,8 +29,18 @@ pub(super) fn decode<'a, T: Message + Default>(
     if any.type_url != want {
         return Err((None, format!("{kind}: unexpected type {}", any.type_url)));
     }
-    let typed = T::decode(any.value.as_slice())
-        .map_err(|e| (None, format!("{kind}: cannot decode: {e}")))?;
+    // A TypedStruct inside is turned into the message it names first.
+    let normalized = if crate::config::typed_struct::may_hold(&any.value) {
+        let mut d = support::decode_any(want, &any.value, "")
+            .map_err(|e| (None, format!("{kind}: {e}")))?;
+        crate::config::typed_struct::normalize(&mut d, "")
+            .map_err(|e| (None, format!("{kind}: {e}")))?;
+        Some(prost::Message::encode_to_vec(&d))
+    } else {
+        None
+    };
+    let bytes = normalized.as_deref().unwrap_or(any.value.as_slice());
+    let typed = T::decode(bytes).map_err(|e| (None, format!("{kind}: cannot decode: {e}")))?;
     let name = name_of(&typed).to_string();
     if known(&name) == Some(any.value.as_slice()) {
         let raw = any.value.clone();
@@ -38,7 +48,7 @@ pub(super) fn decode<'a, T: Message + Default>(
     }
     let fail =
         |e: crate::config::ConfigError| (Some(name.clone()), format!("{kind} '{name}': {e}"));
-    let dynamic = support::decode_any(want, &any.value, "").map_err(fail)?;
+    let dynamic = support::decode_any(want, bytes, "").map_err(fail)?;
     support::check(&dynamic, "").map_err(fail)?;
     Ok(Decoded {
         name,
