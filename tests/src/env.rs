@@ -194,4 +194,17 @@ impl DiffEnv {
         let g = f(self.ferry.target()).await;
         report.compare(case, &e, &g);
     }
+
+    /// Compares the value of each named stat (`<absent>` when a proxy has none) between the
+    /// two proxies, through their `ADMIN` port.
+    pub async fn compare_stats<S: AsRef<str>>(&self, report: &mut Report, names: &[S]) {
+        for name in names {
+            let name = name.as_ref();
+            self.compare_with(report, name, |t: Target| async move {
+                let v = crate::conn::stat(t.port("ADMIN"), name).await;
+                BTreeMap::from([("value".to_string(), v)])
+            })
+            .await;
+        }
+    }
 }

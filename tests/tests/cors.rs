@@ -2,10 +2,7 @@
 //! (merged route and virtual-host policies, wildcards echoing the request) or forwarded, a
 //! shadow-only policy, and the `cors.*` stats.
 
-use ferry_tests::conn::stat;
-use ferry_tests::proxy::Target;
 use ferry_tests::{Case, Setup};
-use std::collections::BTreeMap;
 
 fn preflight(name: &str, path: &str, origin: &str) -> Case {
     Case::get(name, path)
@@ -92,14 +89,13 @@ async fn cors() {
             .expect_status(200),
     ];
     env.run_cases(&mut report, &cases).await;
-    for name in [
-        "http.cors.cors.origin_valid",
-        "http.cors.cors.origin_invalid",
-    ] {
-        env.compare_with(&mut report, name, |t: Target| async move {
-            BTreeMap::from([("value".to_string(), stat(t.port("ADMIN"), name).await)])
-        })
-        .await;
-    }
+    env.compare_stats(
+        &mut report,
+        &[
+            "http.cors.cors.origin_valid",
+            "http.cors.cors.origin_invalid",
+        ],
+    )
+    .await;
     report.finish();
 }

@@ -3,7 +3,6 @@
 //! disabling, `max_active_faults`, the response rate limit, and the `fault.*` stats.
 
 use ferry_tests::client::{self, HttpRequest};
-use ferry_tests::conn::stat;
 use ferry_tests::proxy::Target;
 use ferry_tests::{Case, Setup};
 use std::collections::BTreeMap;
@@ -160,23 +159,18 @@ async fn fault_injection() {
     .await;
 
     // Counted before the random aborts below.
-    for name in [
+    let names: Vec<String> = [
         "aborts_injected",
         "delays_injected",
         "faults_overflow",
         "response_rl_injected",
         "active_faults",
-    ] {
-        let full = format!("http.faults.fault.{name}");
-        env.compare_with(&mut report, &full, |t: Target| {
-            let full = full.clone();
-            async move {
-                let v = stat(t.port("ADMIN"), &full).await;
-                BTreeMap::from([("value".to_string(), v)])
-            }
-        })
-        .await;
-    }
+    ]
+    .iter()
+    .map(|n| format!("http.faults.fault.{n}"))
+    .collect();
+    env.compare_stats(&mut report, &names).await;
+
     // 50 % of 200 requests aborted, each proxy within a binomial tolerance (±5 σ ≈ ±35).
     env.compare_with(&mut report, "abort percentage", |t: Target| async move {
         let mut aborted = 0;

@@ -2,7 +2,6 @@
 //! peer is closed without reaching the upstream, an allowed one is proxied, a connection over
 //! the bucket is closed; the `rbac.*` and `local_rate_limit.*` stats.
 
-use ferry_tests::conn::stat;
 use ferry_tests::proxy::Target;
 use ferry_tests::Setup;
 use std::collections::BTreeMap;
@@ -50,19 +49,18 @@ async fn network_rbac_and_rate_limit() {
         })
         .await;
     }
-    for name in [
-        "deny.rbac.denied",
-        "deny.rbac.allowed",
-        "allow.rbac.allowed",
-        "allow.rbac.dry_.shadow_denied",
-        "allow.rbac.dry_.shadow_allowed",
-        "local_rate_limit.conn_rl.rate_limited",
-    ] {
-        env.compare_with(&mut report, name, |t: Target| async move {
-            BTreeMap::from([("value".to_string(), stat(t.port("ADMIN"), name).await)])
-        })
-        .await;
-    }
+    env.compare_stats(
+        &mut report,
+        &[
+            "deny.rbac.denied",
+            "deny.rbac.allowed",
+            "allow.rbac.allowed",
+            "allow.rbac.dry_.shadow_denied",
+            "allow.rbac.dry_.shadow_allowed",
+            "local_rate_limit.conn_rl.rate_limited",
+        ],
+    )
+    .await;
     // What both were compared on, checked on Ferry.
     let ferry = env.both()[1].target();
     assert_eq!(ping(ferry.port("L1")).await, "closed");

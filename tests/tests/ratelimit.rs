@@ -2,10 +2,7 @@
 //! configured response header, per-route buckets (enforced with another status, not enforced,
 //! not enabled), gRPC answers, and the `http_local_rate_limit.*` stats.
 
-use ferry_tests::conn::stat;
-use ferry_tests::proxy::Target;
 use ferry_tests::{Case, Setup};
-use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_rate_limit() {
@@ -52,6 +49,7 @@ async fn local_rate_limit() {
             .repeat(3),
     ];
     env.run_cases(&mut report, &cases).await;
+    let mut names = Vec::new();
     for prefix in [
         "http_local_rate_limiter",
         "per_route",
@@ -59,15 +57,9 @@ async fn local_rate_limit() {
         "disabled",
     ] {
         for name in ["enabled", "enforced", "ok", "rate_limited", "shadow_mode"] {
-            let full = format!("{prefix}.http_local_rate_limit.{name}");
-            env.compare_with(&mut report, &full, |t: Target| {
-                let full = full.clone();
-                async move {
-                    BTreeMap::from([("value".to_string(), stat(t.port("ADMIN"), &full).await)])
-                }
-            })
-            .await;
+            names.push(format!("{prefix}.http_local_rate_limit.{name}"));
         }
     }
+    env.compare_stats(&mut report, &names).await;
     report.finish();
 }

@@ -2,10 +2,7 @@
 //! with it), header, source and destination, shadow rules, per-route overrides, gRPC denials,
 //! and the `rbac.*` stats with their prefixes.
 
-use ferry_tests::conn::stat;
-use ferry_tests::proxy::Target;
 use ferry_tests::{Case, Setup};
-use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_http() {
@@ -45,19 +42,16 @@ async fn rbac_http() {
         denied(Case::get("per-route: deny loopback", "/deny-local/x")),
     ];
     env.run_cases(&mut report, &cases).await;
-    for name in [
-        "rbac.myrules_.allowed",
-        "rbac.myrules_.denied",
-        "rbac.dry_run_.shadow_allowed",
-        "rbac.dry_run_.shadow_denied",
-    ] {
-        let full = format!("http.rb.{name}");
-        env.compare_with(&mut report, &full, |t: Target| {
-            let full = full.clone();
-            async move { BTreeMap::from([("value".to_string(), stat(t.port("ADMIN"), &full).await)]) }
-        })
-        .await;
-    }
+    env.compare_stats(
+        &mut report,
+        &[
+            "http.rb.rbac.myrules_.allowed",
+            "http.rb.rbac.myrules_.denied",
+            "http.rb.rbac.dry_run_.shadow_allowed",
+            "http.rb.rbac.dry_run_.shadow_denied",
+        ],
+    )
+    .await;
     report.finish();
 }
 

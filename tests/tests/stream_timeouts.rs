@@ -4,10 +4,7 @@
 //! connection manager's `stream_idle_timeout` and `request_timeout`; the `grpc-timeout` the
 //! upstream sees.
 
-use ferry_tests::conn::stat;
-use ferry_tests::proxy::Target;
 use ferry_tests::{Case, Setup};
-use std::collections::BTreeMap;
 
 fn grpc(c: Case, timeout: Option<&str>) -> Case {
     let c = c
@@ -120,19 +117,18 @@ async fn stream_timeouts() {
             .expect_body("downstream duration timeout"),
     ];
     env.run_cases(&mut report, &cases).await;
-    for name in [
-        "http.st1.downstream_rq_idle_timeout",
-        "http.st1.downstream_rq_max_duration_reached",
-        "http.st2.downstream_rq_idle_timeout",
-        "http.st3.downstream_rq_max_duration_reached",
-        "http.st4.downstream_rq_timeout",
-        "cluster.up.upstream_rq_timeout",
-        "cluster.up.upstream_rq_504",
-    ] {
-        env.compare_with(&mut report, name, |t: Target| async move {
-            BTreeMap::from([("value".to_string(), stat(t.port("ADMIN"), name).await)])
-        })
-        .await;
-    }
+    env.compare_stats(
+        &mut report,
+        &[
+            "http.st1.downstream_rq_idle_timeout",
+            "http.st1.downstream_rq_max_duration_reached",
+            "http.st2.downstream_rq_idle_timeout",
+            "http.st3.downstream_rq_max_duration_reached",
+            "http.st4.downstream_rq_timeout",
+            "cluster.up.upstream_rq_timeout",
+            "cluster.up.upstream_rq_504",
+        ],
+    )
+    .await;
     report.finish();
 }

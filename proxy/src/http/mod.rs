@@ -1,6 +1,7 @@
 //! The HTTP connection manager: downstream HTTP/1.1 and HTTP/2 (prior knowledge or by
 //! preface with `codec_type: AUTO`), each request routed by [`router`].
 
+mod attempt;
 pub mod body;
 pub(crate) mod filters;
 mod forward;
