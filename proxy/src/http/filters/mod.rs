@@ -35,34 +35,33 @@ pub struct FilterRequest<'a> {
 }
 
 impl FilterRequest<'_> {
-    /// The filter's most specific per-route configuration: route, virtual host, route table.
-    fn per_filter(&self, name: &str) -> Option<&PerFilter> {
-        let levels = [
+    /// The filter's configuration at each level that has one, most specific first: route,
+    /// virtual host, route table.
+    fn levels<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s PerFilter> + 's {
+        [
             self.route.map(|r| &r.per_filter),
             self.vhost.map(|v| &v.per_filter),
             Some(&self.table.per_filter),
-        ];
-        levels
-            .into_iter()
-            .flatten()
-            .find_map(|l| l.iter().find(|(n, _)| n == name).map(|(_, c)| c))
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(move |l| l.iter().find(|(n, _)| n == name).map(|(_, c)| c))
+    }
+
+    /// The filter's most specific per-route configuration.
+    fn per_filter<'s>(&'s self, name: &'s str) -> Option<&'s PerFilter> {
+        self.levels(name).next()
     }
 
     /// The CORS policies of every level, most specific first.
-    fn all_per_filter(&self, name: &str) -> Vec<&crate::config::filters::cors::CorsPolicy> {
-        let levels = [
-            self.route.map(|r| &r.per_filter),
-            self.vhost.map(|v| &v.per_filter),
-            Some(&self.table.per_filter),
-        ];
-        levels
-            .into_iter()
-            .flatten()
-            .filter_map(|l| {
-                l.iter().find_map(|(n, c)| match c {
-                    PerFilter::Cors(p) if n == name => Some(&**p),
-                    _ => None,
-                })
+    fn all_per_filter<'s>(
+        &'s self,
+        name: &'s str,
+    ) -> Vec<&'s crate::config::filters::cors::CorsPolicy> {
+        self.levels(name)
+            .filter_map(|c| match c {
+                PerFilter::Cors(p) => Some(&**p),
+                _ => None,
             })
             .collect()
     }
