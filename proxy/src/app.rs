@@ -52,6 +52,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = apply_log_format(&cli, &bootstrap) {
+        eprintln!("error initializing configuration '{shown}': {e}");
+        return ExitCode::from(1);
+    }
     if cli.mode == Mode::Validate {
         for i in &bootstrap.ignored {
             println!("accepted, not acted on: {}", i.path);
@@ -81,6 +85,21 @@ pub fn main() -> ExitCode {
     let code = rt.block_on(serve(cli, bootstrap, concurrency));
     rt.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// `--log-format` or the bootstrap's `application_log_config` (Envoy refuses both at once).
+fn apply_log_format(cli: &Cli, bootstrap: &Bootstrap) -> Result<(), String> {
+    use crate::logfmt::{set, LogFormat, Pattern};
+    let format = match (&cli.log_format, &bootstrap.log_format) {
+        (Some(_), Some(_)) => {
+            return Err("Only one of ApplicationLogConfig.log_format or CLI option --log-format can be specified.".into())
+        }
+        (Some(p), None) => LogFormat::Text(Pattern::parse(p)?),
+        (None, Some(f)) => f.clone(),
+        (None, None) => LogFormat::Text(Pattern::parse(crate::logfmt::DEFAULT)?),
+    };
+    set(format, cli.log_format_escaped);
+    Ok(())
 }
 
 /// File + `--config-yaml` → checked dynamic message (with the CLI's node overrides) → config.
@@ -332,11 +351,10 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 
 fn init_logging(level: LevelFilter) {
     let (filter, handle) = reload::Layer::new(level);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi);
+        .with_ansi(false)
+        .event_format(crate::logfmt::EnvoyFormat);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

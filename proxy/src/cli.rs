@@ -38,7 +38,7 @@ pub struct Cli {
     /// Per-component levels, `upstream:debug,connection:trace` (component names are accepted; levels apply process-wide to the most verbose named).
     #[arg(long = "component-log-level")]
     pub component_log_level: Option<String>,
-    /// Log line format (accepted, not acted on: Ferry's own format is used).
+    /// Log line format in Envoy's (spdlog's) pattern language (default `[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v`).
     #[arg(long = "log-format")]
     pub log_format: Option<String>,
     /// Log file path (default stderr).
@@ -95,7 +95,7 @@ pub struct Cli {
     /// Accepted, not acted on.
     #[arg(long = "base-id-path")]
     pub base_id_path: Option<PathBuf>,
-    /// Accepted, not acted on.
+    /// Escape newlines in log messages.
     #[arg(long = "log-format-escaped")]
     pub log_format_escaped: bool,
     /// Accepted, not acted on.

@@ -5,11 +5,13 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod io;
 pub mod listener;
+pub mod logfmt;
 pub mod snapshot;
 pub mod stats;
 pub mod tcp_proxy;

@@ -192,3 +192,83 @@ fn cli_version() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `application_log_config.log_format` (text and JSON) shapes every log line written after
+/// the bootstrap is read, and it may not be given with `--log-format` as well.
+#[test]
+fn cli_application_log_format() {
+    let dir = TempDir::new("logfmt");
+    let text = dir.path().join("text.yaml");
+    let json = dir.path().join("json.yaml");
+    std::fs::write(
+        &text,
+        "application_log_config:\n  log_format:\n    text_format: \"%Y-%m-%dT%T.%fZ\\t%l\\tenvoy %n\\t%v\"\nstatic_resources: {}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        &json,
+        "application_log_config:\n  log_format:\n    json_format: {level: \"%l\", logger: \"%n\", msg: \"%j\", time: \"%Y-%m-%dT%T.%eZ\"}\nstatic_resources: {}\n",
+    )
+    .expect("write");
+    let text_line = regex::Regex::new(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\t(trace|debug|info|warning|error|critical)\tenvoy [a-z_0-9]+\t.+$",
+    )
+    .expect("regex");
+    let mut failures = Vec::new();
+    for (kind, bin) in binaries() {
+        let run = |file: &std::path::Path, extra: &[&str]| {
+            let f = file.display().to_string();
+            let mut args = vec![
+                "--mode",
+                "init_only",
+                "-l",
+                "info",
+                "--concurrency",
+                "1",
+                "-c",
+            ];
+            args.push(&f);
+            args.extend_from_slice(extra);
+            proxy::run(&bin, &args)
+        };
+        let v = run(&text, &[]);
+        let last = v.stderr.lines().last().unwrap_or("");
+        if !v.status.success() || !text_line.is_match(last) {
+            failures.push(format!(
+                "{kind} text format: exit {}, last line {last:?}",
+                v.status
+            ));
+        }
+        let v = run(&json, &[]);
+        let last = v.stderr.lines().last().unwrap_or("");
+        match serde_json::from_str::<serde_json::Value>(last) {
+            Ok(o) if v.status.success() && o["level"] == "info" && o["msg"].is_string() => {
+                let mut keys: Vec<&String> = o
+                    .as_object()
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                keys.sort();
+                if keys != ["level", "logger", "msg", "time"] {
+                    failures.push(format!("{kind} JSON format keys {keys:?}"));
+                }
+            }
+            _ => failures.push(format!(
+                "{kind} JSON format: exit {}, last line {last:?}",
+                v.status
+            )),
+        }
+        let v = run(&json, &["--log-format", "%v"]);
+        if v.status.success()
+            || !v
+                .stderr
+                .contains("Only one of ApplicationLogConfig.log_format or CLI option --log-format")
+        {
+            failures.push(format!(
+                "{kind} with both formats: exit {} (want failure), stderr {:?}",
+                v.status,
+                v.stderr.lines().last()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

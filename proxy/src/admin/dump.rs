@@ -4,7 +4,7 @@ use crate::config::support::decode_any;
 use crate::snapshot::Server;
 use prost_reflect::{DynamicMessage, SerializeOptions, Value};
 use serde_json::{json, Value as Json};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 pub fn to_json(msg: &DynamicMessage) -> Json {
     let opts = SerializeOptions::new()
@@ -15,26 +15,9 @@ pub fn to_json(msg: &DynamicMessage) -> Json {
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let mut out = String::with_capacity(24);
+    crate::clock::Civil::of(t).rfc3339_millis(&mut out);
+    out
 }
 
 fn started_at(server: &Server) -> SystemTime {

@@ -35,6 +35,8 @@ pub struct Bootstrap {
     pub secrets: Vec<(String, super::tls::Secret)>,
     /// Tuning-only fields that were set and are not acted on.
     pub ignored: Vec<Ignored>,
+    /// `application_log_config.log_format`: Ferry's own log lines.
+    pub log_format: Option<crate::logfmt::LogFormat>,
     /// The bootstrap as given (encoded, so that it holds no descriptor pool), for
     /// `/config_dump`, `/server_info` and the node sent to the control plane.
     pub raw: Vec<u8>,
@@ -71,6 +73,8 @@ impl Bootstrap {
                 })
                 .unwrap_or_default(),
         });
+        let log_format = super::server::log_format(&b.application_log_config)?;
+        super::server::extensions(&b.bootstrap_extensions)?;
         let admin = match &b.admin {
             Some(a) if a.address.is_some() => Some(socket_address(&a.address, "admin.address")?),
             _ => None,
@@ -175,6 +179,7 @@ impl Bootstrap {
             dynamic,
             xds_target,
             ignored,
+            log_format,
             raw: prost::Message::encode_to_vec(&raw),
         })
     }

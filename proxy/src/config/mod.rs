@@ -13,6 +13,7 @@ pub mod listener_filters;
 pub mod load;
 pub mod matcher;
 pub mod route;
+pub mod server;
 pub mod support;
 pub mod tcp_proxy;
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::sync::OnceLock;
 /// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
-    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", &["log_format"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig.LogFormat", &["text_format", "json_format"]),
+    ("envoy.extensions.bootstrap.internal_listener.v3.InternalListener", &["~buffer_size_kb"]),
     ("envoy.config.bootstrap.v3.ClusterManager", &["local_cluster_name"]),
     ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters", "secrets"]),
     ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", &["lds_config", "cds_config", "ads_config"]),
@@ -64,7 +67,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.SocketAddress", &["address", "port_value", "protocol", "ipv4_compat"]),
     ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
     // listeners
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "~ignore_global_conn_limit", "use_original_dst", "bind_to_port", "transparent", "freebind"]),
+    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "~ignore_global_conn_limit", "~bypass_overload_manager", "use_original_dst", "bind_to_port", "transparent", "freebind"]),
     ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config", "filter_disabled"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate", &["or_match", "and_match", "not_match", "any_match", "destination_port_range"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet", &["rules"]),
