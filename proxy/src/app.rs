@@ -145,6 +145,7 @@ fn override_node(raw: &mut DynamicMessage, cli: &Cli) {
 }
 
 async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
+    crate::stats::configure(bootstrap.stats.clone());
     let bootstrap = Arc::new(bootstrap);
     for (name, secret) in &bootstrap.secrets {
         crate::tls::secrets::store().set(name, Some(secret.clone()), "");

@@ -58,7 +58,7 @@ pub async fn handle(
     }
     let Some(upstream) = upstream else {
         r.counter(
-            Scope::Cluster(name),
+            Scope::Cluster(&cluster.cfg.stat_name),
             "upstream_cx_connect_attempts_exceeded",
         )
         .inc();

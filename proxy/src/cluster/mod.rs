@@ -56,10 +56,10 @@ pub struct ClusterRt {
 impl ClusterRt {
     /// Builds the cluster; DNS clusters start empty until [`ClusterRt::start_dns`] resolves them.
     pub fn new(cfg: Cluster) -> Arc<ClusterRt> {
-        let stats = ClusterStats::new(&cfg.name);
-        let limits = limits::Limits::new(&cfg.name, cfg.circuit_breakers);
+        let stats = ClusterStats::new(&cfg.stat_name);
+        let limits = limits::Limits::new(&cfg.stat_name, cfg.circuit_breakers);
         let overprovisioning = cfg.overprovisioning;
-        let g = |s: &str| Some(registry().gauge(Scope::Cluster(&cfg.name), s));
+        let g = |s: &str| Some(registry().gauge(Scope::Cluster(&cfg.stat_name), s));
         let table_gauges = match cfg.lb {
             LbPolicy::RingHash { .. } => Some([
                 g("ring_hash_lb.size"),
@@ -76,11 +76,11 @@ impl ClusterRt {
         let health = cfg
             .health_check
             .clone()
-            .map(|h| health::Checker::new(&cfg.name, h));
+            .map(|h| health::Checker::new(&cfg.stat_name, h));
         let outlier = cfg
             .outlier
             .clone()
-            .map(|o| outlier::Detector::new(&cfg.name, o));
+            .map(|o| outlier::Detector::new(&cfg.stat_name, o));
         let tls = cfg.tls.clone().map(|t| {
             let alpn: Vec<Vec<u8>> = match cfg.protocol {
                 UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
@@ -88,7 +88,7 @@ impl ClusterRt {
                 UpstreamProtocol::Downstream => Vec::new(),
                 UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             };
-            Arc::new(crate::tls::client::ClientTls::new(t, alpn, &cfg.name))
+            Arc::new(crate::tls::client::ClientTls::new(t, alpn, &cfg.stat_name))
         });
         let rt = Arc::new(ClusterRt {
             cfg,

@@ -37,6 +37,8 @@ pub struct Bootstrap {
     pub ignored: Vec<Ignored>,
     /// `application_log_config.log_format`: Ferry's own log lines.
     pub log_format: Option<crate::logfmt::LogFormat>,
+    /// `stats_config`: tag extraction and which stats exist.
+    pub stats: std::sync::Arc<crate::stats::StatsSettings>,
     /// The bootstrap as given (encoded, so that it holds no descriptor pool), for
     /// `/config_dump`, `/server_info` and the node sent to the control plane.
     pub raw: Vec<u8>,
@@ -74,6 +76,7 @@ impl Bootstrap {
                 .unwrap_or_default(),
         });
         let log_format = super::server::log_format(&b.application_log_config)?;
+        let stats = std::sync::Arc::new(super::stats::settings(&b.stats_config)?);
         super::server::extensions(&b.bootstrap_extensions)?;
         let admin = match &b.admin {
             Some(a) if a.address.is_some() => Some(socket_address(&a.address, "admin.address")?),
@@ -180,6 +183,7 @@ impl Bootstrap {
             xds_target,
             ignored,
             log_format,
+            stats,
             raw: prost::Message::encode_to_vec(&raw),
         })
     }

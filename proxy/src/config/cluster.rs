@@ -119,6 +119,8 @@ impl LbPolicy {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub name: String,
+    /// The name its stats go by: `alt_stat_name`, or the name.
+    pub stat_name: String,
     pub discovery: Discovery,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
@@ -342,6 +344,11 @@ impl Cluster {
             .transpose()?;
         Ok(Cluster {
             name: c.name.clone(),
+            stat_name: if c.alt_stat_name.is_empty() {
+                c.name.clone()
+            } else {
+                c.alt_stat_name.clone()
+            },
             discovery,
             lb,
             connect_timeout,

@@ -14,6 +14,7 @@ pub mod load;
 pub mod matcher;
 pub mod route;
 pub mod server;
+pub mod stats;
 pub mod support;
 pub mod tcp_proxy;
 #[cfg(test)]

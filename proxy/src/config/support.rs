@@ -14,8 +14,12 @@ use std::sync::OnceLock;
 /// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
-    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "~stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", &["log_format"]),
+    ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "~histogram_bucket_settings"]),
+    ("envoy.config.metrics.v3.TagSpecifier", &["tag_name", "regex", "fixed_value"]),
+    ("envoy.config.metrics.v3.StatsMatcher", &["reject_all", "exclusion_list", "inclusion_list"]),
+    ("envoy.type.matcher.v3.ListStringMatcher", &["patterns"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig.LogFormat", &["text_format", "json_format"]),
     ("envoy.extensions.bootstrap.internal_listener.v3.InternalListener", &["~buffer_size_kb"]),
     ("envoy.config.bootstrap.v3.ClusterManager", &["local_cluster_name"]),
@@ -142,6 +146,12 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit", &["stat_prefix", "token_bucket", "runtime_enabled", "~share_key"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     ("envoy.extensions.filters.http.cors.v3.Cors", &["*"]),
+    ("envoy.extensions.filters.http.compressor.v3.Compressor", &["content_length", "content_type", "disable_on_etag_header", "remove_accept_encoding_header", "runtime_enabled", "compressor_library", "request_direction_config", "response_direction_config", "choose_first"]),
+    ("envoy.extensions.filters.http.compressor.v3.Compressor.ResponseDirectionConfig", &["common_config", "disable_on_etag_header", "weaken_etag_on_compress", "remove_accept_encoding_header", "uncompressible_response_codes", "status_header_enabled"]),
+    ("envoy.extensions.filters.http.compressor.v3.Compressor.CommonDirectionConfig", &["enabled", "min_content_length", "content_type", "content_type_matcher"]),
+    ("envoy.extensions.compression.gzip.compressor.v3.Gzip", &["compression_level", "~memory_level", "~compression_strategy", "~window_bits", "~chunk_size"]),
+    ("envoy.extensions.compression.brotli.compressor.v3.Brotli", &["quality", "window_bits", "~encoder_mode", "~input_block_bits", "~chunk_size", "~disable_literal_context_modeling"]),
+    ("envoy.extensions.compression.zstd.compressor.v3.Zstd", &["compression_level", "enable_checksum", "~strategy", "dictionary", "~chunk_size"]),
     ("envoy.extensions.filters.http.grpc_stats.v3.FilterConfig", &["~emit_filter_state", "stats_for_all_methods", "individual_method_stats_allowlist", "enable_upstream_stats", "replace_dots_in_grpc_service_name"]),
     ("envoy.config.core.v3.GrpcMethodList", &["services"]),
     ("envoy.config.core.v3.GrpcMethodList.Service", &["name", "method_names"]),
@@ -176,7 +186,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     // clusters
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "~alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "max_requests_per_connection", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "round_robin_lb_config", "upstream_bind_config", "upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "max_requests_per_connection", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "round_robin_lb_config", "upstream_bind_config", "upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy"]),
     ("envoy.config.cluster.v3.Cluster.RingHashLbConfig", &["minimum_ring_size", "maximum_ring_size", "hash_function"]),
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
     ("envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig", &["use_hostname_for_hashing", "hash_balance_factor"]),

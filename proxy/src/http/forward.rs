@@ -149,7 +149,7 @@ pub async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let mut grpc_call = grpc_stats_call(ctx, req.headers(), &cluster_name, &original);
+    let mut grpc_call = grpc_stats_call(ctx, req.headers(), &cluster.cfg.stat_name, &original);
     let path = match fwd.rewrite.apply(&original) {
         Some(new) => {
             if !ctx.hcm.suppress_envoy_headers {

@@ -3,6 +3,7 @@
 
 mod attempt;
 pub mod body;
+mod compress;
 pub(crate) mod filters;
 mod forward;
 mod grpc_stats;

@@ -18,6 +18,8 @@ pub enum Body {
     Watched(Box<super::throttle::Watched>),
     /// Its gRPC messages and status counted (`grpc_stats`).
     Grpc(Box<super::grpc_stats::Observed>),
+    /// Compressed by a compressor filter.
+    Compressed(Box<super::compress::Compress>),
 }
 
 impl Body {
@@ -42,6 +44,7 @@ impl HttpBody for Body {
             Body::Upstream(b, _) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Body::Throttled(t) => t.poll(cx),
+            Body::Compressed(c) => c.poll(cx),
             Body::Watched(w) => w.poll(cx),
             Body::Grpc(g) => g.poll(cx),
         }
@@ -52,6 +55,7 @@ impl HttpBody for Body {
             Body::Upstream(b, _) => b.is_end_stream(),
             Body::Full(b) => b.is_none(),
             Body::Throttled(t) => t.is_end_stream(),
+            Body::Compressed(c) => c.is_end_stream(),
             Body::Watched(w) => w.is_end_stream(),
             Body::Grpc(g) => g.inner.is_end_stream(),
         }
@@ -61,7 +65,7 @@ impl HttpBody for Body {
         match self {
             Body::Upstream(b, _) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Throttled(_) => SizeHint::default(),
+            Body::Throttled(_) | Body::Compressed(_) => SizeHint::default(),
             Body::Watched(w) => w.size_hint(),
             Body::Grpc(g) => g.inner.size_hint(),
         }

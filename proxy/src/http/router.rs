@@ -25,7 +25,13 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     let _in_flight = ctx.activity.enter();
     let mut request_id = None;
     let mut effects = super::filters::Effects::default();
+    let (mut parts, body) = req.into_parts();
+    let compress = super::compress::on_request(&ctx.hcm.filters, &mut parts);
+    let req = Request::from_parts(parts, body);
     let mut resp = dispatch(&ctx, req, &mut request_id, &mut effects).await;
+    if let Some(facts) = &compress {
+        super::compress::on_response(&ctx.hcm.filters, facts, &mut resp);
+    }
     for (name, value) in effects.headers {
         resp.headers_mut().insert(name, value);
     }

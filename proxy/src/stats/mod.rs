@@ -7,6 +7,7 @@
 //! code class) in [`render`].
 
 mod render;
+pub mod tags;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -24,36 +25,55 @@ pub enum Kind {
     Text,
 }
 
-/// The Prometheus tag a scope's name segment becomes (Envoy's default tag extraction).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tag {
-    None,
-    Cluster,
-    Http,
-    Tcp,
-    Listener,
+/// A stat scope's full name (`cluster.svc`, `server`), shared by every stat of the scope.
+#[derive(Debug)]
+struct ScopeName {
+    name: Box<str>,
 }
 
-impl Tag {
-    fn label(self) -> &'static str {
+/// Which stats exist (`stats_config.stats_matcher`), matched against full names.
+#[derive(Debug, Default)]
+pub enum StatsMatcher {
+    #[default]
+    All,
+    RejectAll,
+    Include(Vec<crate::config::matcher::StringMatch>),
+    Exclude(Vec<crate::config::matcher::StringMatch>),
+}
+
+impl StatsMatcher {
+    pub fn accepts(&self, name: &str) -> bool {
         match self {
-            Tag::None => "",
-            Tag::Cluster => "envoy_cluster_name",
-            Tag::Http => "envoy_http_conn_manager_prefix",
-            Tag::Tcp => "envoy_tcp_prefix",
-            Tag::Listener => "envoy_listener_address",
+            StatsMatcher::All => true,
+            StatsMatcher::RejectAll => false,
+            StatsMatcher::Include(m) => m.iter().any(|m| m.matches(name)),
+            StatsMatcher::Exclude(m) => !m.iter().any(|m| m.matches(name)),
         }
     }
 }
 
-/// A stat scope's full name (`cluster.svc`, `server`) and its Prometheus tag, shared by every
-/// stat of the scope.
-#[derive(Debug)]
-struct ScopeName {
-    name: Box<str>,
-    tag: Tag,
-    /// The tagged segment of `name` (`cluster.<this>`), as a byte range.
-    tag_at: (u32, u32),
+/// The bootstrap's `stats_config`: tag extraction and which stats exist.
+#[derive(Debug, Default)]
+pub struct StatsSettings {
+    pub tags: tags::TagProducer,
+    pub matcher: StatsMatcher,
+}
+
+static SETTINGS: OnceLock<Arc<StatsSettings>> = OnceLock::new();
+
+/// Sets the stats configuration once, at startup; later calls are ignored.
+pub fn configure(s: Arc<StatsSettings>) {
+    let _ = SETTINGS.set(s);
+}
+
+/// The configured settings, or Envoy's defaults.
+pub fn settings() -> &'static StatsSettings {
+    SETTINGS.get_or_init(|| {
+        Arc::new(StatsSettings {
+            tags: tags::TagProducer::new(true, &[]).unwrap_or_default(),
+            matcher: StatsMatcher::All,
+        })
+    })
 }
 
 /// One atomic value.
@@ -213,33 +233,16 @@ impl Registry {
     }
 
     fn with_scope<R>(&self, scope: Scope<'_>, f: impl FnOnce(&mut ScopeStats) -> R) -> R {
-        let (prefix, segment, tag): (&str, &str, Tag) = match scope {
-            Scope::Server => ("server", "", Tag::None),
-            Scope::Cluster(c) => ("cluster", c, Tag::Cluster),
-            Scope::Http(p) => ("http", p, Tag::Http),
-            Scope::Tcp(p) => ("tcp", p, Tag::Tcp),
-            Scope::Listener(a) => ("listener", a, Tag::Listener),
-            Scope::ListenerManager => ("listener_manager", "", Tag::None),
-            Scope::ClusterManager => ("cluster_manager", "", Tag::None),
-            Scope::Named(p) => (p, "", Tag::None),
-        };
-        let scope_name = if tag == Tag::None {
-            prefix.to_string()
-        } else {
-            format!("{prefix}.{segment}")
-        };
+        let scope_name = scope_name(&scope);
         let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get_mut(scope_name.as_str()) {
             return f(s);
         }
-        let start = (prefix.len() + 1) as u32;
         let s = map
             .entry(scope_name.clone().into())
             .or_insert_with(|| ScopeStats {
                 name: Arc::new(ScopeName {
                     name: scope_name.into(),
-                    tag,
-                    tag_at: (start, start + segment.len() as u32),
                 }),
                 stats: Vec::new(),
                 blocks: Vec::new(),
@@ -266,18 +269,16 @@ impl Registry {
     /// Forgets the scope `cluster.<name>` (a removed cluster's), as Envoy drops the stats of
     /// what it removes. Holders of the old stats are unaffected.
     pub fn remove_scope(&self, scope: Scope<'_>) {
-        let name = match scope {
-            Scope::Cluster(c) => format!("cluster.{c}"),
-            Scope::Http(p) => format!("http.{p}"),
-            Scope::Tcp(p) => format!("tcp.{p}"),
-            Scope::Listener(a) => format!("listener.{a}"),
-            Scope::Named(p) => p.to_string(),
-            Scope::Server | Scope::ListenerManager | Scope::ClusterManager => return,
-        };
+        if matches!(
+            scope,
+            Scope::Server | Scope::ListenerManager | Scope::ClusterManager
+        ) {
+            return;
+        }
         self.scopes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name.as_str());
+            .remove(scope_name(&scope).as_str());
     }
 
     /// Every stat that passes `used_only` and `filter` (matched against the full name), sorted
@@ -305,8 +306,27 @@ impl Registry {
             }
             same
         });
-        all.retain(|e| !(used_only && e.value == 0) && filter.is_none_or(|f| f.is_match(&e.name)));
+        let matcher = &settings().matcher;
+        all.retain(|e| {
+            !(used_only && e.value == 0)
+                && filter.is_none_or(|f| f.is_match(&e.name))
+                && matcher.accepts(&e.name)
+        });
         all
+    }
+}
+
+/// The full dotted name of a scope.
+fn scope_name(scope: &Scope<'_>) -> String {
+    match scope {
+        Scope::Server => "server".into(),
+        Scope::Cluster(c) => format!("cluster.{c}"),
+        Scope::Http(p) => format!("http.{p}"),
+        Scope::Tcp(p) => format!("tcp.{p}"),
+        Scope::Listener(a) => format!("listener.{a}"),
+        Scope::ListenerManager => "listener_manager".into(),
+        Scope::ClusterManager => "cluster_manager".into(),
+        Scope::Named(p) => p.to_string(),
     }
 }
 

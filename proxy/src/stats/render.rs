@@ -1,16 +1,14 @@
 //! Rendering the registry: Envoy's `/stats` text and JSON, and Prometheus text with Envoy's
 //! default tag extraction.
 
-use super::{Kind, Registry, ScopeName, Tag};
+use super::tags::TagProducer;
+use super::{Kind, Registry, ScopeName};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One stat as rendered: its full name and value at the time of the listing.
 pub struct Entry {
     pub name: String,
-    scope: Arc<ScopeName>,
-    /// Where the stat's own name starts in `name`.
-    stat_at: usize,
     pub kind: Kind,
     pub value: u64,
 }
@@ -22,35 +20,20 @@ impl Entry {
         if !name.is_empty() {
             name.push('.');
         }
-        let stat_at = name.len();
         name.push_str(stat);
-        Entry {
-            name,
-            scope: scope.clone(),
-            stat_at,
-            kind,
-            value,
-        }
+        Entry { name, kind, value }
     }
 
     /// Envoy's Prometheus family name and `{label="value",…}` for this stat.
-    fn prometheus(&self) -> (String, String) {
-        let mut tags: Vec<(&'static str, String)> = Vec::new();
-        let family = if self.scope.tag == Tag::None {
-            format!("envoy_{}", sanitize(&self.name))
-        } else {
-            let scope = &*self.scope.name;
-            let (a, b) = (self.scope.tag_at.0 as usize, self.scope.tag_at.1 as usize);
-            tags.push((self.scope.tag.label(), scope[a..b].to_string()));
-            let stat = extract_code(&self.name[self.stat_at..], &mut tags);
-            format!("envoy_{}_{}", &scope[..a - 1], sanitize(&stat))
-        };
+    fn prometheus(&self, tags: &TagProducer) -> (String, String) {
+        let (extracted, tags) = tags.produce(&self.name);
+        let family = format!("envoy_{}", sanitize(&extracted));
         if tags.is_empty() {
             return (family, String::new());
         }
         let labels: Vec<String> = tags
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape(v)))
             .collect();
         (family, format!("{{{}}}", labels.join(",")))
     }
@@ -86,11 +69,12 @@ impl Registry {
     /// Prometheus text exposition, one `# TYPE` line per metric family.
     pub fn render_prometheus(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
         let mut families: BTreeMap<String, Vec<(String, u64, Kind)>> = BTreeMap::new();
+        let tags = &super::settings().tags;
         for e in self.entries(filter, used_only) {
             if e.kind == Kind::Text {
                 continue;
             }
-            let (family, labels) = e.prometheus();
+            let (family, labels) = e.prometheus(tags);
             families
                 .entry(family)
                 .or_default()
@@ -112,26 +96,6 @@ impl Registry {
         }
         out
     }
-}
-
-/// `upstream_rq_2xx` → (`upstream_rq_xx`, class 2); `upstream_rq_503` → (`upstream_rq`, code 503).
-fn extract_code(stat: &str, tags: &mut Vec<(&'static str, String)>) -> String {
-    let Some((head, last)) = stat.rsplit_once('_') else {
-        return stat.to_string();
-    };
-    let b = last.as_bytes();
-    if !(head.ends_with("_rq") || head == "rq") {
-        return stat.to_string();
-    }
-    if b.len() == 3 && b[0].is_ascii_digit() && &last[1..] == "xx" {
-        tags.insert(0, ("envoy_response_code_class", last[..1].to_string()));
-        return format!("{head}_xx");
-    }
-    if b.len() == 3 && b.iter().all(u8::is_ascii_digit) {
-        tags.insert(0, ("envoy_response_code", last.to_string()));
-        return head.to_string();
-    }
-    stat.to_string()
 }
 
 fn sanitize(s: &str) -> String {

@@ -127,8 +127,9 @@ impl XdsState {
             },
         );
         let (added, modified, removed) = diff(&res.clusters, &next);
-        for gone in res.clusters.keys().filter(|k| !next.contains_key(*k)) {
-            crate::stats::registry().remove_scope(crate::stats::Scope::Cluster(gone));
+        for (gone, rt) in res.clusters.iter().filter(|(k, _)| !next.contains_key(*k)) {
+            crate::stats::registry()
+                .remove_scope(crate::stats::Scope::Cluster(&rt.value.cfg.stat_name));
             res.eds_stats.remove(gone);
         }
         // Assignments no remaining EDS cluster uses are forgotten with their clusters.

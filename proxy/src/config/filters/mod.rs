@@ -1,6 +1,7 @@
 //! The HTTP filters of a connection manager before its router, and their per-route
 //! configurations (`typed_per_filter_config` on routes, virtual hosts and route tables).
 
+pub mod compressor;
 pub mod cors;
 pub mod fault;
 pub mod grpc_stats;
@@ -88,6 +89,8 @@ pub enum HttpFilter {
     Cors(Arc<cors::CorsStats>),
     /// `envoy.filters.http.grpc_stats`: counted by the router once the cluster is known.
     GrpcStats(Arc<grpc_stats::GrpcStatsCfg>),
+    /// `envoy.filters.http.compressor`: acts on the response.
+    Compressor(Arc<compressor::CompressorCfg>),
 }
 
 /// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
@@ -160,6 +163,7 @@ pub struct FilterEntry {
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 const RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+const COMPRESSOR: &str = "envoy.extensions.filters.http.compressor.v3.Compressor";
 const GRPC_STATS: &str = "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig";
 const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
@@ -178,6 +182,11 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
         }
         GRPC_STATS => HttpFilter::GrpcStats(Arc::new(grpc_stats::GrpcStatsCfg::from_proto(
             &any_to(any, path)?,
+            path,
+        )?)),
+        COMPRESSOR => HttpFilter::Compressor(Arc::new(compressor::CompressorCfg::from_proto(
+            &any_to(any, path)?,
+            stat_prefix,
             path,
         )?)),
         CORS => HttpFilter::Cors(registry().block(Scope::Http(stat_prefix), Default::default)),

@@ -102,7 +102,7 @@ pub async fn decode(
                     return Some(r);
                 }
             }
-            HttpFilter::GrpcStats(_) => {}
+            HttpFilter::GrpcStats(_) | HttpFilter::Compressor(_) => {}
             HttpFilter::Cors(stats) => {
                 let policies = req.all_per_filter(&f.name);
                 if let Some(r) = cors::decode(stats, &policies, req, &mut effects.headers) {
