@@ -184,7 +184,7 @@ pub fn strftime(fmt: &str, c: &Civil, out: &mut String) {
                 c.fraction(9, out);
                 Ok(())
             }
-            'n' => write!(out, "\n"),
+            'n' => writeln!(out),
             't' => write!(out, "\t"),
             '%' => write!(out, "%"),
             other => write!(out, "%{other}"),

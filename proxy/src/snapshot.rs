@@ -52,11 +52,12 @@ pub struct ServerStats {
     pub concurrency: Gauge,
     pub total_connections: Gauge,
     pub memory_allocated: Gauge,
-    pub healthcheck_failed: Gauge,
     pub listener_added: Counter,
     pub cluster_added: Counter,
     pub active_clusters: Gauge,
     pub total_listeners_active: Gauge,
+    /// `listener_manager.workers_started`: 1 once the server is live (pilot-agent's check).
+    pub workers_started: Gauge,
 }
 
 /// Process-wide state shared by listeners, the admin API and shutdown.
@@ -96,11 +97,11 @@ impl Server {
             concurrency: g("concurrency"),
             total_connections: g("total_connections"),
             memory_allocated: g("memory_allocated"),
-            healthcheck_failed: g("healthcheck_failed"),
             listener_added: r.counter(Scope::ListenerManager, "listener_added"),
             cluster_added: r.counter(Scope::ClusterManager, "cluster_added"),
             active_clusters: r.gauge(Scope::ClusterManager, "active_clusters"),
             total_listeners_active: r.gauge(Scope::ListenerManager, "total_listeners_active"),
+            workers_started: r.gauge(Scope::ListenerManager, "workers_started"),
         };
         stats.concurrency.set(concurrency as u64);
         stats.cluster_added.add(snapshot.clusters.len() as u64);
@@ -127,6 +128,9 @@ impl Server {
         self.state.store(Arc::new(s));
         self.stats.state.set(s as u64);
         self.stats.live.set(u64::from(s == ServerState::Live));
+        if s == ServerState::Live {
+            self.stats.workers_started.set(1);
+        }
     }
 
     pub fn state(&self) -> ServerState {

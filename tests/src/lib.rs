@@ -25,6 +25,7 @@ pub mod conn;
 pub mod diff;
 pub mod echo;
 pub mod env;
+pub mod fixtures;
 pub mod netns;
 pub mod normalise;
 pub mod ports;

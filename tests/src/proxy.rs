@@ -233,6 +233,36 @@ impl Proxy {
         assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
     }
 
+    /// Starts `bin` exactly as pilot-agent starts Envoy: `-c <dir>/envoy-rev.json` and `args`,
+    /// nothing else.
+    pub fn spawn_exact(
+        kind: ProxyKind,
+        bin: &Path,
+        json: &str,
+        ports: BTreeMap<String, u16>,
+        args: &[&str],
+    ) -> Proxy {
+        let dir = TempDir::new(&kind.to_string());
+        let config = dir.path().join("envoy-rev.json");
+        std::fs::write(&config, json).expect("write bootstrap");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {kind} ({}): {e}", bin.display()));
+        Proxy {
+            kind,
+            child,
+            dir,
+            ports,
+        }
+    }
+
     /// `Some(status)` once the process has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

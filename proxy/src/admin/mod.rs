@@ -187,14 +187,12 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             server
                 .health_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            server.stats.healthcheck_failed.set(1);
             text(StatusCode::OK, "OK\n")
         }
         "/healthcheck/ok" => {
             server
                 .health_failed
                 .store(false, std::sync::atomic::Ordering::Relaxed);
-            server.stats.healthcheck_failed.set(0);
             text(StatusCode::OK, "OK\n")
         }
         "/drain_listeners" => {

@@ -11,7 +11,7 @@ pub fn settings(c: &Option<pb::StatsConfig>) -> Result<StatsSettings> {
     let path = "stats_config";
     let Some(c) = c else {
         return Ok(StatsSettings {
-            tags: TagProducer::new(true, &[]).or_else(|e| err(path, e))?,
+            tags: TagProducer::new(true, &[], false).or_else(|e| err(path, e))?,
             matcher: StatsMatcher::All,
         });
     };
@@ -28,8 +28,14 @@ pub fn settings(c: &Option<pb::StatsConfig>) -> Result<StatsSettings> {
         });
     }
     let use_defaults = c.use_all_default_tags.as_ref().is_none_or(|b| b.value);
-    let tags = TagProducer::new(use_defaults, &specs)
-        .or_else(|e| err(&format!("{path}.stats_tags"), e))?;
+    let tags = TagProducer::new(
+        use_defaults,
+        &specs,
+        c.allow_default_tag_overrides
+            .as_ref()
+            .is_some_and(|b| b.value),
+    )
+    .or_else(|e| err(&format!("{path}.stats_tags"), e))?;
     let list = |l: &envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher, p: &str| {
         l.patterns
             .iter()

@@ -16,7 +16,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
     ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", &["log_format"]),
-    ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "~histogram_bucket_settings"]),
+    ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "~histogram_bucket_settings", "allow_default_tag_overrides"]),
     ("envoy.config.metrics.v3.TagSpecifier", &["tag_name", "regex", "fixed_value"]),
     ("envoy.config.metrics.v3.StatsMatcher", &["reject_all", "exclusion_list", "inclusion_list"]),
     ("envoy.type.matcher.v3.ListStringMatcher", &["patterns"]),

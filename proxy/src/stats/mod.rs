@@ -70,7 +70,7 @@ pub fn configure(s: Arc<StatsSettings>) {
 pub fn settings() -> &'static StatsSettings {
     SETTINGS.get_or_init(|| {
         Arc::new(StatsSettings {
-            tags: tags::TagProducer::new(true, &[]).unwrap_or_default(),
+            tags: tags::TagProducer::new(true, &[], false).unwrap_or_default(),
             matcher: StatsMatcher::All,
         })
     })
@@ -109,6 +109,31 @@ pub struct Stat {
     stat: &'static str,
     pub kind: Kind,
     cell: Cell,
+    /// Written at least once (Envoy's "used", which `?usedonly` shows even at zero).
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl Stat {
+    fn mark(&self) {
+        if !self.used.load(Relaxed) {
+            self.used.store(true, Relaxed);
+        }
+    }
+    #[inline]
+    pub fn inc(&self) {
+        self.mark();
+        self.cell.inc();
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.mark();
+        self.cell.add(n);
+    }
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.mark();
+        self.cell.set(v);
+    }
 }
 
 impl std::ops::Deref for Stat {
@@ -260,6 +285,7 @@ impl Registry {
                 stat: intern(stat),
                 kind,
                 cell: Cell::default(),
+                used: Default::default(),
             });
             s.stats.insert(at, new.clone());
             new
@@ -289,7 +315,9 @@ impl Registry {
             let map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
             for s in map.values() {
                 for st in &s.stats {
-                    all.push(Entry::new(&s.name, st.stat, st.kind, st.get()));
+                    let mut e = Entry::new(&s.name, st.stat, st.kind, st.get());
+                    e.used |= st.used.load(Relaxed);
+                    all.push(e);
                 }
                 for (b, _) in &s.blocks {
                     b.visit(&mut |stat, kind, value| {
@@ -303,12 +331,13 @@ impl Registry {
             let same = a.name == b.name;
             if same {
                 a.value += b.value;
+                a.used |= b.used;
             }
             same
         });
         let matcher = &settings().matcher;
         all.retain(|e| {
-            !(used_only && e.value == 0)
+            (!used_only || e.used)
                 && filter.is_none_or(|f| f.is_match(&e.name))
                 && matcher.accepts(&e.name)
         });

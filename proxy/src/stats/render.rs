@@ -11,6 +11,8 @@ pub struct Entry {
     pub name: String,
     pub kind: Kind,
     pub value: u64,
+    /// Written at least once (a block's stats: non-zero).
+    pub used: bool,
 }
 
 impl Entry {
@@ -21,21 +23,22 @@ impl Entry {
             name.push('.');
         }
         name.push_str(stat);
-        Entry { name, kind, value }
+        Entry {
+            name,
+            kind,
+            value,
+            used: value != 0,
+        }
     }
 
-    /// Envoy's Prometheus family name and `{label="value",…}` for this stat.
+    /// The tag-extracted name and `{label="value",…}` (`{}` without tags) of this stat.
     fn prometheus(&self, tags: &TagProducer) -> (String, String) {
         let (extracted, tags) = tags.produce(&self.name);
-        let family = format!("envoy_{}", sanitize(&extracted));
-        if tags.is_empty() {
-            return (family, String::new());
-        }
         let labels: Vec<String> = tags
             .iter()
             .map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape(v)))
             .collect();
-        (family, format!("{{{}}}", labels.join(",")))
+        (extracted, format!("{{{}}}", labels.join(",")))
     }
 }
 
@@ -66,30 +69,34 @@ impl Registry {
         serde_json::to_string_pretty(&serde_json::json!({ "stats": stats })).unwrap_or_default()
     }
 
-    /// Prometheus text exposition, one `# TYPE` line per metric family.
+    /// Prometheus text exposition as Envoy writes it: counters, then gauges, each family
+    /// (by dotted tag-extracted name) under one `# TYPE` line, series by full name.
     pub fn render_prometheus(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
-        let mut families: BTreeMap<String, Vec<(String, u64, Kind)>> = BTreeMap::new();
         let tags = &super::settings().tags;
+        // (kind order, dotted extracted name) → (family, [(full name, labels, value)]).
+        type Series = (String, String, u64);
+        let mut families: BTreeMap<(u8, String), (String, Vec<Series>)> = BTreeMap::new();
         for e in self.entries(filter, used_only) {
-            if e.kind == Kind::Text {
-                continue;
-            }
-            let (family, labels) = e.prometheus(tags);
+            let order = match e.kind {
+                Kind::Counter => 0,
+                Kind::Gauge => 1,
+                Kind::Text => continue,
+            };
+            let (extracted, labels) = e.prometheus(tags);
+            let family = format!("envoy_{}", sanitize(&extracted));
             families
-                .entry(family)
-                .or_default()
-                .push((labels, e.value, e.kind));
+                .entry((order, extracted))
+                .or_insert_with(|| (family, Vec::new()))
+                .1
+                .push((e.name, labels, e.value));
         }
         let mut out = String::new();
-        for (name, stats) in families {
-            let kind = if stats[0].2 == Kind::Counter {
-                "counter"
-            } else {
-                "gauge"
-            };
-            out.push_str(&format!("# TYPE {name} {kind}\n"));
-            for (labels, value, _) in stats {
-                out.push_str(&name);
+        for ((order, _), (family, mut series)) in families {
+            let kind = if order == 0 { "counter" } else { "gauge" };
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, labels, value) in series {
+                out.push_str(&family);
                 out.push_str(&labels);
                 out.push_str(&format!(" {value}\n"));
             }

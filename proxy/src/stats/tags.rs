@@ -19,6 +19,8 @@ struct Extractor {
     prefix: Option<String>,
     /// The name must contain this.
     substr: Option<&'static str>,
+    /// A value that gives no tag.
+    negative: Option<&'static str>,
 }
 
 /// A fixed tag every stat gets (`tag_value`).
@@ -42,31 +44,273 @@ pub enum TagSpec<'a> {
     Fixed(&'a str, &'a str),
 }
 
-/// Envoy's default extractors, in Envoy's order: name, regex, substring hint.
-pub const DEFAULTS: &[(&str, &str, Option<&str>)] = &[
-    ("envoy.cluster_name", r"^cluster\.((.*?)\.)", None),
+/// Envoy's default extractors in Envoy's order of registration (its regex ones, then its
+/// token patterns, written here as the equivalent regexes): tag name, regex, substring hint,
+/// and a value that means "no tag".
+pub const DEFAULTS: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+    ("envoy.response_code", r"_rq(_(\d{3}))$", Some("_rq_"), None),
     (
-        "envoy.listener_address",
-        r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+        "envoy.response_code_class",
+        r"_rq_((\d))xx$",
+        Some("_rq_"),
         None,
     ),
-    ("envoy.http_conn_manager_prefix", r"^http\.((.*?)\.)", None),
-    ("envoy.tcp_prefix", r"^tcp\.((.*?)\.)", None),
-    ("envoy.response_code", r"_rq(_(\d{3}))$", Some("_rq_")),
-    ("envoy.response_code_class", r"_rq_(\d)xx$", Some("_rq_")),
+    (
+        "envoy.dynamo_partition_id",
+        r"^http\.[^\.]+\.dynamodb\.table\.[^\.]+\.capacity\.[^\.]+(\.__partition_id=(\w{7}))$",
+        Some(".dynamodb.table."),
+        None,
+    ),
+    (
+        "envoy.dynamo_operation",
+        r"^http\.[^\.]+\.dynamodb.(?:operation|table\.[^\.]+\.capacity)(\.([^\.]+))(?:\.|$)",
+        Some(".dynamodb."),
+        None,
+    ),
+    (
+        "envoy.dynamo_table",
+        r"^http\.[^\.]+\.dynamodb.(?:table|error)\.(([^\.]+)\.)",
+        Some(".dynamodb."),
+        None,
+    ),
+    (
+        "envoy.ssl_cipher",
+        r"^listener\..*?\.ssl\.ciphers(\.([\w-]+))$",
+        Some(".ssl.ciphers."),
+        None,
+    ),
+    (
+        "envoy.ssl_curve",
+        r"^(?:listener|cluster)\..*?\.ssl\.curves(\.([\w-]+))$",
+        Some(".ssl.curves."),
+        None,
+    ),
+    (
+        "envoy.ssl_sigalg",
+        r"^(?:listener|cluster)\..*?\.ssl\.sigalgs(\.([\w-]+))$",
+        Some(".ssl.sigalgs."),
+        None,
+    ),
+    (
+        "envoy.ssl_version",
+        r"^(?:listener|cluster)\..*?\.ssl\.versions(\.(TLSv\d\.\d))$",
+        Some(".ssl.versions."),
+        None,
+    ),
+    (
+        "cipher_suite",
+        r"^cluster\.[^\.]+\.ssl\.ciphers(\.([\w-]+))$",
+        Some(".ssl.ciphers."),
+        None,
+    ),
+    (
+        "envoy.http_conn_manager_prefix",
+        r"^listener\..*?\.http\.(([^\.]+)\.)",
+        Some(".http."),
+        None,
+    ),
+    (
+        "envoy.worker_id",
+        r"^(?:listener\.(?:(?:\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[[a-fA-F_\d]+\])_\d+|[^\.]+)|server|listener_manager|thread_local_cluster_manager)\.worker_((\d+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.listener_address",
+        r"^listener\.(((?:\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[[a-fA-F_\d]+\])_\d+|[^\.]+)\.)",
+        None,
+        Some("admin"),
+    ),
+    (
+        "envoy.rds_route_config",
+        r"^http\.[^\.]+\.rds\.(([\w\-\./]+)\.)\w+?$",
+        Some(".rds."),
+        None,
+    ),
+    (
+        "envoy.rbac_http_prefix",
+        r"^http\.[^\.]+\.rbac\.(([^\.]+)\.).*?",
+        None,
+        Some("policy"),
+    ),
+    (
+        "envoy.rbac_policy_name",
+        r"^http\.[^\.]+\.rbac\.(?:[^\.]+\.)?policy\.(([^\.]+)\.)(allowed|shadow_allowed|denied|shadow_denied)$",
+        None,
+        None,
+    ),
+    (
+        "envoy.proxy_protocol_prefix",
+        r"^proxy_proto\.(([^\.]+)\.).+$",
+        None,
+        Some("versions"),
+    ),
+    (
+        "envoy.proxy_protocol_version",
+        r"^proxy_proto\.((?:[^\.]+\.)?versions\.v(\d)\.)\w+$",
+        None,
+        None,
+    ),
+    (
+        "envoy.scoped_rds_config",
+        r"^http\.[^\.]+\.scoped_rds\.(([\w\-\.]+)\.)\w+?$",
+        None,
+        None,
+    ),
+    (
+        "envoy.xds_resource_name",
+        r"^sds\.(([^\.]+)\.).+",
+        None,
+        None,
+    ),
+    (
+        "envoy.tls_certificate",
+        r"^(?:listener|cluster)\..*?\.ssl\.certificate\.(([^\.]+)\.).*$",
+        None,
+        None,
+    ),
+    // Token patterns.
+    (
+        "envoy.mongo_callsite",
+        r"^mongo\.[^\.]+\.collection\.[^\.]+\.callsite\.(([^\.]+)\.)query\.",
+        None,
+        None,
+    ),
+    (
+        "envoy.mongo_collection",
+        r"^mongo\.[^\.]+\.collection\.(([^\.]+)\.)(?:.*\.)?query\.[^\.]+$",
+        None,
+        None,
+    ),
+    (
+        "envoy.mongo_cmd",
+        r"^mongo\.[^\.]+\.cmd\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.grpc_bridge_method",
+        r"^cluster\.[^\.]+\.grpc\.[^\.]+\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.http_user_agent",
+        r"^http\.[^\.]+\.user_agent\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.virtual_cluster",
+        r"^vhost\.[^\.]+\.vcluster\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.fault_downstream_cluster",
+        r"^http\.[^\.]+\.fault\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.grpc_bridge_service",
+        r"^cluster\.[^\.]+\.grpc\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    ("envoy.tcp_prefix", r"^tcp\.(([^\.]+)\.)", None, None),
+    ("envoy.udp_prefix", r"^udp\.(([^\.]+)\.)", None, None),
+    (
+        "envoy.clientssl_prefix",
+        r"^auth\.clientssl\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.ratelimit_prefix",
+        r"^ratelimit\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    ("envoy.cluster_name", r"^cluster\.(([^\.]+)\.)", None, None),
+    (
+        "envoy.ext_authz_prefix",
+        r"^cluster\.[^\.]+\.ext_authz\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.ext_authz_prefix",
+        r"^http\.[^\.]+\.ext_authz\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.http_conn_manager_prefix",
+        r"^http\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    ("envoy.virtual_host", r"^vhost\.(([^\.]+)\.)", None, None),
+    ("envoy.mongo_prefix", r"^mongo\.(([^\.]+)\.)", None, None),
+    (
+        "envoy.route",
+        r"^vhost\.[^\.]+\.route\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    ("envoy.thrift_prefix", r"^thrift\.(([^\.]+)\.)", None, None),
+    ("envoy.redis_prefix", r"^redis\.(([^\.]+)\.)", None, None),
+    (
+        "envoy.local_http_ratelimit_prefix",
+        r"^(([^\.]+)\.)http_local_rate_limit\.",
+        None,
+        None,
+    ),
+    (
+        "envoy.local_network_ratelimit_prefix",
+        r"^local_rate_limit\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.local_listener_ratelimit_prefix",
+        r"^listener_local_ratelimit\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.dns_filter_prefix",
+        r"^dns_filter\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    (
+        "envoy.connection_limit_prefix",
+        r"^connection_limit\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
+    ("envoy.rbac_prefix", r"^(([^\.]+)\.)rbac\.", None, None),
+    (
+        "envoy.google_grpc_client_prefix",
+        r"^grpc\.(([^\.]+)\.)",
+        None,
+        None,
+    ),
 ];
 
-/// `^token` (letters, digits, `_`, `-`) followed by `\.`, `(` or `$` → `token`.
+/// Envoy's prefix token of a regex: `^token` followed by `\.`, `(?=\.)` or the end.
 fn regex_prefix(re: &str) -> Option<String> {
     let rest = re.strip_prefix('^')?;
     let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(rest.len());
     if end == 0 {
         return None;
     }
     let after = &rest[end..];
-    if after.is_empty() || after.starts_with("\\.") || after.starts_with('(') {
+    if after == "$" || after.starts_with("\\.") || after.starts_with("(?=\\.)") {
         Some(rest[..end].to_string())
     } else {
         None
@@ -74,23 +318,33 @@ fn regex_prefix(re: &str) -> Option<String> {
 }
 
 impl TagProducer {
-    /// From `use_all_default_tags` (true when unset) and the configured tags. A configured
-    /// tag named like a default one replaces it.
-    pub fn new(use_defaults: bool, specs: &[TagSpec<'_>]) -> Result<TagProducer, String> {
+    /// From `use_all_default_tags` (true when unset) and the configured tags: Envoy's
+    /// defaults first, then the configured ones in order. A configured tag named like a
+    /// default one only applies when the default does not match, unless `overrides`
+    /// (`allow_default_tag_overrides`) makes it replace the default.
+    pub fn new(
+        use_defaults: bool,
+        specs: &[TagSpec<'_>],
+        overrides: bool,
+    ) -> Result<TagProducer, String> {
         let mut with_prefix = Vec::new();
         let mut without = Vec::new();
         let mut fixed = Vec::new();
-        let mut add = |name: &str, re: &str, substr: Option<&'static str>| -> Result<(), String> {
-            let regex = Regex::new(re).map_err(|e| format!("invalid regex '{re}': {e}"))?;
-            if regex.captures_len() < 2 {
-                return Err(format!("regex '{re}' has no capture group"));
+        let mut add = |name: &str,
+                       re: &str,
+                       substr: Option<&'static str>,
+                       negative: Option<&'static str>|
+         -> Result<(), String> {
+            if re.len() > 1024 {
+                return Err(format!("regex for tag '{name}' is longer than 1024 bytes"));
             }
-            let prefix = regex_prefix(re);
+            let regex = Regex::new(re).map_err(|e| format!("Invalid regex '{re}': {e}"))?;
             let e = Extractor {
                 name: name.to_string(),
+                prefix: regex_prefix(re),
                 regex,
-                prefix,
                 substr,
+                negative,
             };
             if e.prefix.is_some() {
                 with_prefix.push(e);
@@ -99,13 +353,18 @@ impl TagProducer {
             }
             Ok(())
         };
-        let mut names = std::collections::HashSet::new();
-        for spec in specs {
-            let name = match spec {
+        let configured: Vec<&str> = specs
+            .iter()
+            .map(|s| match s {
                 TagSpec::Regex(n, _) | TagSpec::Fixed(n, _) => *n,
-            };
-            if !names.insert(name.to_string()) {
-                return Err(format!("Tag name '{name}' specified twice."));
+            })
+            .collect();
+        if use_defaults {
+            for (n, re, sub, neg) in DEFAULTS {
+                if overrides && configured.contains(n) {
+                    continue;
+                }
+                add(n, re, *sub, *neg)?;
             }
         }
         for spec in specs {
@@ -115,22 +374,20 @@ impl TagProducer {
                     value: v.to_string(),
                 }),
                 TagSpec::Regex(n, "") => {
-                    // A default tag named without a regex: the default's regex.
-                    let Some((_, re, sub)) = DEFAULTS.iter().find(|d| d.0 == *n) else {
+                    // A default tag named without a regex: the default's regexes.
+                    let defaults: Vec<_> = DEFAULTS.iter().filter(|d| d.0 == *n).collect();
+                    if defaults.is_empty() {
                         return Err(format!(
                             "No regex specified for tag specifier and no default regex for name: '{n}'"
                         ));
-                    };
-                    add(n, re, *sub)?;
+                    }
+                    if !use_defaults || overrides {
+                        for (n, re, sub, neg) in defaults {
+                            add(n, re, *sub, *neg)?;
+                        }
+                    }
                 }
-                TagSpec::Regex(n, re) => add(n, re, None)?,
-            }
-        }
-        if use_defaults {
-            for (n, re, sub) in DEFAULTS {
-                if !names.contains(*n) {
-                    add(n, re, *sub)?;
-                }
+                TagSpec::Regex(n, re) => add(n, re, None, None)?,
             }
         }
         without.append(&mut with_prefix);
@@ -140,29 +397,44 @@ impl TagProducer {
         })
     }
 
-    /// The tag-extracted name and the tags, in extraction order (fixed tags last).
+    /// The tag-extracted name and the tags, in Envoy's order: extractors without a prefix
+    /// token, then those of the name's first token; fixed tags after the extractors without
+    /// a prefix. A tag name already extracted is not extracted again.
     pub fn produce(&self, name: &str) -> (String, Vec<(String, String)>) {
         let first = name.split('.').next().unwrap_or(name);
         let mut cut: Vec<Range<usize>> = Vec::new();
-        let mut tags = Vec::new();
+        let mut tags: Vec<(String, String)> = Vec::new();
+        let mut fixed_done = false;
         for e in &self.extractors {
+            if !fixed_done && e.prefix.is_some() {
+                fixed_done = true;
+                self.push_fixed(&mut tags);
+            }
             if e.prefix.as_deref().is_some_and(|p| p != first)
                 || e.substr.is_some_and(|s| !name.contains(s))
+                || tags.iter().any(|(n, _)| *n == e.name)
             {
                 continue;
             }
             let Ok(Some(caps)) = e.regex.captures(name) else {
                 continue;
             };
-            let Some(remove) = caps.get(1) else {
+            let Some(remove) = caps.get(1).filter(|m| !m.as_str().is_empty()) else {
                 continue;
             };
-            let value = caps.get(2).unwrap_or(remove);
-            tags.push((e.name.clone(), value.as_str().to_string()));
+            let value = caps
+                .get(2)
+                .filter(|m| !m.as_str().is_empty())
+                .unwrap_or(remove)
+                .as_str();
+            if e.negative == Some(value) {
+                continue;
+            }
+            tags.push((e.name.clone(), value.trim_end_matches('.').to_string()));
             cut.push(remove.range());
         }
-        for f in &self.fixed {
-            tags.push((f.name.clone(), f.value.clone()));
+        if !fixed_done {
+            self.push_fixed(&mut tags);
         }
         if cut.is_empty() {
             return (name.to_string(), tags);
@@ -175,6 +447,14 @@ impl TagProducer {
         }
         (out, tags)
     }
+
+    fn push_fixed(&self, tags: &mut Vec<(String, String)>) {
+        for f in &self.fixed {
+            if !tags.iter().any(|(n, _)| *n == f.name) {
+                tags.push((f.name.clone(), f.value.clone()));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +462,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> TagProducer {
-        TagProducer::new(true, &[]).expect("defaults")
+        TagProducer::new(true, &[], false).expect("defaults")
     }
 
     #[test]
@@ -199,6 +479,38 @@ mod tests {
     }
 
     #[test]
+    fn default_labels_in_envoys_order() {
+        let p = defaults();
+        let (n, t) = p.produce("listener.127.0.0.1_20010.http.ingress_http.downstream_rq_2xx");
+        assert_eq!(n, "listener.http.downstream_rq_xx");
+        let names: Vec<&str> = t.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.response_code_class",
+                "envoy.http_conn_manager_prefix",
+                "envoy.listener_address"
+            ]
+        );
+        let (n, t) = p.produce("listener.admin.downstream_cx_total");
+        assert_eq!(
+            (n.as_str(), t.len()),
+            ("listener.admin.downstream_cx_total", 0)
+        );
+        let (n, t) = p.produce("http.h.rds.agg/route_config.1-23.config_reload");
+        assert_eq!(n, "http.rds.config_reload");
+        assert_eq!(
+            t[0],
+            (
+                "envoy.rds_route_config".into(),
+                "agg/route_config.1-23".into()
+            )
+        );
+        let (n, _) = p.produce("listener.127.0.0.1_20010.worker_0.downstream_cx_total");
+        assert_eq!(n, "listener.worker_downstream_cx_total");
+    }
+
+    #[test]
     fn istio_lookahead_and_semicolon_names() {
         let p = TagProducer::new(
             false,
@@ -209,28 +521,37 @@ mod tests {
                     r"^listener(?=\.).*?\.http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
                 ),
                 TagSpec::Regex("response_code", r"_rq(_(\d{3}))$"),
+                TagSpec::Regex("response_code_class", r"_rq(_(\dxx))$"),
             ],
+            false,
         )
         .expect("istio tags");
         let (n, t) = p.produce("cluster.xds-grpc;.upstream_rq_200");
         assert_eq!(n, "cluster.upstream_rq");
-        assert_eq!(t[1], ("cluster_name".to_string(), "xds-grpc".to_string()));
-        let (n, t) = p.produce("listener.0.0.0.0_15090.http.stats.downstream_rq_2xx");
+        assert_eq!(t[0], ("cluster_name".to_string(), "xds-grpc".to_string()));
+        assert_eq!(t[1], ("response_code".to_string(), "200".to_string()));
+        let (_, t) = p.produce("cluster.xds-grpc;.upstream_rq_2xx");
+        assert_eq!(t[1], ("response_code_class".to_string(), "2xx".to_string()));
+        let (n, t) = p.produce("listener.0.0.0.0_15090.http.stats.downstream_cx_total");
         assert_eq!(t.len(), 0, "{n}");
-        let (n, _) = p.produce("listener.10.0.0.1_80.http.10.0.0.1_80.downstream_rq_completed");
-        assert_eq!(n, "listener.10.0.0.1_80.http.downstream_rq_completed");
+        let (n, _) = p.produce("listener.10.0.0.1_80.http.10.0.0.1_80.downstream_cx_total");
+        assert_eq!(n, "listener.10.0.0.1_80.http.downstream_cx_total");
     }
 
     #[test]
-    fn fixed_values_and_duplicates() {
-        let p = TagProducer::new(false, &[TagSpec::Fixed("mesh", "m1")]).expect("fixed");
+    fn fixed_values_and_first_match_wins() {
+        let p = TagProducer::new(false, &[TagSpec::Fixed("mesh", "m1")], false).expect("fixed");
         assert_eq!(
             p.produce("server.live").1,
             vec![("mesh".into(), "m1".into())]
         );
-        assert!(
-            TagProducer::new(false, &[TagSpec::Fixed("a", "1"), TagSpec::Fixed("a", "2")]).is_err()
-        );
-        assert!(TagProducer::new(false, &[TagSpec::Regex("x", "^nogroup")]).is_err());
+        // A configured cluster_name loses to the default one unless overrides are allowed.
+        let custom = [TagSpec::Regex(
+            "envoy.cluster_name",
+            r"^cluster\.((.+?)\.)x",
+        )];
+        let p = TagProducer::new(true, &custom, false).expect("custom");
+        assert_eq!(p.produce("cluster.a.b.x").1[0].1, "a");
+        assert!(TagProducer::new(false, &[TagSpec::Regex("nope", "")], false).is_err());
     }
 }

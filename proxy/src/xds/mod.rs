@@ -257,6 +257,7 @@ impl Handler for XdsState {
 
     fn connected(&self, up: bool) {
         self.stats.connected.set(u64::from(up));
+        self.charge_xds_cluster(up);
         if !up {
             self.stats.cds.failure.inc();
             self.stats.lds.failure.inc();
@@ -267,6 +268,34 @@ impl Handler for XdsState {
             for (_, st) in res.rds_stats.values().flatten() {
                 st.failure.inc();
             }
+        }
+    }
+}
+
+impl XdsState {
+    /// The ADS stream is one request on one connection of the control plane's static cluster,
+    /// counted in that cluster's stats as Envoy counts it (200 once the stream is up).
+    fn charge_xds_cluster(&self, up: bool) {
+        let Some(server) = self.server.upgrade() else {
+            return;
+        };
+        let Some(d) = &server.bootstrap.dynamic else {
+            return;
+        };
+        let snapshot = server.snapshot.load();
+        let Some(c) = snapshot.cluster(&d.cluster) else {
+            return;
+        };
+        let st = &c.stats;
+        if up {
+            st.upstream_cx_total.inc();
+            st.upstream_cx_active.inc();
+            st.upstream_rq_total.inc();
+            st.upstream_rq_active.inc();
+            st.charge(200);
+        } else if st.upstream_cx_active.get() > 0 {
+            st.upstream_cx_active.dec();
+            st.upstream_rq_active.dec();
         }
     }
 }
