@@ -40,6 +40,10 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(level);
+    crate::access_log::sink::configure(
+        Duration::from_millis(cli.file_flush_interval_msec),
+        cli.file_flush_min_size_kb * 1024,
+    );
     let shown = cli
         .config_path
         .as_ref()
@@ -193,7 +197,7 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
                 if let (Some(p), Ok(a)) = (&cli.admin_address_path, l.local_addr()) {
                     let _ = std::fs::write(p, a.to_string());
                 }
-                crate::admin::spawn(server.clone(), l);
+                crate::admin::spawn(server.clone(), l, bootstrap.admin_access_logs.clone());
             }
             Err(e) => {
                 eprintln!("error: cannot bind the admin address {addr}: {e}");
@@ -310,6 +314,7 @@ async fn wait_for_exit(server: &Arc<Server>, drain_time: Duration) -> ExitCode {
             }
         }
     }
+    crate::access_log::sink::flush_all();
     ExitCode::SUCCESS
 }
 

@@ -83,9 +83,12 @@ pub struct Cli {
     /// Accepted, not acted on.
     #[arg(long = "ignore-unknown-dynamic-fields")]
     pub ignore_unknown_dynamic_fields: bool,
-    /// Accepted, not acted on.
-    #[arg(long = "file-flush-interval-msec")]
-    pub file_flush_interval_msec: Option<u64>,
+    /// How often buffered access log lines are written out (Envoy's default 10 s).
+    #[arg(long = "file-flush-interval-msec", default_value_t = 10_000)]
+    pub file_flush_interval_msec: u64,
+    /// Access log buffers this large are written out at once (KiB).
+    #[arg(long = "file-flush-min-size-kb", default_value_t = 64)]
+    pub file_flush_min_size_kb: u64,
     /// Accepted, not acted on.
     #[arg(long = "skip-deprecated-logs")]
     pub skip_deprecated_logs: bool,

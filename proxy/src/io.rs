@@ -25,6 +25,15 @@ impl Stream {
         }
     }
 
+    /// The local address of the TCP connection underneath.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(s) => s.local_addr().ok(),
+            Stream::Server(s) => s.get_ref().0.local_addr().ok(),
+            Stream::Client(s) => s.get_ref().0.local_addr().ok(),
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }

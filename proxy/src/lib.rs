@@ -2,6 +2,7 @@
 //! whole proxy; the `ferry` binary only calls [`app::main`]. It is a library so that the micro
 //! benchmarks (`benches/`) can time the hot pure functions.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod listener;
 pub mod logfmt;
 pub mod snapshot;
 pub mod stats;
+pub mod stream_info;
 pub mod tcp_proxy;
 pub mod tls;
 pub mod util;

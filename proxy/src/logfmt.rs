@@ -140,7 +140,8 @@ fn escape_newlines(s: &str, out: &mut String) {
     }
 }
 
-fn json_escape(s: &str, out: &mut String) {
+/// `s` escaped for a JSON string (quotes, backslashes, control characters; other text as is).
+pub(crate) fn json_escape(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -5,6 +5,7 @@ use crate::config::tcp_proxy::TcpProxy;
 use crate::io::Stream;
 use crate::snapshot::Server;
 use crate::stats::{registry, Scope};
+use crate::stream_info::{Flag, LogType, StreamInfo};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ pub async fn handle(
     downstream: Stream,
     down: crate::listener::Downstream,
 ) {
+    let mut log = (!cfg.access_logs.is_empty()).then(|| Logged::start(cfg, &down, &downstream));
     let r = registry();
     let scope = || Scope::Tcp(&cfg.stat_prefix);
     r.counter(scope(), "downstream_cx_total").inc();
@@ -24,8 +26,17 @@ pub async fn handle(
     let Some(cluster) = snapshot.cluster(name) else {
         r.counter(scope(), "downstream_cx_no_route").inc();
         tracing::debug!(cluster = name, "tcp_proxy: unknown cluster; closing");
+        if let Some(l) = log.as_mut() {
+            l.info.flag(Flag::NoClusterFound);
+        }
         return;
     };
+    if let Some(l) = log.as_mut() {
+        l.info.upstream.cluster = Some((
+            Arc::from(cluster.cfg.name.as_str()),
+            Arc::from(cluster.cfg.stat_name.as_str()),
+        ));
+    }
     let mut upstream = None;
     for _ in 0..cfg.max_connect_attempts {
         let lb = crate::cluster::LbContext {
@@ -36,7 +47,16 @@ pub async fn handle(
                 .and_then(|(n, _)| snapshot.cluster(n))
                 .map(|c| &**c),
         };
-        let Some(host) = cluster.pick(&lb) else { break };
+        let Some(host) = cluster.pick(&lb) else {
+            if let Some(l) = log.as_mut() {
+                l.info.flag(Flag::NoHealthyUpstream);
+            }
+            break;
+        };
+        if let Some(l) = log.as_mut() {
+            l.info.attempts += 1;
+            l.info.upstream.host = Some(host.addr);
+        }
         // Every attempt is an upstream connection in Envoy's count.
         cluster.stats.upstream_cx_total.inc();
         host.stats.cx_total.fetch_add(1, Relaxed);
@@ -50,9 +70,20 @@ pub async fn handle(
                 upstream = Some(s);
                 break;
             }
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(e)) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.fetch_add(1, Relaxed);
+                if let Some(l) = log.as_mut() {
+                    l.info.flag(Flag::UpstreamConnectFailure);
+                    l.info.upstream.failure = Some(crate::stream_info::connect_failure(&e));
+                }
+            }
+            Err(_) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                host.stats.cx_connect_fail.fetch_add(1, Relaxed);
+                if let Some(l) = log.as_mut() {
+                    l.info.flag(Flag::UpstreamConnectFailure);
+                }
             }
         }
     }
@@ -62,8 +93,16 @@ pub async fn handle(
             "upstream_cx_connect_attempts_exceeded",
         )
         .inc();
+        if let Some(l) = log.as_mut() {
+            if l.info.flags.contains(&Flag::UpstreamConnectFailure) {
+                l.info.flag(Flag::UpstreamRetryLimitExceeded);
+            }
+        }
         return;
     };
+    if let Some(l) = log.as_mut() {
+        l.info.upstream.local = upstream.local_addr();
+    }
     let _active = crate::stats::ActiveGuard::of(&cluster.stats, |s| &s.upstream_cx_active);
     let (rx, tx, idled) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
     if idled {
@@ -74,6 +113,41 @@ pub async fn handle(
     cluster.stats.upstream_cx_tx_bytes_total.add(rx);
     cluster.stats.upstream_cx_rx_bytes_total.add(tx);
     cluster.stats.upstream_cx_destroy.inc();
+    if let Some(l) = log.as_mut() {
+        l.info.bytes_received = rx;
+        l.info.bytes_sent = tx;
+    }
+}
+
+/// A proxied connection's access log line, written when it ends however it ends.
+struct Logged<'a> {
+    info: StreamInfo,
+    logs: &'a [crate::access_log::AccessLog],
+}
+
+impl<'a> Logged<'a> {
+    fn start(cfg: &'a TcpProxy, down: &crate::listener::Downstream, s: &Stream) -> Logged<'a> {
+        let info = StreamInfo::new(
+            LogType::TcpConnectionEnd,
+            crate::stream_info::Downstream {
+                local: down.local,
+                remote: down.remote,
+                peer: s.peer().map(Arc::new),
+                connection_id: down.connection_id,
+            },
+        );
+        Logged {
+            info,
+            logs: &cfg.access_logs,
+        }
+    }
+}
+
+impl Drop for Logged<'_> {
+    fn drop(&mut self) {
+        self.info.ended = Some(std::time::Instant::now());
+        crate::access_log::log_all(self.logs, &self.info);
+    }
 }
 
 pub fn pick_weighted(clusters: &[(String, u32)], total: u64) -> &str {

@@ -175,6 +175,8 @@ impl Proxy {
     ) -> Proxy {
         let dir = TempDir::new(&kind.to_string());
         let config = dir.path().join("bootstrap.yaml");
+        // `@@DIR@@` names this instance's own directory (access log files and the like).
+        let yaml = yaml.replace("@@DIR@@", &dir.path().to_string_lossy());
         std::fs::write(&config, yaml).expect("write bootstrap");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let mut cmd = Command::new(bin);
@@ -214,6 +216,11 @@ impl Proxy {
             kind: self.kind,
             ports: self.ports.clone(),
         }
+    }
+
+    /// This instance's own directory (`@@DIR@@` in its bootstrap).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn pid(&self) -> u32 {

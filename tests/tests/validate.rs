@@ -68,6 +68,7 @@ fn test_bootstraps_validate() {
     for template in &templates {
         let text = std::fs::read_to_string(template).expect("read template");
         let (yaml, _) = proxy::render_instance(&text, &Default::default());
+        let yaml = yaml.replace("@@DIR@@", &dir.path().to_string_lossy());
         let out = dir.path().join(template.file_name().expect("file name"));
         std::fs::write(&out, yaml).expect("write rendered bootstrap");
         files.push(out);

@@ -13,17 +13,26 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub fn spawn(server: Arc<Server>, listener: TcpListener) {
+pub fn spawn(server: Arc<Server>, listener: TcpListener, logs: crate::access_log::AccessLogs) {
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, remote)) = listener.accept().await else {
                 continue;
             };
             let server = server.clone();
+            let logs = logs.clone();
+            let local = stream.local_addr().unwrap_or(remote);
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&server, req)) }
+                    let logs = logs.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(if logs.is_empty() {
+                            handle(&server, req)
+                        } else {
+                            logged(&server, req, &logs, local, remote)
+                        })
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -31,6 +40,42 @@ pub fn spawn(server: Arc<Server>, listener: TcpListener) {
             });
         }
     });
+}
+
+/// Answers a request and writes its access log line (`admin.access_log`).
+fn logged(
+    server: &Arc<Server>,
+    req: Request<Incoming>,
+    logs: &[crate::access_log::AccessLog],
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> Response<Body> {
+    use crate::stream_info::{Downstream, LogType, RequestInfo, StreamInfo};
+    use hyper::body::Body as _;
+    let mut info = StreamInfo::new(
+        LogType::DownstreamEnd,
+        Downstream {
+            local,
+            remote,
+            peer: None,
+            connection_id: crate::stream_info::next_connection_id(),
+        },
+    );
+    info.protocol = Some(if req.version() == http::Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    });
+    info.request = Some(RequestInfo::of(&req, "http"));
+    info.request_done = Some(info.started);
+    let resp = handle(server, req);
+    info.code = resp.status().as_u16();
+    info.details = Some(std::borrow::Cow::Borrowed("admin_filter_response"));
+    info.bytes_sent = resp.body().size_hint().exact().unwrap_or(0);
+    info.response_headers = Some(resp.headers().clone());
+    info.ended = Some(std::time::Instant::now());
+    crate::access_log::log_all(logs, &info);
+    resp
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {

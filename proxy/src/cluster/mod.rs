@@ -293,6 +293,8 @@ pub struct ActiveRequest {
     stats: Arc<ClusterStats>,
     /// The HTTP/2 stream it holds on its connection.
     pub(crate) stream: Option<pool::StreamSlot>,
+    /// The local address of the upstream connection that carries it.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 impl ActiveRequest {
@@ -312,6 +314,7 @@ impl ActiveRequest {
             limits: limits.clone(),
             stats: stats.clone(),
             stream: None,
+            local: None,
         })
     }
 }

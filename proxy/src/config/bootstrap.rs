@@ -23,6 +23,8 @@ pub struct Node {
 pub struct Bootstrap {
     pub node: Node,
     pub admin: Option<SocketAddr>,
+    /// `admin.access_log` (and the deprecated `admin.access_log_path`).
+    pub admin_access_logs: crate::access_log::AccessLogs,
     pub listeners: Vec<std::sync::Arc<Listener>>,
     pub dynamic: Option<super::xds::Dynamic>,
     /// Where the ADS stream goes, from the static cluster `dynamic.cluster` names.
@@ -82,6 +84,7 @@ impl Bootstrap {
             Some(a) if a.address.is_some() => Some(socket_address(&a.address, "admin.address")?),
             _ => None,
         };
+        let admin_access_logs = admin_logs(b.admin.as_ref())?;
         let sr = b.static_resources.unwrap_or_default();
         let mut secrets = Vec::with_capacity(sr.secrets.len());
         for (i, sec) in sr.secrets.iter().enumerate() {
@@ -177,6 +180,7 @@ impl Bootstrap {
             secrets,
             node: node.unwrap_or_default(),
             admin,
+            admin_access_logs,
             listeners,
             clusters,
             dynamic,
@@ -270,4 +274,35 @@ pub fn xds_target(clusters: &[Cluster], name: &str) -> Result<ferry_xds::ads::Ta
         Some(a) => Ok(ferry_xds::ads::Target::Tcp(a)),
         None => err(path, format!("cannot resolve {}:{}", e.host, e.port)),
     }
+}
+
+/// The admin interface's access logs: `access_log`, and `access_log_path` as a file logger
+/// with the default format.
+fn admin_logs(
+    a: Option<&envoy_types::pb::envoy::config::bootstrap::v3::Admin>,
+) -> Result<crate::access_log::AccessLogs> {
+    let Some(a) = a else {
+        return Ok(std::sync::Arc::from(Vec::new()));
+    };
+    let mut logs = a.access_log.clone();
+    #[allow(deprecated)]
+    if !a.access_log_path.is_empty() {
+        let file = envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog {
+            path: a.access_log_path.clone(),
+            access_log_format: None,
+        };
+        logs.push(envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
+            name: "envoy.access_loggers.file".into(),
+            filter: None,
+            config_type: Some(
+                envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(
+                    envoy_types::pb::google::protobuf::Any {
+                        type_url: "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog".into(),
+                        value: prost::Message::encode_to_vec(&file),
+                    },
+                ),
+            ),
+        });
+    }
+    crate::access_log::AccessLog::list(&logs, "admin.access_log")
 }

@@ -81,6 +81,7 @@ pub struct HttpConnMgr {
     pub default_host_for_http_10: Option<http::HeaderValue>,
     /// `internal_address_config.cidr_ranges`: peers whose requests count as internal.
     pub internal: Vec<super::listener::Cidr>,
+    pub access_logs: crate::access_log::AccessLogs,
 }
 
 fn nonzero(d: Option<Duration>) -> Option<Duration> {
@@ -210,6 +211,10 @@ impl HttpConnMgr {
             )
         };
         Ok(HttpConnMgr {
+            access_logs: crate::access_log::AccessLog::list(
+                &h.access_log,
+                &format!("{path}.access_log"),
+            )?,
             stat_prefix: h.stat_prefix.clone(),
             codec,
             routes,

@@ -31,6 +31,8 @@ pub struct Listener {
     pub transparent: bool,
     /// `freebind`: IP_FREEBIND, to bind an address not (yet) configured on the host.
     pub freebind: bool,
+    /// Logged for connections that match no filter chain.
+    pub access_logs: crate::access_log::AccessLogs,
 }
 
 #[derive(Debug)]
@@ -140,6 +142,10 @@ impl Listener {
             bind_to_port: l.bind_to_port.is_none_or(|b| b.value),
             transparent: l.transparent.is_some_and(|b| b.value),
             freebind: l.freebind.is_some_and(|b| b.value),
+            access_logs: crate::access_log::AccessLog::list(
+                &l.access_log,
+                &format!("{path}.access_log"),
+            )?,
         })
     }
 

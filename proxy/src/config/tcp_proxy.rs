@@ -15,6 +15,7 @@ pub struct TcpProxy {
     /// Envoy's default is one hour; `0s` disables.
     pub idle_timeout: Option<Duration>,
     pub max_connect_attempts: u32,
+    pub access_logs: crate::access_log::AccessLogs,
 }
 
 impl TcpProxy {
@@ -64,6 +65,10 @@ impl TcpProxy {
             total_weight,
             idle_timeout,
             max_connect_attempts,
+            access_logs: crate::access_log::AccessLog::list(
+                &t.access_log,
+                &format!("{path}.access_log"),
+            )?,
         })
     }
 }

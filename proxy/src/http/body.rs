@@ -21,6 +21,8 @@ pub enum ReqBody {
     Follow(FollowBody),
     /// Its gRPC messages counted (`grpc_stats`).
     Counted(Box<ReqBody>, Arc<Mutex<super::grpc_stats::Frames>>),
+    /// Its bytes counted (access logs).
+    Metered(Box<ReqBody>, Arc<super::logged::Meter>),
     Full(Option<Bytes>),
 }
 
@@ -51,6 +53,25 @@ impl Body for ReqBody {
                 }
                 r
             }
+            ReqBody::Metered(b, m) => {
+                let r = Pin::new(&mut **b).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            m.bytes
+                                .fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        if b.is_end_stream() {
+                            let _ = m.done.set(std::time::Instant::now());
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        let _ = m.done.set(std::time::Instant::now());
+                    }
+                    _ => {}
+                }
+                r
+            }
             ReqBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -60,7 +81,7 @@ impl Body for ReqBody {
             ReqBody::Stream(b) => b.is_end_stream(),
             ReqBody::Replay(b) => b.is_end_stream(),
             ReqBody::Follow(_) => false,
-            ReqBody::Counted(b, _) => b.is_end_stream(),
+            ReqBody::Counted(b, _) | ReqBody::Metered(b, _) => b.is_end_stream(),
             ReqBody::Full(b) => b.is_none(),
         }
     }
@@ -69,7 +90,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Stream(b) => b.size_hint(),
             ReqBody::Replay(b) | ReqBody::Follow(FollowBody(b, _)) => b.size_hint(),
-            ReqBody::Counted(b, _) => b.size_hint(),
+            ReqBody::Counted(b, _) | ReqBody::Metered(b, _) => b.size_hint(),
             ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

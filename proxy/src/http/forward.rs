@@ -6,6 +6,7 @@ use super::headers::{
     strip_hop_by_hop, X_ENVOY_ORIGINAL_HOST, X_ENVOY_ORIGINAL_PATH, X_ENVOY_PER_TRY_TIMEOUT,
     X_ENVOY_RQ_TIMEOUT, X_ENVOY_SERVICE_TIME,
 };
+use super::logged::tag;
 use super::reply::{local, Body, Flag};
 use super::retry::{RetryState, X_ENVOY_ATTEMPT_COUNT};
 use super::router::{finalize_response, format_ctx};
@@ -42,7 +43,11 @@ pub async fn forward(
                 Some(c) if !c.is_empty() => (c.to_string(), None),
                 _ => {
                     ctx.stats.no_cluster.inc();
-                    return local(*not_found, "");
+                    return tag(
+                        local(*not_found, ""),
+                        Some(Flag::NoClusterFound),
+                        "cluster_not_found",
+                    );
                 }
             }
         }
@@ -67,7 +72,11 @@ pub async fn forward(
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         tracing::debug!(flag = Flag::NoClusterFound.code(), cluster = %cluster_name, "unknown cluster");
-        return local(code, "");
+        return tag(
+            local(code, ""),
+            Some(Flag::NoClusterFound),
+            "cluster_not_found",
+        );
     };
     // The request hash of consistent-hashing clusters, from the request as it arrived.
     let (hash, set_cookie) = if cluster.cfg.lb.hashes() && !fwd.hash.is_empty() {
@@ -257,6 +266,12 @@ pub async fn forward(
         Some(c) => ReqBody::Counted(Box::new(body), c.request.clone()),
         None => body,
     };
+    let logging = !ctx.hcm.access_logs.is_empty();
+    let meter = logging.then(|| Arc::new(super::logged::Meter::default()));
+    let body = match &meter {
+        Some(m) => ReqBody::Metered(Box::new(body), m.clone()),
+        None => body,
+    };
     let out = Outgoing {
         parts,
         path,
@@ -275,7 +290,24 @@ pub async fn forward(
         suppress_envoy_headers: ctx.hcm.suppress_envoy_headers,
     };
     let started = Instant::now();
-    let answer = super::upstream::exchange(&cluster, &lb, out, retry).await;
+    let mut trail = super::upstream::Trail::default();
+    let answer = super::upstream::exchange(&cluster, &lb, out, retry, &mut trail).await;
+    let report = |attempts: u32, failure: Option<String>| super::logged::UpstreamReport {
+        upstream: crate::stream_info::Upstream {
+            cluster: Some((
+                Arc::from(cluster.cfg.name.as_str()),
+                Arc::from(cluster.cfg.stat_name.as_str()),
+            )),
+            host: trail.host,
+            local: trail.local,
+            failure,
+            protocol: None,
+            first_byte: None,
+        },
+        attempts,
+        retries_exhausted: trail.retries_exhausted,
+        meter: meter.clone(),
+    };
     let Answer {
         mut resp,
         active,
@@ -285,6 +317,14 @@ pub async fn forward(
         Ok(a) => a,
         Err((why, attempts)) => {
             let downstream_body = matches!(why, Local::DownstreamBody);
+            let logged = logging.then(|| {
+                let (flag, details, failure) = super::local::log_tag(&why);
+                let mut rep = report(attempts, failure);
+                if matches!(why, Local::NoHealthyUpstream) {
+                    rep.upstream.host = None;
+                }
+                (flag, details, rep)
+            });
             match why {
                 Local::Idle => ctx.stats.downstream_rq_idle_timeout.inc(),
                 Local::RequestTimeout => ctx.stats.downstream_rq_timeout.inc(),
@@ -298,6 +338,10 @@ pub async fn forward(
             }
             if let Some(mut c) = grpc_call {
                 c.charge(Some(r.headers()));
+            }
+            if let Some((flag, details, rep)) = logged {
+                r.extensions_mut().insert(rep);
+                r = tag(r, flag, details);
             }
             return r;
         }
@@ -326,6 +370,16 @@ pub async fn forward(
         }
     }
     let (mut parts, body) = resp.into_parts();
+    let logged = logging.then(|| {
+        let mut rep = report(attempts, None);
+        rep.upstream.protocol = Some(if parts.version == http::Version::HTTP_2 {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        });
+        rep.upstream.first_byte = Some(Instant::now());
+        rep
+    });
     strip_hop_by_hop(&mut parts.headers, switching);
     if !ctx.hcm.suppress_envoy_headers && !switching {
         parts.headers.insert(
@@ -365,6 +419,9 @@ pub async fn forward(
     }
     if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    if let Some(rep) = logged {
+        r.extensions_mut().insert(rep);
     }
     r
 }

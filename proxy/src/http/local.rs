@@ -116,3 +116,71 @@ fn overflow(cluster: &ClusterRt, suppress_envoy_headers: bool) -> Response<Body>
     }
     r
 }
+
+/// How a local reply for `why` reads in access logs: its response flag, its details and the
+/// transport failure reason.
+pub(super) fn log_tag(
+    why: &Local,
+) -> (Option<Flag>, std::borrow::Cow<'static, str>, Option<String>) {
+    use std::borrow::Cow::{Borrowed, Owned};
+    match why {
+        Local::NoHealthyUpstream => (
+            Some(Flag::NoHealthyUpstream),
+            Borrowed("no_healthy_upstream"),
+            None,
+        ),
+        Local::Timeout => (
+            Some(Flag::UpstreamRequestTimeout),
+            Borrowed("response_timeout"),
+            None,
+        ),
+        Local::MaxDuration => (
+            Some(Flag::DurationTimeout),
+            Borrowed("max_duration_timeout"),
+            None,
+        ),
+        Local::RequestTimeout => (None, Borrowed("request_overall_timeout"), None),
+        Local::Idle => (
+            Some(Flag::StreamIdleTimeout),
+            Borrowed("stream_idle_timeout"),
+            None,
+        ),
+        Local::DownstreamBody => (
+            Some(Flag::DownstreamProtocolError),
+            Borrowed("downstream_remote_disconnect"),
+            None,
+        ),
+        Local::Overflow => (
+            Some(Flag::UpstreamOverflow),
+            Borrowed("upstream_reset_before_response_started{overflow}"),
+            None,
+        ),
+        Local::Failed(e, _) => match e {
+            UpstreamError::ConnectFailed(io) => {
+                let reason = crate::stream_info::connect_failure(io);
+                (
+                    Some(Flag::UpstreamConnectFailure),
+                    Owned(format!(
+                        "upstream_reset_before_response_started{{remote_connection_failure|{reason}}}"
+                    )),
+                    Some(reason),
+                )
+            }
+            UpstreamError::ConnectTimeout => (
+                Some(Flag::UpstreamConnectFailure),
+                Borrowed("upstream_reset_before_response_started{connection_timeout}"),
+                None,
+            ),
+            UpstreamError::Reset(_) => (
+                Some(Flag::UpstreamConnectionTermination),
+                Borrowed("upstream_reset_before_response_started{connection_termination}"),
+                None,
+            ),
+            UpstreamError::Overflow => (
+                Some(Flag::UpstreamOverflow),
+                Borrowed("upstream_reset_before_response_started{overflow}"),
+                None,
+            ),
+        },
+    }
+}

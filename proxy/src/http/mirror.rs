@@ -111,7 +111,7 @@ fn send(
     };
     tokio::spawn(async move {
         let lb = LbContext::default();
-        match super::upstream::exchange(&cluster, &lb, out, None).await {
+        match super::upstream::exchange(&cluster, &lb, out, None, &mut Default::default()).await {
             Ok(a) => {
                 use http_body_util::BodyExt;
                 let cs = &cluster.stats;

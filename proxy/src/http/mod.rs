@@ -10,6 +10,7 @@ mod grpc_stats;
 pub mod headers;
 mod idle;
 mod local;
+pub mod logged;
 mod mirror;
 pub mod reply;
 mod retry;
@@ -112,6 +113,8 @@ pub struct ConnCtx {
     /// The TLS peer, kept when a filter reads it (RBAC).
     pub peer: Option<crate::io::Peer>,
     pub activity: Arc<idle::Activity>,
+    /// Envoy's downstream connection id (`%CONNECTION_ID%`).
+    pub connection_id: u64,
 }
 
 pub async fn serve(
@@ -134,16 +137,18 @@ pub async fn serve(
         remote: down.remote,
         original_dst: down.original_dst,
         tls: stream.is_tls(),
-        peer: if hcm
-            .filters
-            .iter()
-            .any(|f| matches!(f.filter, crate::config::filters::HttpFilter::Rbac(..)))
+        peer: if !hcm.access_logs.is_empty()
+            || hcm
+                .filters
+                .iter()
+                .any(|f| matches!(f.filter, crate::config::filters::HttpFilter::Rbac(..)))
         {
             stream.peer()
         } else {
             None
         },
         activity: activity.clone(),
+        connection_id: down.connection_id,
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();

@@ -2,6 +2,7 @@
 //! redirect, direct response). Pure matching lives in `config::route`; this is the thin I/O part.
 
 use super::headers::{requested_upgrade, set_server, X_REQUEST_ID};
+use super::logged::tag;
 use super::reply::{local, Body, Flag};
 use super::ConnCtx;
 use crate::config::hcm::{RouteSource, StripPort, Underscores};
@@ -23,12 +24,18 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     }
     let _active = ActiveGuard::new(&st.downstream_rq_active);
     let _in_flight = ctx.activity.enter();
-    let mut request_id = None;
+    let mut pending =
+        (!ctx.hcm.access_logs.is_empty()).then(|| super::logged::Pending::start(&ctx, &req));
+    let mut seen = Seen {
+        logging: pending.is_some(),
+        ..Seen::default()
+    };
     let mut effects = super::filters::Effects::default();
     let (mut parts, body) = req.into_parts();
     let compress = super::compress::on_request(&ctx.hcm.filters, &mut parts);
     let req = Request::from_parts(parts, body);
-    let mut resp = dispatch(&ctx, req, &mut request_id, &mut effects).await;
+    let mut resp = dispatch(&ctx, req, &mut seen, &mut effects).await;
+    let request_id = seen.request_id.take();
     if let Some(facts) = &compress {
         super::compress::on_response(&ctx.hcm.filters, facts, &mut resp);
     }
@@ -50,7 +57,18 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
         st.downstream_rq_xx[class - 1].inc();
     }
     st.downstream_rq_completed.inc();
-    resp
+    match pending.as_mut() {
+        Some(p) => p.respond(seen.log, resp),
+        None => resp,
+    }
+}
+
+/// What handling a request found out, for the response and the access log.
+#[derive(Default)]
+struct Seen {
+    logging: bool,
+    request_id: Option<HeaderValue>,
+    log: super::logged::Seen,
 }
 
 fn protocol_name(v: Version) -> &'static str {
@@ -64,7 +82,7 @@ fn protocol_name(v: Version) -> &'static str {
 async fn dispatch(
     ctx: &Arc<ConnCtx>,
     mut req: Request<Incoming>,
-    request_id: &mut Option<HeaderValue>,
+    seen: &mut Seen,
     effects: &mut super::filters::Effects,
 ) -> Response<Body> {
     let hcm = &ctx.hcm;
@@ -78,7 +96,11 @@ async fn dispatch(
     }
     if req.version() == Version::HTTP_10 {
         if !hcm.accept_http_10 {
-            return close(local(StatusCode::UPGRADE_REQUIRED, "Upgrade Required"));
+            return close(tag(
+                local(StatusCode::UPGRADE_REQUIRED, "Upgrade Required"),
+                None,
+                "low_version",
+            ));
         }
         if let (false, Some(h)) = (
             req.headers().contains_key(header::HOST),
@@ -88,7 +110,11 @@ async fn dispatch(
         }
     }
     if !req.headers().contains_key(header::HOST) && req.version() == Version::HTTP_11 {
-        return close(local(StatusCode::BAD_REQUEST, ""));
+        return close(tag(
+            local(StatusCode::BAD_REQUEST, ""),
+            Some(Flag::DownstreamProtocolError),
+            "missing_host_header",
+        ));
     }
     // Both framings at once is a smuggling vector: refuse, as Envoy does.
     if req.headers().contains_key(header::CONTENT_LENGTH)
@@ -105,7 +131,7 @@ async fn dispatch(
             None => {
                 ctx.stats.no_route.inc();
                 tracing::debug!(flag = Flag::NoRoute.code(), route_config = %name, "RDS route configuration not known yet");
-                return local(StatusCode::NOT_FOUND, "");
+                return no_route();
             }
         },
     };
@@ -117,7 +143,10 @@ async fn dispatch(
         ctx.tls,
         &table.internal_only,
     );
-    *request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    seen.request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    if seen.logging {
+        seen.log.headers = Some(req.headers().clone());
+    }
     match hcm.underscores {
         Underscores::Allow => {}
         Underscores::Reject => {
@@ -185,13 +214,16 @@ async fn dispatch(
     let Some(vh) = vhost else {
         ctx.stats.no_route.inc();
         tracing::debug!(flag = Flag::NoRoute.code(), route_config = %table.name, %host, "no virtual host");
-        return local(StatusCode::NOT_FOUND, "");
+        return no_route();
     };
     let Some(route) = route else {
         ctx.stats.no_route.inc();
         tracing::debug!(flag = Flag::NoRoute.code(), virtual_host = %vh.name, %path, "no route");
-        return local(StatusCode::NOT_FOUND, "");
+        return no_route();
     };
+    if seen.logging {
+        seen.log.route = Some(Arc::from(route.name.as_str()));
+    }
     tracing::trace!(virtual_host = %vh.name, route = %route.name, "routed");
     let upgrade = requested_upgrade(req.headers()).filter(|u| u != "h2c");
     match &route.action {
@@ -216,7 +248,7 @@ async fn dispatch(
                 None,
                 &mut r,
             );
-            r
+            tag(r, None, "direct_response")
         }
         Action::Redirect(rd) => {
             ctx.stats.rq_redirect.inc();
@@ -241,7 +273,7 @@ async fn dispatch(
                 None,
                 &mut r,
             );
-            r
+            tag(r, None, "via_route_redirect")
         }
         Action::Forward(fwd) => {
             if let Some(u) = &upgrade {
@@ -253,12 +285,25 @@ async fn dispatch(
                     .unwrap_or_else(|| hcm.upgrades.iter().any(|t| t == u));
                 if !allowed {
                     ctx.stats.downstream_rq_ws_on_non_ws_route.inc();
-                    return close(local(StatusCode::FORBIDDEN, ""));
+                    return close(tag(
+                        local(StatusCode::FORBIDDEN, ""),
+                        None,
+                        "upgrade_failed",
+                    ));
                 }
             }
             super::forward::forward(ctx, req, table, vh, route, fwd, upgrade.is_some()).await
         }
     }
+}
+
+/// Envoy's 404 when no route matches (`NR`).
+fn no_route() -> Response<Body> {
+    tag(
+        local(StatusCode::NOT_FOUND, ""),
+        Some(Flag::NoRoute),
+        "route_not_found",
+    )
 }
 
 /// Marks a local reply as the connection's last.

@@ -53,6 +53,15 @@ pub(super) struct Answer {
     pub attempts: u32,
 }
 
+/// What the exchange did, for the stream's info (access logs): the last host tried, whether
+/// retries ran out, and the upstream connection's local address.
+#[derive(Debug, Default)]
+pub(super) struct Trail {
+    pub host: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
+    pub retries_exhausted: bool,
+}
+
 /// Why no upstream response is passed on.
 pub(super) enum Local {
     NoHealthyUpstream,
@@ -102,6 +111,7 @@ pub(super) async fn exchange(
     lb: &LbContext<'_>,
     mut out: Outgoing,
     mut retry: Option<RetryState<'_>>,
+    trail: &mut Trail,
 ) -> Result<Answer, (Local, u32)> {
     let cs = &cluster.stats;
     let started = Instant::now();
@@ -135,6 +145,7 @@ pub(super) async fn exchange(
         ) else {
             return Err((Local::NoHealthyUpstream, attempt));
         };
+        trail.host = Some(host.addr);
         let body = if attempt == 1 {
             first_body.take().unwrap_or_else(ReqBody::empty)
         } else {
@@ -240,7 +251,9 @@ pub(super) async fn exchange(
             host.stats.rq_timeout.fetch_add(1, Relaxed);
         }
         if retriable {
-            if let Some(wait) = schedule_retry(cluster, retry.as_mut(), out.replay.as_ref()) {
+            let scheduled = schedule_retry(cluster, retry.as_mut(), out.replay.as_ref());
+            trail.retries_exhausted = scheduled.is_err();
+            if let Ok(wait) = scheduled {
                 // A retried answer is not charged to `upstream_rq_<code>`, as in Envoy.
                 if let Tried::Answer(..) = &tried_now {
                     host.stats.rq_error.fetch_add(1, Relaxed);
@@ -266,6 +279,7 @@ pub(super) async fn exchange(
         }
         return match tried_now {
             Tried::Answer(resp, active) => {
+                trail.local = active.local;
                 if attempt > 1 && !retriable {
                     cs.upstream_rq_retry_success.inc();
                 }
@@ -308,29 +322,32 @@ fn timeout(cluster: &ClusterRt, host: &Host, end: End) -> Local {
 
 /// Whether a retry may go ahead (retries left, the retry circuit breaker, a body that can be
 /// sent again), with the back-off to wait first; counts Envoy's retry stats either way. The
-/// caller releases the retry circuit breaker after the back-off.
+/// caller releases the retry circuit breaker after the back-off. `Err(true)`: the retries
+/// ran out (Envoy's URX).
 fn schedule_retry(
     cluster: &ClusterRt,
     retry: Option<&mut RetryState<'_>>,
     replay: Option<&Replay>,
-) -> Option<Duration> {
-    let retry = retry?;
+) -> Result<Duration, bool> {
+    let Some(retry) = retry else {
+        return Err(false);
+    };
     let cs = &cluster.stats;
     if replay.is_some_and(Replay::overflowed) {
         cs.retry_or_shadow_abandoned.inc();
-        return None;
+        return Err(false);
     }
     if !retry.take() {
         cs.upstream_rq_retry_limit_exceeded.inc();
-        return None;
+        return Err(true);
     }
     if !cluster.limits.retries.try_acquire() {
         cs.upstream_rq_retry_overflow.inc();
-        return None;
+        return Err(false);
     }
     cs.upstream_rq_retry.inc();
     cs.upstream_rq_retry_backoff_exponential.inc();
-    Some(retry.back_off())
+    Ok(retry.back_off())
 }
 
 /// Tells outlier detection how the attempt went.

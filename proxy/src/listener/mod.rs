@@ -220,6 +220,9 @@ async fn handle(
     let Some(chain) = cfg.select(&info) else {
         stats.no_filter_chain_match.inc();
         tracing::debug!(listener = %cfg.name, %remote, "no filter chain matched; closing");
+        if !cfg.access_logs.is_empty() {
+            log_no_chain(&cfg.access_logs, local, remote, &seen.server_name);
+        }
         return;
     };
     tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
@@ -251,6 +254,7 @@ async fn handle(
         local,
         remote,
         original_dst: restored,
+        connection_id: crate::stream_info::next_connection_id(),
     };
     match chain.filter.clone() {
         NetworkFilter::TcpProxy(t) => crate::tcp_proxy::handle(&server, &t, stream, down).await,
@@ -300,4 +304,36 @@ pub struct Downstream {
     pub remote: SocketAddr,
     /// The restored original destination (what an ORIGINAL_DST cluster connects to).
     pub original_dst: Option<SocketAddr>,
+    /// Envoy's connection id, counting up.
+    pub connection_id: u64,
+}
+
+/// The listener's access log line for a connection no filter chain took (`NR`,
+/// `filter_chain_not_found`).
+fn log_no_chain(
+    logs: &[crate::access_log::AccessLog],
+    local: SocketAddr,
+    remote: SocketAddr,
+    sni: &str,
+) {
+    use crate::stream_info::{Downstream as D, Flag, LogType, StreamInfo};
+    let peer = (!sni.is_empty()).then(|| {
+        std::sync::Arc::new(crate::io::Peer {
+            sni: Some(sni.to_string()),
+            ..Default::default()
+        })
+    });
+    let mut info = StreamInfo::new(
+        LogType::NotSet,
+        D {
+            local,
+            remote,
+            peer,
+            connection_id: 0,
+        },
+    );
+    info.flag(Flag::NoRoute);
+    info.details = Some(std::borrow::Cow::Borrowed("filter_chain_not_found"));
+    info.ended = Some(std::time::Instant::now());
+    crate::access_log::log_all(logs, &info);
 }

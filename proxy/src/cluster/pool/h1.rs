@@ -20,6 +20,7 @@ pub(super) struct H1 {
     opened: Instant,
     /// Requests it has carried (for `max_requests_per_connection`).
     used: u32,
+    local: Option<std::net::SocketAddr>,
 }
 
 impl HostPool {
@@ -76,6 +77,7 @@ impl HostPool {
         stream: crate::io::Stream,
         slot: CxSlot,
     ) -> Result<H1, UpstreamError> {
+        let local = stream.local_addr();
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -92,6 +94,7 @@ impl HostPool {
             since: now,
             opened: now,
             used: 0,
+            local,
         })
     }
 
@@ -148,10 +151,11 @@ impl HostPool {
         mut req: Request<ReqBody>,
     ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
         while let Some(mut c) = self.checkout_h1() {
-            let Some(active) = self.attach(host) else {
+            let Some(mut active) = self.attach(host) else {
                 self.checkin_h1(c);
                 return Err(UpstreamError::Overflow);
             };
+            active.local = c.local;
             c.used += 1;
             match c.sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -168,10 +172,11 @@ impl HostPool {
             let _pending = self.pending(&host.stats)?;
             self.wait_h1(host).await?
         };
-        let Some(active) = self.attach(host) else {
+        let Some(mut active) = self.attach(host) else {
             self.checkin_h1(c);
             return Err(UpstreamError::Overflow);
         };
+        active.local = c.local;
         c.used += 1;
         let resp = c
             .sender

@@ -23,6 +23,7 @@ pub(super) struct H2 {
     /// Streams it has carried.
     total: u32,
     opened: Instant,
+    local: Option<std::net::SocketAddr>,
 }
 
 /// One open stream of a pooled HTTP/2 connection, until its response is done.
@@ -35,7 +36,11 @@ impl Drop for StreamSlot {
     }
 }
 
-type Taken = (http2::SendRequest<ReqBody>, StreamSlot);
+type Taken = (
+    http2::SendRequest<ReqBody>,
+    StreamSlot,
+    Option<std::net::SocketAddr>,
+);
 
 impl HostPool {
     /// A connection with a free stream, the stream counted as taken. With `any`, the least
@@ -64,7 +69,7 @@ impl HostPool {
         let c = &mut conns[i];
         c.total += 1;
         c.active.fetch_add(1, Relaxed);
-        let taken = (c.sender.clone(), StreamSlot(c.active.clone()));
+        let taken = (c.sender.clone(), StreamSlot(c.active.clone()), c.local);
         if cfg
             .max_requests_per_connection
             .is_some_and(|m| c.total >= m)
@@ -83,7 +88,7 @@ impl HostPool {
         host: &Arc<Host>,
         req: Request<ReqBody>,
     ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
-        let (mut sender, stream) = match self.checkout_h2(false) {
+        let (mut sender, stream, local) = match self.checkout_h2(false) {
             Some(t) => t,
             None => {
                 // One opener at a time; the others then find its connection.
@@ -107,6 +112,7 @@ impl HostPool {
         sender.ready().await.map_err(UpstreamError::Reset)?;
         let mut active = self.attach(host).ok_or(UpstreamError::Overflow)?;
         active.stream = Some(stream);
+        active.local = local;
         let resp = sender
             .send_request(req)
             .await
@@ -121,6 +127,7 @@ impl HostPool {
         stream: crate::io::Stream,
         slot: CxSlot,
     ) -> Result<(), UpstreamError> {
+        let local = stream.local_addr();
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(TokioIo::new(stream))
@@ -133,6 +140,7 @@ impl HostPool {
             active: Arc::new(AtomicU32::new(0)),
             total: 0,
             opened: Instant::now(),
+            local,
         });
         Ok(())
     }
