@@ -87,6 +87,63 @@ const TYPED_STRUCTS: &[(&str, &str)] = &[
     ("xds/type/v3/typed_struct.proto", "xds.type.v3"),
 ];
 
+/// The configuration messages of istio-proxy's own extensions (istiod sends them to every
+/// sidecar; stock Envoy has none of them). Declared here by Ferry from their published
+/// interfaces: package, message and field names and numbers, which both the JSON/TypedStruct
+/// mapping and the binary decoding depend on.
+const ISTIO: &[(&str, &str)] = &[
+    (
+        "ferry/istio/stats.proto",
+        "syntax = \"proto3\";\npackage stats;\nimport \"google/protobuf/duration.proto\";\n\
+         message MetricConfig {\n  map<string, string> dimensions = 1;\n  string name = 2;\n  \
+         repeated string tags_to_remove = 3;\n  string match = 4;\n  bool drop = 5;\n}\n\
+         enum MetricType {\n  COUNTER = 0;\n  GAUGE = 1;\n  HISTOGRAM = 2;\n}\n\
+         message MetricDefinition {\n  string name = 1;\n  string value = 2;\n  MetricType type = 3;\n}\n\
+         enum Reporter {\n  UNSPECIFIED = 0;\n  SERVER_GATEWAY = 1;\n}\n\
+         message PluginConfig {\n  bool disable_host_header_fallback = 6;\n  \
+         google.protobuf.Duration tcp_reporting_duration = 7;\n  repeated MetricConfig metrics = 8;\n  \
+         repeated MetricDefinition definitions = 9;\n  Reporter reporter = 10;\n  \
+         google.protobuf.Duration rotation_interval = 11;\n  \
+         google.protobuf.Duration graceful_deletion_interval = 12;\n}\n",
+    ),
+    (
+        "ferry/istio/metadata_exchange.proto",
+        "syntax = \"proto3\";\npackage envoy.tcp.metadataexchange.config;\n\
+         message MetadataExchange {\n  string protocol = 1;\n  bool enable_discovery = 2;\n  \
+         repeated string additional_labels = 3;\n}\n",
+    ),
+    (
+        "ferry/istio/peer_metadata.proto",
+        "syntax = \"proto3\";\npackage io.istio.http.peer_metadata;\n\
+         message Config {\n  message Baggage {}\n  message WorkloadDiscovery {}\n  \
+         message IstioHeaders {\n    bool skip_external_clusters = 1;\n  }\n  \
+         message DiscoveryMethod {\n    oneof method_specifier {\n      Baggage baggage = 1;\n      \
+         WorkloadDiscovery workload_discovery = 2;\n      IstioHeaders istio_headers = 3;\n    }\n  }\n  \
+         message PropagationMethod {\n    oneof method_specifier {\n      IstioHeaders istio_headers = 1;\n    }\n  }\n  \
+         repeated DiscoveryMethod downstream_discovery = 1;\n  repeated DiscoveryMethod upstream_discovery = 2;\n  \
+         repeated PropagationMethod downstream_propagation = 3;\n  \
+         repeated PropagationMethod upstream_propagation = 4;\n  bool shared_with_upstream = 5;\n  \
+         repeated string additional_labels = 6;\n}\n",
+    ),
+    (
+        "ferry/istio/alpn.proto",
+        "syntax = \"proto3\";\npackage istio.envoy.config.filter.http.alpn.v2alpha1;\n\
+         message FilterConfig {\n  enum Protocol {\n    HTTP10 = 0;\n    HTTP11 = 1;\n    HTTP2 = 2;\n  }\n  \
+         message AlpnOverride {\n    Protocol upstream_protocol = 1;\n    repeated string alpn_override = 2;\n  }\n  \
+         repeated AlpnOverride alpn_override = 1;\n}\n",
+    ),
+    (
+        "ferry/istio/authn.proto",
+        "syntax = \"proto3\";\npackage io.istio.network.authn;\nmessage Config {}\n",
+    ),
+    (
+        "ferry/istio/workload.proto",
+        "syntax = \"proto3\";\npackage istio.workload;\n\
+         import \"envoy/config/core/v3/config_source.proto\";\n\
+         message BootstrapExtension {\n  envoy.config.core.v3.ConfigSource config_source = 1;\n}\n",
+    ),
+];
+
 fn main() {
     let proto_root = envoy_types_proto_dir();
     let api = proto_root.join("data-plane-api");
@@ -110,6 +167,12 @@ fn main() {
              message TypedStruct {{\n  string type_url = 1;\n  google.protobuf.Struct value = 2;\n}}\n"
         );
         std::fs::write(dst, text).expect("write a TypedStruct proto");
+    }
+    for (file, text) in ISTIO {
+        let dst = overlay.join(file);
+        std::fs::create_dir_all(dst.parent().expect("a proto path has a directory"))
+            .expect("create the overlay directory");
+        std::fs::write(dst, text).expect("write an Istio proto");
     }
     let includes: Vec<PathBuf> = std::iter::once(overlay.clone())
         .chain(
@@ -143,6 +206,7 @@ fn main() {
     });
     files.extend(EXTRA.iter().map(|s| s.to_string()));
     files.extend(TYPED_STRUCTS.iter().map(|(f, _)| f.to_string()));
+    files.extend(ISTIO.iter().map(|(f, _)| f.to_string()));
 
     // protox resolves a few relative type names differently from protoc (a package prefix that
     // shadows an outer one); such files are left out, and named in the build output.

@@ -69,6 +69,8 @@ pub struct Peer {
     pub uris: Vec<String>,
     pub dns: Vec<String>,
     pub sni: Option<String>,
+    /// The first URI SAN of Ferry's own certificate on this connection.
+    pub local_uri: Option<String>,
 }
 
 macro_rules! delegate {

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod io;
+pub mod istio;
 pub mod listener;
 pub mod logfmt;
 pub mod snapshot;

@@ -145,6 +145,8 @@ pub struct Downstream {
     /// The TLS peer and SNI (none for plaintext).
     pub peer: Option<Arc<crate::io::Peer>>,
     pub connection_id: u64,
+    /// The listener's traffic direction is INBOUND.
+    pub inbound: bool,
 }
 
 /// The upstream side of a stream.
@@ -159,6 +161,11 @@ pub struct Upstream {
     pub protocol: Option<&'static str>,
     /// When the upstream's response headers arrived.
     pub first_byte: Option<Instant>,
+    /// The first URI SANs of the upstream TLS peer's certificate and of Ferry's own.
+    pub peer_san: Option<Arc<str>>,
+    pub local_san: Option<Arc<str>>,
+    /// The service Istio's metadata names for the cluster.
+    pub service: Option<Arc<crate::istio::Service>>,
 }
 
 #[derive(Debug)]
@@ -186,6 +193,9 @@ pub struct StreamInfo {
     pub upstream: Upstream,
     pub attempts: u32,
     pub grpc: bool,
+    /// The workloads at either end, as Istio's metadata exchange found them.
+    pub downstream_peer: Option<Box<crate::istio::Workload>>,
+    pub upstream_peer: Option<Box<crate::istio::Workload>>,
 }
 
 impl StreamInfo {
@@ -210,7 +220,27 @@ impl StreamInfo {
             upstream: Upstream::default(),
             attempts: 0,
             grpc: false,
+            downstream_peer: None,
+            upstream_peer: None,
         }
+    }
+
+    /// The request's size on the wire (HTTP/1 framing: request line, headers, body).
+    pub fn wire_received(&self) -> u64 {
+        let Some(r) = &self.request else {
+            return self.bytes_received;
+        };
+        let line = r.method.len() + r.path.len() + 12;
+        (line + headers_len(&r.headers) + 2) as u64 + self.bytes_received
+    }
+
+    /// The response's size on the wire (status line, headers, body).
+    pub fn wire_sent(&self) -> u64 {
+        let head = self
+            .response_headers
+            .as_ref()
+            .map_or(0, |h| 17 + headers_len(h) + 2);
+        head as u64 + self.bytes_sent
     }
 
     pub fn flag(&mut self, f: Flag) {
@@ -245,4 +275,8 @@ pub fn connect_failure(e: &std::io::Error) -> String {
         None => e.to_string(),
     };
     format!("delayed_connect_error:_{}", text.replace(' ', "_"))
+}
+
+fn headers_len(h: &HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
 }

@@ -134,6 +134,7 @@ impl<'a> Logged<'a> {
                 remote: down.remote,
                 peer: s.peer().map(Arc::new),
                 connection_id: down.connection_id,
+                inbound: down.inbound,
             },
         );
         Logged {

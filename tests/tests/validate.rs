@@ -135,3 +135,34 @@ fn invalid_bootstraps_rejected() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The bootstraps with istio-proxy's own extensions (`stats.PluginConfig`,
+/// `io.istio.http.peer_metadata.Config`): Ferry implements them, stock Envoy 1.39.3 does not
+/// have them and must refuse them — the difference a drop-in for istio-proxy makes.
+#[test]
+fn istio_proxy_bootstraps() {
+    let dir = TempDir::new("validate-istio");
+    let templates = yaml_files(&manifest_dir().join("configs/istio"));
+    assert!(!templates.is_empty(), "expected tests/configs/istio/*.yaml");
+    let mut failures = Vec::new();
+    for template in &templates {
+        let text = std::fs::read_to_string(template).expect("read template");
+        let (yaml, _) = proxy::render_instance(&text, &Default::default());
+        let out = dir.path().join(template.file_name().expect("file name"));
+        std::fs::write(&out, yaml).expect("write rendered bootstrap");
+        for (name, bin) in binaries() {
+            let v = proxy::validate(&bin, &out);
+            let istio_only = name == "envoy" && !proxy::ferry_is_envoy();
+            if v.status.success() == istio_only {
+                failures.push(format!(
+                    "{name} {} {}:\n{}{}",
+                    if istio_only { "accepted" } else { "rejected" },
+                    out.display(),
+                    v.stderr,
+                    v.stdout
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::extensions::access_loggers::{file::v3 as file, strea
 use std::sync::Arc;
 
 pub use filter::Filter;
+pub use ops::grpc_code;
 
 #[derive(Debug)]
 enum Body {

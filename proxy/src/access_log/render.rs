@@ -127,6 +127,7 @@ mod tests {
                 remote: "127.0.0.1:52772".parse().expect("addr"),
                 peer: None,
                 connection_id: 1,
+                inbound: false,
             },
         );
         let mut headers = http::HeaderMap::new();

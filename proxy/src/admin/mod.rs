@@ -59,6 +59,7 @@ fn logged(
             remote,
             peer: None,
             connection_id: crate::stream_info::next_connection_id(),
+            inbound: false,
         },
     );
     info.protocol = Some(if req.version() == http::Version::HTTP_10 {

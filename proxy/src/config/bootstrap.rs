@@ -59,6 +59,10 @@ impl Bootstrap {
         super::typed_struct::normalize(&mut raw, "")?;
         let ignored = support::check(&raw, "")?;
         let b: pb::Bootstrap = load::to_typed(&raw)?;
+        // Istio's telemetry names this proxy's workload from the node metadata.
+        if let Some(n) = &b.node {
+            crate::istio::set_local(&n.id, n.metadata.as_ref());
+        }
         let node = b.node.as_ref().map(|n| Node {
             id: n.id.clone(),
             cluster: n.cluster.clone(),

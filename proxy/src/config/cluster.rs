@@ -121,6 +121,8 @@ pub struct Cluster {
     pub name: String,
     /// The name its stats go by: `alt_stat_name`, or the name.
     pub stat_name: String,
+    /// The service Istio says this cluster serves (`metadata.filter_metadata.istio.services[0]`).
+    pub istio_service: Option<std::sync::Arc<crate::istio::Service>>,
     pub discovery: Discovery,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
@@ -344,6 +346,12 @@ impl Cluster {
             .transpose()?;
         Ok(Cluster {
             name: c.name.clone(),
+            istio_service: c
+                .metadata
+                .as_ref()
+                .and_then(|m| m.filter_metadata.get("istio"))
+                .and_then(crate::istio::Service::from_metadata)
+                .map(std::sync::Arc::new),
             stat_name: if c.alt_stat_name.is_empty() {
                 c.name.clone()
             } else {

@@ -82,6 +82,16 @@ pub struct HttpConnMgr {
     /// `internal_address_config.cidr_ranges`: peers whose requests count as internal.
     pub internal: Vec<super::listener::Cidr>,
     pub access_logs: crate::access_log::AccessLogs,
+    /// Istio's stats and metadata exchange filters, when the chain has them.
+    pub istio_stats: Option<Arc<crate::istio::stats::IstioStats>>,
+    pub peer_metadata: Option<crate::istio::peer::PeerMetadataCfg>,
+}
+
+impl HttpConnMgr {
+    /// A stream's info is gathered (for access logs or Istio's metrics).
+    pub fn observes_streams(&self) -> bool {
+        !self.access_logs.is_empty() || self.istio_stats.is_some()
+    }
 }
 
 fn nonzero(d: Option<Duration>) -> Option<Duration> {
@@ -275,6 +285,14 @@ impl HttpConnMgr {
                 _ => StripPort::None,
             },
             suppress_envoy_headers,
+            istio_stats: filters.iter().find_map(|f| match &f.filter {
+                super::filters::HttpFilter::IstioStats(s) => Some(s.clone()),
+                _ => None,
+            }),
+            peer_metadata: filters.iter().find_map(|f| match &f.filter {
+                super::filters::HttpFilter::PeerMetadata(p) => Some(*p),
+                _ => None,
+            }),
             filters,
             accept_http_10: h
                 .http_protocol_options

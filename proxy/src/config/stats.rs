@@ -13,6 +13,7 @@ pub fn settings(c: &Option<pb::StatsConfig>) -> Result<StatsSettings> {
         return Ok(StatsSettings {
             tags: TagProducer::new(true, &[], false).or_else(|e| err(path, e))?,
             matcher: StatsMatcher::All,
+            buckets: Vec::new(),
         });
     };
     let mut specs = Vec::with_capacity(c.stats_tags.len());
@@ -59,5 +60,26 @@ pub fn settings(c: &Option<pb::StatsConfig>) -> Result<StatsSettings> {
             StatsMatcher::Exclude(list(l, &format!("{mp}.exclusion_list"))?)
         }
     };
-    Ok(StatsSettings { tags, matcher })
+    let mut buckets = Vec::with_capacity(c.histogram_bucket_settings.len());
+    for (i, h) in c.histogram_bucket_settings.iter().enumerate() {
+        let hp = format!("{path}.histogram_bucket_settings[{i}]");
+        let Some(m) = &h.r#match else {
+            return err(&format!("{hp}.match"), "match is required");
+        };
+        if h.buckets.is_empty() || h.buckets.windows(2).any(|w| w[0] >= w[1]) {
+            return err(
+                &format!("{hp}.buckets"),
+                "buckets must be non-empty and increasing",
+            );
+        }
+        buckets.push((
+            StringMatch::from_proto(m, &format!("{hp}.match"))?,
+            std::sync::Arc::from(h.buckets.clone()),
+        ));
+    }
+    Ok(StatsSettings {
+        tags,
+        matcher,
+        buckets,
+    })
 }

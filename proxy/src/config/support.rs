@@ -16,7 +16,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
     ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", &["log_format"]),
-    ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "~histogram_bucket_settings", "allow_default_tag_overrides"]),
+    ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "histogram_bucket_settings", "allow_default_tag_overrides"]),
     ("envoy.config.metrics.v3.TagSpecifier", &["tag_name", "regex", "fixed_value"]),
     ("envoy.config.metrics.v3.StatsMatcher", &["reject_all", "exclusion_list", "inclusion_list"]),
     ("envoy.type.matcher.v3.ListStringMatcher", &["patterns"]),
@@ -186,7 +186,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     // clusters
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "alt_stat_name", "~per_connection_buffer_limit_bytes", "~metadata", "~respect_dns_ttl", "max_requests_per_connection", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "round_robin_lb_config", "upstream_bind_config", "upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "alt_stat_name", "~per_connection_buffer_limit_bytes", "metadata", "~respect_dns_ttl", "max_requests_per_connection", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "round_robin_lb_config", "upstream_bind_config", "upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy"]),
     ("envoy.config.cluster.v3.Cluster.RingHashLbConfig", &["minimum_ring_size", "maximum_ring_size", "hash_function"]),
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
     ("envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig", &["use_hostname_for_hashing", "hash_balance_factor"]),
@@ -234,6 +234,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.UpstreamHttpProtocolOptions", &["*"]),
     // plain data
     ("google.protobuf.Duration", &["*"]),
+    ("stats.PluginConfig", &["*"]),
+    ("io.istio.http.peer_metadata.Config", &["*"]),
     ("google.protobuf.Timestamp", &["*"]),
     ("google.protobuf.Struct", &["*"]),
     ("google.protobuf.Value", &["*"]),
@@ -256,6 +258,9 @@ fn is_opaque(name: &str) -> bool {
         || name.starts_with("envoy.config.metrics.")
         || name.starts_with("envoy.config.accesslog.")
         || name.starts_with("envoy.extensions.access_loggers.")
+        // Istio's configs that Ferry converts whole, refusing what it does not implement.
+        || name.starts_with("stats.")
+        || name.starts_with("io.istio.http.peer_metadata.")
 }
 
 enum Rule {

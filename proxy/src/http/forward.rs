@@ -266,7 +266,7 @@ pub async fn forward(
         Some(c) => ReqBody::Counted(Box::new(body), c.request.clone()),
         None => body,
     };
-    let logging = !ctx.hcm.access_logs.is_empty();
+    let logging = ctx.hcm.observes_streams();
     let meter = logging.then(|| Arc::new(super::logged::Meter::default()));
     let body = match &meter {
         Some(m) => ReqBody::Metered(Box::new(body), m.clone()),
@@ -303,6 +303,9 @@ pub async fn forward(
             failure,
             protocol: None,
             first_byte: None,
+            peer_san: None,
+            local_san: None,
+            service: cluster.cfg.istio_service.clone(),
         },
         attempts,
         retries_exhausted: trail.retries_exhausted,

@@ -58,12 +58,15 @@ pub struct UpstreamReport {
 pub struct Seen {
     pub headers: Option<HeaderMap>,
     pub route: Option<Arc<str>>,
+    pub downstream_peer: Option<Box<crate::istio::Workload>>,
+    pub upstream_peer: Option<Box<crate::istio::Workload>>,
 }
 
 /// A stream being logged: logs at its end even if it never gets a response.
 pub struct Pending {
     info: Option<Box<StreamInfo>>,
     logs: AccessLogs,
+    istio: Option<Arc<crate::istio::stats::IstioStats>>,
 }
 
 impl Pending {
@@ -75,6 +78,7 @@ impl Pending {
                 remote: ctx.remote,
                 peer: ctx.peer.clone().map(Arc::new),
                 connection_id: ctx.connection_id,
+                inbound: ctx.inbound,
             },
         ));
         info.protocol = Some(match req.version() {
@@ -90,6 +94,7 @@ impl Pending {
         Pending {
             info: Some(info),
             logs: ctx.hcm.access_logs.clone(),
+            istio: ctx.hcm.istio_stats.clone(),
         }
     }
 
@@ -102,6 +107,8 @@ impl Pending {
             r.headers = h;
         }
         info.route_name = seen.route;
+        info.downstream_peer = seen.downstream_peer;
+        info.upstream_peer = seen.upstream_peer;
         let mut meter = None;
         let tag = resp.extensions_mut().remove::<Tag>();
         if let Some(rep) = resp.extensions_mut().remove::<UpstreamReport>() {
@@ -131,6 +138,7 @@ impl Pending {
                 inner: body,
                 info: Some(info),
                 logs,
+                istio: self.istio.clone(),
                 meter,
             })),
         )
@@ -144,6 +152,9 @@ impl Drop for Pending {
             info.details = Some(Cow::Borrowed("downstream_remote_disconnect"));
             info.ended = Some(Instant::now());
             log_all(&self.logs, &info);
+            if let Some(i) = &self.istio {
+                i.record(&info);
+            }
         }
     }
 }
@@ -153,6 +164,7 @@ pub struct Logged {
     inner: Body,
     info: Option<Box<StreamInfo>>,
     logs: AccessLogs,
+    istio: Option<Arc<crate::istio::stats::IstioStats>>,
     meter: Option<Arc<Meter>>,
 }
 
@@ -205,6 +217,9 @@ impl Logged {
                 }
             }
             log_all(&self.logs, &info);
+            if let Some(i) = &self.istio {
+                i.record(&info);
+            }
         }
     }
 }

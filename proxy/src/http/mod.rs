@@ -115,6 +115,8 @@ pub struct ConnCtx {
     pub activity: Arc<idle::Activity>,
     /// Envoy's downstream connection id (`%CONNECTION_ID%`).
     pub connection_id: u64,
+    /// The listener's traffic direction is INBOUND.
+    pub inbound: bool,
 }
 
 pub async fn serve(
@@ -137,18 +139,22 @@ pub async fn serve(
         remote: down.remote,
         original_dst: down.original_dst,
         tls: stream.is_tls(),
-        peer: if !hcm.access_logs.is_empty()
+        peer: if hcm.observes_streams()
             || hcm
                 .filters
                 .iter()
                 .any(|f| matches!(f.filter, crate::config::filters::HttpFilter::Rbac(..)))
         {
-            stream.peer()
+            stream.peer().map(|mut p| {
+                p.local_uri = down.local_uri.clone();
+                p
+            })
         } else {
             None
         },
         activity: activity.clone(),
         connection_id: down.connection_id,
+        inbound: down.inbound,
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();

@@ -24,8 +24,10 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     }
     let _active = ActiveGuard::new(&st.downstream_rq_active);
     let _in_flight = ctx.activity.enter();
-    let mut pending =
-        (!ctx.hcm.access_logs.is_empty()).then(|| super::logged::Pending::start(&ctx, &req));
+    let mut pending = ctx
+        .hcm
+        .observes_streams()
+        .then(|| super::logged::Pending::start(&ctx, &req));
     let mut seen = Seen {
         logging: pending.is_some(),
         ..Seen::default()
@@ -33,8 +35,17 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     let mut effects = super::filters::Effects::default();
     let (mut parts, body) = req.into_parts();
     let compress = super::compress::on_request(&ctx.hcm.filters, &mut parts);
+    let peers = ctx
+        .hcm
+        .peer_metadata
+        .map(|pm| (pm, crate::istio::peer::on_request(&pm, &mut parts.headers)));
     let req = Request::from_parts(parts, body);
     let mut resp = dispatch(&ctx, req, &mut seen, &mut effects).await;
+    if let Some((pm, down)) = peers {
+        let (d, u) = crate::istio::peer::on_response(&pm, down, resp.headers_mut());
+        seen.log.downstream_peer = d;
+        seen.log.upstream_peer = u;
+    }
     let request_id = seen.request_id.take();
     if let Some(facts) = &compress {
         super::compress::on_response(&ctx.hcm.filters, facts, &mut resp);

@@ -255,6 +255,8 @@ async fn handle(
         remote,
         original_dst: restored,
         connection_id: crate::stream_info::next_connection_id(),
+        inbound: cfg.inbound,
+        local_uri: chain.tls.as_ref().and_then(|t| t.local_uri()),
     };
     match chain.filter.clone() {
         NetworkFilter::TcpProxy(t) => crate::tcp_proxy::handle(&server, &t, stream, down).await,
@@ -297,7 +299,7 @@ fn network_filters_admit(
 }
 
 /// Where a downstream connection came from and went to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Downstream {
     /// The local address, restored to the original destination when `original_dst` ran.
     pub local: SocketAddr,
@@ -306,6 +308,10 @@ pub struct Downstream {
     pub original_dst: Option<SocketAddr>,
     /// Envoy's connection id, counting up.
     pub connection_id: u64,
+    /// The listener's traffic direction is INBOUND.
+    pub inbound: bool,
+    /// Ferry's own identity on a TLS connection (its certificate's first URI SAN).
+    pub local_uri: Option<String>,
 }
 
 /// The listener's access log line for a connection no filter chain took (`NR`,
@@ -330,6 +336,7 @@ fn log_no_chain(
             remote,
             peer,
             connection_id: 0,
+            inbound: false,
         },
     );
     info.flag(Flag::NoRoute);

@@ -7,6 +7,7 @@
 //! code class) in [`render`].
 
 mod render;
+pub mod tagged;
 pub mod tags;
 
 use std::any::Any;
@@ -57,6 +58,24 @@ impl StatsMatcher {
 pub struct StatsSettings {
     pub tags: tags::TagProducer,
     pub matcher: StatsMatcher,
+    /// `histogram_bucket_settings`: the first match gives a histogram its buckets.
+    pub buckets: Vec<(crate::config::matcher::StringMatch, Arc<[f64]>)>,
+}
+
+impl StatsSettings {
+    /// The buckets of the histogram named `name`.
+    pub fn buckets_for(&self, name: &str) -> Arc<[f64]> {
+        static DEFAULT: OnceLock<Arc<[f64]>> = OnceLock::new();
+        self.buckets
+            .iter()
+            .find(|(m, _)| m.matches(name))
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| {
+                DEFAULT
+                    .get_or_init(|| Arc::from(tagged::DEFAULT_BUCKETS.to_vec()))
+                    .clone()
+            })
+    }
 }
 
 static SETTINGS: OnceLock<Arc<StatsSettings>> = OnceLock::new();
@@ -72,6 +91,7 @@ pub fn settings() -> &'static StatsSettings {
         Arc::new(StatsSettings {
             tags: tags::TagProducer::new(true, &[], false).unwrap_or_default(),
             matcher: StatsMatcher::All,
+            buckets: Vec::new(),
         })
     })
 }
@@ -324,6 +344,23 @@ impl Registry {
                         all.push(Entry::new(&s.name, stat, kind, value))
                     });
                 }
+            }
+        }
+        for t in tagged::all() {
+            let (c, kind) = match &t.value {
+                tagged::TaggedValue::Counter(c) => (c, Kind::Counter),
+                tagged::TaggedValue::Gauge(c) => (c, Kind::Gauge),
+                tagged::TaggedValue::Histogram(_) => continue,
+            };
+            {
+                let v = c.get();
+                all.push(Entry {
+                    name: t.full.to_string(),
+                    kind,
+                    value: v,
+                    used: v != 0,
+                    tags: Some(t.clone()),
+                });
             }
         }
         all.sort_unstable_by(|a, b| a.name.cmp(&b.name));

@@ -13,6 +13,8 @@ pub struct Entry {
     pub value: u64,
     /// Written at least once (a block's stats: non-zero).
     pub used: bool,
+    /// A stat created with explicit tags (not extracted from its name).
+    pub tags: Option<Arc<super::tagged::Tagged>>,
 }
 
 impl Entry {
@@ -28,11 +30,15 @@ impl Entry {
             kind,
             value,
             used: value != 0,
+            tags: None,
         }
     }
 
     /// The tag-extracted name and `{label="value",…}` (`{}` without tags) of this stat.
     fn prometheus(&self, tags: &TagProducer) -> (String, String) {
+        if let Some(t) = &self.tags {
+            return (t.name.to_string(), labels(&t.tags, None));
+        }
         let (extracted, tags) = tags.produce(&self.name);
         let labels: Vec<String> = tags
             .iter()
@@ -83,7 +89,7 @@ impl Registry {
                 Kind::Text => continue,
             };
             let (extracted, labels) = e.prometheus(tags);
-            let family = format!("envoy_{}", sanitize(&extracted));
+            let family = family_name(&extracted);
             families
                 .entry((order, extracted))
                 .or_insert_with(|| (family, Vec::new()))
@@ -101,7 +107,127 @@ impl Registry {
                 out.push_str(&format!(" {value}\n"));
             }
         }
+        histograms(filter, &mut out);
         out
+    }
+}
+
+/// Prometheus family names: Envoy's stats get `envoy_`; a custom namespace (Istio's
+/// `istiocustom.`) is dropped instead.
+fn family_name(extracted: &str) -> String {
+    match extracted.strip_prefix("istiocustom.") {
+        Some(rest) => sanitize(rest),
+        None => format!("envoy_{}", sanitize(extracted)),
+    }
+}
+
+/// `{k="v",…}` from explicit tags, with `le` last when given.
+fn labels(tags: &[(Box<str>, Box<str>)], le: Option<&str>) -> String {
+    let mut parts: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+/// A bound or sum as Envoy prints it: C's `%.32g` (32 significant digits, trailing zeros
+/// dropped; `0.5`, `1`, `1.0476190476190476719153821250075`).
+fn number(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return if v.is_nan() {
+            "nan".into()
+        } else if v == 0.0 {
+            "0".into()
+        } else {
+            format!("{v}")
+        };
+    }
+    let sci = format!("{v:.31e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = digits.trim_end_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    let mut out = String::new();
+    if negative {
+        out.push('-');
+    }
+    if !(-4..32).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push_str(&format!(
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        ));
+    } else if exp < 0 {
+        out.push_str("0.");
+        out.push_str(&"0".repeat((-exp - 1) as usize));
+        out.push_str(digits);
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(digits);
+            out.push_str(&"0".repeat(int_len - digits.len()));
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    }
+    out
+}
+
+/// The histogram families, after the counters and gauges: buckets, `+Inf`, sum and count.
+fn histograms(filter: Option<&regex::Regex>, out: &mut String) {
+    let matcher = &super::settings().matcher;
+    let mut families: BTreeMap<String, Vec<Arc<super::tagged::Tagged>>> = BTreeMap::new();
+    for t in super::tagged::all() {
+        if matches!(t.value, super::tagged::TaggedValue::Histogram(_))
+            && filter.is_none_or(|f| f.is_match(&t.full))
+            && matcher.accepts(&t.full)
+        {
+            families.entry(t.name.to_string()).or_default().push(t);
+        }
+    }
+    for (name, mut series) in families {
+        let family = family_name(&name);
+        out.push_str(&format!("# TYPE {family} histogram\n"));
+        series.sort_by(|a, b| a.full.cmp(&b.full));
+        for t in series {
+            let super::tagged::TaggedValue::Histogram(h) = &t.value else {
+                continue;
+            };
+            for (bound, count) in h.bounds().iter().zip(h.cumulative()) {
+                let le = number(*bound);
+                out.push_str(&format!(
+                    "{family}_bucket{} {count}\n",
+                    labels(&t.tags, Some(&le))
+                ));
+            }
+            out.push_str(&format!(
+                "{family}_bucket{} {}\n",
+                labels(&t.tags, Some("+Inf")),
+                h.count()
+            ));
+            out.push_str(&format!(
+                "{family}_sum{} {}\n",
+                labels(&t.tags, None),
+                number(h.sum())
+            ));
+            out.push_str(&format!(
+                "{family}_count{} {}\n",
+                labels(&t.tags, None),
+                h.count()
+            ));
+        }
     }
 }
 
@@ -121,4 +247,19 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod number_tests {
+    #[test]
+    fn percent_32g() {
+        assert_eq!(super::number(0.5), "0.5");
+        assert_eq!(super::number(3600000.0), "3600000");
+        assert_eq!(super::number(0.1), "0.10000000000000000555111512312578");
+        assert_eq!(
+            super::number(1.0476190476190477),
+            "1.0476190476190476719153821250075"
+        );
+        assert_eq!(super::number(0.0), "0");
+    }
 }

@@ -19,6 +19,8 @@ pub struct ServerTls {
 pub struct Configs {
     alpn: Arc<ServerConfig>,
     plain: Arc<ServerConfig>,
+    /// The first URI SAN of the (first) certificate served.
+    local_uri: Option<String>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -77,6 +79,12 @@ impl ServerTls {
                 ))),
             _ => builder.with_no_client_auth(),
         };
+        let local_uri = certs.first().and_then(|c| c.chain.first()).and_then(|der| {
+            super::san::names(der).into_iter().find_map(|n| match n {
+                super::san::San::Uri(u) => Some(u),
+                _ => None,
+            })
+        });
         let plain = builder.with_cert_resolver(Arc::new(Certs(keys)));
         let mut alpn = plain.clone();
         alpn.alpn_protocols = c.alpn.clone();
@@ -85,6 +93,7 @@ impl ServerTls {
             Configs {
                 alpn: Arc::new(alpn),
                 plain: Arc::new(plain),
+                local_uri,
             },
         ))
     }
@@ -92,6 +101,11 @@ impl ServerTls {
     /// The current server config (rebuilt when a secret changed since it was built).
     pub fn config(&self) -> Result<Arc<Configs>, NotReady> {
         self.built.get(&self.cfg.common, || self.build())
+    }
+
+    /// The first URI SAN of the certificate this context serves.
+    pub fn local_uri(&self) -> Option<String> {
+        self.config().ok().and_then(|c| c.local_uri.clone())
     }
 
     /// The TLS handshake of an accepted connection.

@@ -91,6 +91,10 @@ pub enum HttpFilter {
     GrpcStats(Arc<grpc_stats::GrpcStatsCfg>),
     /// `envoy.filters.http.compressor`: acts on the response.
     Compressor(Arc<compressor::CompressorCfg>),
+    /// Istio's `istio.stats`: metrics at the end of each stream.
+    IstioStats(Arc<crate::istio::stats::IstioStats>),
+    /// Istio's `istio.metadata_exchange`: peer workloads in headers.
+    PeerMetadata(crate::istio::peer::PeerMetadataCfg),
 }
 
 /// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
@@ -169,6 +173,8 @@ const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 const LOCAL_RATE_LIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
+const ISTIO_STATS: &str = "stats.PluginConfig";
+const PEER_METADATA: &str = "io.istio.http.peer_metadata.Config";
 
 /// The filter of `typed_config` at `path` (any but the router).
 pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Result<FilterEntry> {
@@ -190,6 +196,13 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
             path,
         )?)),
         CORS => HttpFilter::Cors(registry().block(Scope::Http(stat_prefix), Default::default)),
+        ISTIO_STATS => HttpFilter::IstioStats(Arc::new(
+            crate::istio::stats::IstioStats::from_proto(&any_to(any, path)?, path)?,
+        )),
+        PEER_METADATA => HttpFilter::PeerMetadata(crate::istio::peer::PeerMetadataCfg::from_proto(
+            &any_to(any, path)?,
+            path,
+        )?),
         RBAC => {
             let r: envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac =
                 any_to(any, path)?;

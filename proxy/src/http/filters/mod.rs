@@ -102,7 +102,10 @@ pub async fn decode(
                     return Some(r);
                 }
             }
-            HttpFilter::GrpcStats(_) | HttpFilter::Compressor(_) => {}
+            HttpFilter::GrpcStats(_)
+            | HttpFilter::Compressor(_)
+            | HttpFilter::IstioStats(_)
+            | HttpFilter::PeerMetadata(_) => {}
             HttpFilter::Cors(stats) => {
                 let policies = req.all_per_filter(&f.name);
                 if let Some(r) = cors::decode(stats, &policies, req, &mut effects.headers) {
