@@ -130,6 +130,12 @@ impl Server {
         self.stats.live.set(u64::from(s == ServerState::Live));
         if s == ServerState::Live {
             self.stats.workers_started.set(1);
+            crate::stats::registry()
+                .histogram(crate::stats::Scope::Server, "initialization_time_ms")
+                .record(
+                    || "server.initialization_time_ms".into(),
+                    self.started.elapsed().as_millis() as u64,
+                );
         }
     }
 

@@ -59,6 +59,7 @@ pub async fn handle(
         }
         // Every attempt is an upstream connection in Envoy's count.
         cluster.stats.upstream_cx_total.inc();
+        let connecting = std::time::Instant::now();
         host.stats.cx_total.fetch_add(1, Relaxed);
         match tokio::time::timeout(
             cluster.cfg.connect_timeout,
@@ -67,6 +68,7 @@ pub async fn handle(
         .await
         {
             Ok(Ok(s)) => {
+                cluster.stats.connected(connecting);
                 upstream = Some(s);
                 break;
             }
@@ -104,6 +106,7 @@ pub async fn handle(
         l.info.upstream.local = upstream.local_addr();
     }
     let _active = crate::stats::ActiveGuard::of(&cluster.stats, |s| &s.upstream_cx_active);
+    let opened = std::time::Instant::now();
     let (rx, tx, idled) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
     if idled {
         r.counter(scope(), "idle_timeout").inc();
@@ -113,6 +116,7 @@ pub async fn handle(
     cluster.stats.upstream_cx_tx_bytes_total.add(rx);
     cluster.stats.upstream_cx_rx_bytes_total.add(tx);
     cluster.stats.upstream_cx_destroy.inc();
+    cluster.stats.closed(opened, None);
     if let Some(l) = log.as_mut() {
         l.info.bytes_received = rx;
         l.info.bytes_sent = tx;

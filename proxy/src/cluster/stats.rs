@@ -2,6 +2,7 @@
 //! `upstream_rq_<code>` counters made on first use.
 
 use super::zone;
+use crate::stats::histogram::Lazy;
 use crate::stats::{registry, Block, Cell, Counter, Kind, Scope};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -51,6 +52,12 @@ pub struct ClusterStats {
     /// `lb_zone_cluster_too_small`, `lb_local_cluster_not_ok`: only while zone-aware routing is
     /// on (a local cluster is named), as those are rarely wanted.
     pub lb_zone: Option<[Cell; 6]>,
+    pub upstream_cx_connect_ms: Lazy,
+    pub upstream_cx_length_ms: Lazy,
+    pub upstream_rq_per_cx: Lazy,
+    /// Created by the first routed response, as in Envoy.
+    pub upstream_rq_time: Lazy,
+    pub external_upstream_rq_time: Lazy,
     name: String,
     /// `upstream_rq_<code>` counters, created on first use; read lock-free.
     codes: ArcSwap<Vec<(u16, Counter)>>,
@@ -113,13 +120,61 @@ impl ClusterStats {
             retry_or_shadow_abandoned: Cell::default(),
             upstream_rq_xx: Default::default(),
             lb_zone: zone::local().map(|_| Default::default()),
+            upstream_cx_connect_ms: Lazy::default(),
+            upstream_cx_length_ms: Lazy::default(),
+            upstream_rq_per_cx: Lazy::default(),
+            upstream_rq_time: Lazy::default(),
+            external_upstream_rq_time: Lazy::default(),
             name: name.to_string(),
             codes: ArcSwap::from_pointee(Vec::new()),
         })
     }
 }
 
+impl ClusterStats {
+    fn record(&self, h: &Lazy, stat: &str, v: u64) {
+        h.record(|| format!("cluster.{}.{stat}", self.name), v);
+    }
+
+    pub fn connected(&self, since: std::time::Instant) {
+        let ms = since.elapsed().as_millis() as u64;
+        self.record(&self.upstream_cx_connect_ms, "upstream_cx_connect_ms", ms);
+    }
+
+    /// A connection closed after `since`, having carried `requests` (when known).
+    pub fn closed(&self, since: std::time::Instant, requests: Option<u64>) {
+        let ms = since.elapsed().as_millis() as u64;
+        self.record(&self.upstream_cx_length_ms, "upstream_cx_length_ms", ms);
+        if let Some(n) = requests {
+            self.record(&self.upstream_rq_per_cx, "upstream_rq_per_cx", n);
+        }
+    }
+
+    /// A routed response's time (from the request's start to its response headers).
+    pub fn rq_time(&self, since: std::time::Instant) {
+        let ms = since.elapsed().as_millis() as u64;
+        self.record(&self.upstream_rq_time, "upstream_rq_time", ms);
+        self.record(
+            &self.external_upstream_rq_time,
+            "external.upstream_rq_time",
+            ms,
+        );
+    }
+}
+
 impl Block for ClusterStats {
+    fn histograms(&self, f: &mut dyn FnMut(&str, Option<&crate::stats::histogram::Histogram>)) {
+        f("upstream_cx_connect_ms", self.upstream_cx_connect_ms.get());
+        f("upstream_cx_length_ms", self.upstream_cx_length_ms.get());
+        f("upstream_rq_per_cx", self.upstream_rq_per_cx.get());
+        if let Some(h) = self.upstream_rq_time.get() {
+            f("upstream_rq_time", Some(h));
+        }
+        if let Some(h) = self.external_upstream_rq_time.get() {
+            f("external.upstream_rq_time", Some(h));
+        }
+    }
+
     fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64)) {
         use Kind::{Counter as C, Gauge as G};
         f("upstream_cx_total", C, self.upstream_cx_total.get());

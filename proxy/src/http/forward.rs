@@ -350,6 +350,7 @@ pub async fn forward(
         }
     };
     let cs = &cluster.stats;
+    cs.rq_time(started);
     // `active` counts the request until its response has been passed on.
     let status = resp.status();
     cs.charge(status.as_u16());

@@ -48,6 +48,9 @@ pub struct HcmStats {
     pub downstream_rq_idle_timeout: Counter,
     pub downstream_rq_timeout: Counter,
     pub downstream_rq_max_duration_reached: Counter,
+    pub downstream_rq_time: Arc<crate::stats::histogram::Lazy>,
+    pub downstream_cx_length_ms: Arc<crate::stats::histogram::Lazy>,
+    prefix: String,
 }
 
 impl HcmStats {
@@ -95,7 +98,17 @@ impl HcmStats {
             downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
             downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
+            downstream_rq_time: r.histogram(Scope::Http(prefix), "downstream_rq_time"),
+            downstream_cx_length_ms: r.histogram(Scope::Http(prefix), "downstream_cx_length_ms"),
+            prefix: prefix.to_string(),
         })
+    }
+
+    pub fn record_rq_time(&self, since: std::time::Instant) {
+        self.downstream_rq_time.record(
+            || format!("http.{}.downstream_rq_time", self.prefix),
+            since.elapsed().as_millis() as u64,
+        );
     }
 }
 
@@ -129,6 +142,14 @@ pub async fn serve(
     let stats = HcmStats::get(&hcm.stat_prefix);
     stats.downstream_cx_total.inc();
     let _active = crate::stats::ActiveGuard::new(&stats.downstream_cx_active);
+    let opened = std::time::Instant::now();
+    let cx_stats = stats.clone();
+    let _length = CxLength(move || {
+        cx_stats.downstream_cx_length_ms.record(
+            || format!("http.{}.downstream_cx_length_ms", cx_stats.prefix),
+            opened.elapsed().as_millis() as u64,
+        )
+    });
     let drain = server.drain.subscribe();
     let activity = idle::Activity::new();
     let ctx = Arc::new(ConnCtx {
@@ -292,5 +313,14 @@ where
 {
     fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown();
+    }
+}
+
+/// Runs its closure when dropped (a connection's length, however it ends).
+struct CxLength<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for CxLength<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
     let st = &ctx.stats;
+    let received = std::time::Instant::now();
     st.downstream_rq_total.inc();
     if req.version() == Version::HTTP_2 {
         st.downstream_rq_http2_total.inc();
@@ -68,6 +69,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
         st.downstream_rq_xx[class - 1].inc();
     }
     st.downstream_rq_completed.inc();
+    st.record_rq_time(received);
     match pending.as_mut() {
         Some(p) => p.respond(seen.log, resp),
         None => resp,

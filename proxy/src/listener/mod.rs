@@ -23,6 +23,9 @@ pub struct ListenerStats {
     pub downstream_cx_active: Gauge,
     pub no_filter_chain_match: Counter,
     pub listener_filters_timeout: Counter,
+    pub downstream_cx_length_ms: Arc<crate::stats::histogram::Lazy>,
+    pub connections_accepted_per_socket_event: Arc<crate::stats::histogram::Lazy>,
+    scope: String,
 }
 
 impl ListenerStats {
@@ -38,7 +41,39 @@ impl ListenerStats {
             no_filter_chain_match: r.counter(Scope::Listener(&scope), "no_filter_chain_match"),
             listener_filters_timeout: r
                 .counter(Scope::Listener(&scope), "downstream_pre_cx_timeout"),
+            downstream_cx_length_ms: r
+                .histogram(Scope::Listener(&scope), "downstream_cx_length_ms"),
+            connections_accepted_per_socket_event: r.histogram(
+                Scope::Listener(&scope),
+                "connections_accepted_per_socket_event",
+            ),
+            scope,
         }
+    }
+
+    /// Records one accepted connection; the returned guard records its length when dropped.
+    pub fn accepted(&self) -> impl Drop + '_ {
+        self.connections_accepted_per_socket_event.record(
+            || {
+                format!(
+                    "listener.{}.connections_accepted_per_socket_event",
+                    self.scope
+                )
+            },
+            1,
+        );
+        CxLength(self, std::time::Instant::now())
+    }
+}
+
+struct CxLength<'a>(&'a ListenerStats, std::time::Instant);
+
+impl Drop for CxLength<'_> {
+    fn drop(&mut self) {
+        self.0.downstream_cx_length_ms.record(
+            || format!("listener.{}.downstream_cx_length_ms", self.0.scope),
+            self.1.elapsed().as_millis() as u64,
+        );
     }
 }
 
@@ -188,6 +223,7 @@ async fn handle(
     let _guards = (
         ActiveGuard::new(&stats.downstream_cx_active),
         ActiveGuard::new(&server.stats.total_connections),
+        stats.accepted(),
     );
     // When the listener may go on after a timeout anyway and the chains that fit the
     // connection's addresses do not look at SNI, transport or ALPN, waiting for the client to

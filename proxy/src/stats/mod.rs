@@ -6,6 +6,7 @@
 //! Envoy's default tag extraction (cluster name, HTTP/TCP prefix, listener address, response
 //! code class) in [`render`].
 
+pub mod histogram;
 mod render;
 pub mod tagged;
 pub mod tags;
@@ -72,7 +73,7 @@ impl StatsSettings {
             .map(|(_, b)| b.clone())
             .unwrap_or_else(|| {
                 DEFAULT
-                    .get_or_init(|| Arc::from(tagged::DEFAULT_BUCKETS.to_vec()))
+                    .get_or_init(|| Arc::from(histogram::DEFAULT_BUCKETS.to_vec()))
                     .clone()
             })
     }
@@ -171,6 +172,9 @@ pub type Gauge = Arc<Stat>;
 pub trait Block: Send + Sync + 'static {
     /// Calls `f` with each stat's name within the scope, its kind and its value.
     fn visit(&self, f: &mut dyn FnMut(&str, Kind, u64));
+
+    /// Calls `f` with each histogram's name within the scope (none: nothing recorded yet).
+    fn histograms(&self, _f: &mut dyn FnMut(&str, Option<&histogram::Histogram>)) {}
 }
 
 /// Stat names within a scope come from a small, bounded set (Envoy's names, response codes),
@@ -224,6 +228,7 @@ type AnyBlock = Arc<dyn Any + Send + Sync>;
 struct ScopeStats {
     name: Arc<ScopeName>,
     stats: Vec<Arc<Stat>>,
+    histograms: Vec<(&'static str, Arc<histogram::Lazy>)>,
     blocks: Vec<(Arc<dyn Block>, AnyBlock)>,
 }
 
@@ -260,6 +265,59 @@ impl Registry {
         self.get(scope, stat, Kind::Gauge)
     }
 
+    /// The scope's histogram `stat` (allocated on its first value).
+    pub fn histogram(&self, scope: Scope<'_>, stat: &str) -> Arc<histogram::Lazy> {
+        self.with_scope(scope, |s| {
+            if let Some((_, h)) = s.histograms.iter().find(|(n, _)| *n == stat) {
+                return h.clone();
+            }
+            let h = Arc::new(histogram::Lazy::default());
+            s.histograms.push((intern(stat), h.clone()));
+            h
+        })
+    }
+
+    /// Every histogram with its full name (tagged ones with their tags), sorted by name.
+    pub fn histogram_entries(
+        &self,
+        filter: Option<&regex::Regex>,
+        used_only: bool,
+    ) -> Vec<(String, Option<Arc<tagged::Tagged>>, histogram::Snapshot)> {
+        let mut all = Vec::new();
+        {
+            let map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            for s in map.values() {
+                let full = |n: &str| format!("{}.{n}", s.name.name);
+                for (n, h) in &s.histograms {
+                    let f = full(n);
+                    let snap = histogram::Snapshot::of(h.get(), &f);
+                    all.push((f, None, snap));
+                }
+                for (b, _) in &s.blocks {
+                    b.histograms(&mut |n, h| {
+                        let f = full(n);
+                        let snap = histogram::Snapshot::of(h, &f);
+                        all.push((f, None, snap));
+                    });
+                }
+            }
+        }
+        for t in tagged::all() {
+            if let tagged::TaggedValue::Histogram(h) = &t.value {
+                let snap = histogram::Snapshot::of(Some(h), &t.full);
+                all.push((t.full.to_string(), Some(t.clone()), snap));
+            }
+        }
+        let matcher = &settings().matcher;
+        all.retain(|(name, _, snap)| {
+            (!used_only || snap.count > 0)
+                && filter.is_none_or(|f| f.is_match(name))
+                && matcher.accepts(name)
+        });
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     pub fn text(&self, scope: Scope<'_>, stat: &str) {
         self.get(scope, stat, Kind::Text);
     }
@@ -290,6 +348,7 @@ impl Registry {
                     name: scope_name.into(),
                 }),
                 stats: Vec::new(),
+                histograms: Vec::new(),
                 blocks: Vec::new(),
             });
         f(s)

@@ -107,7 +107,7 @@ impl Registry {
                 out.push_str(&format!(" {value}\n"));
             }
         }
-        histograms(filter, &mut out);
+        histograms(filter, used_only, &mut out);
         out
     }
 }
@@ -186,47 +186,47 @@ fn number(v: f64) -> String {
 }
 
 /// The histogram families, after the counters and gauges: buckets, `+Inf`, sum and count.
-fn histograms(filter: Option<&regex::Regex>, out: &mut String) {
-    let matcher = &super::settings().matcher;
-    let mut families: BTreeMap<String, Vec<Arc<super::tagged::Tagged>>> = BTreeMap::new();
-    for t in super::tagged::all() {
-        if matches!(t.value, super::tagged::TaggedValue::Histogram(_))
-            && filter.is_none_or(|f| f.is_match(&t.full))
-            && matcher.accepts(&t.full)
-        {
-            families.entry(t.name.to_string()).or_default().push(t);
+fn histograms(filter: Option<&regex::Regex>, used_only: bool, out: &mut String) {
+    let producer = &super::settings().tags;
+    type Series = (String, String);
+    let mut families: BTreeMap<String, Vec<Series>> = BTreeMap::new();
+    for (full, tagged, snap) in super::registry().histogram_entries(filter, used_only) {
+        let (name, tags) = match tagged {
+            Some(t) => (t.name.to_string(), t.tags.to_vec()),
+            None => {
+                let (extracted, tags) = producer.produce(&full);
+                let tags = tags
+                    .into_iter()
+                    .map(|(k, v)| (Box::from(k.as_ref()), Box::from(v.as_ref())))
+                    .collect();
+                (extracted, tags)
+            }
+        };
+        let labels_of = |le: Option<&str>| labels(&tags, le);
+        let mut text = String::new();
+        for (bound, count) in snap.bounds.iter().zip(&snap.cumulative) {
+            let le = number(*bound);
+            text.push_str(&format!("_bucket{} {count}\n", labels_of(Some(&le))));
         }
+        text.push_str(&format!(
+            "_bucket{} {}\n",
+            labels_of(Some("+Inf")),
+            snap.count
+        ));
+        text.push_str(&format!("_sum{} {}\n", labels_of(None), number(snap.sum)));
+        text.push_str(&format!("_count{} {}\n", labels_of(None), snap.count));
+        families.entry(name).or_default().push((full, text));
     }
     for (name, mut series) in families {
         let family = family_name(&name);
         out.push_str(&format!("# TYPE {family} histogram\n"));
-        series.sort_by(|a, b| a.full.cmp(&b.full));
-        for t in series {
-            let super::tagged::TaggedValue::Histogram(h) = &t.value else {
-                continue;
-            };
-            for (bound, count) in h.bounds().iter().zip(h.cumulative()) {
-                let le = number(*bound);
-                out.push_str(&format!(
-                    "{family}_bucket{} {count}\n",
-                    labels(&t.tags, Some(&le))
-                ));
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, lines) in series {
+            for l in lines.lines() {
+                out.push_str(&family);
+                out.push_str(l);
+                out.push('\n');
             }
-            out.push_str(&format!(
-                "{family}_bucket{} {}\n",
-                labels(&t.tags, Some("+Inf")),
-                h.count()
-            ));
-            out.push_str(&format!(
-                "{family}_sum{} {}\n",
-                labels(&t.tags, None),
-                number(h.sum())
-            ));
-            out.push_str(&format!(
-                "{family}_count{} {}\n",
-                labels(&t.tags, None),
-                h.count()
-            ));
         }
     }
 }

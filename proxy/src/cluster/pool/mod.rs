@@ -125,6 +125,7 @@ impl HostPool {
 
     async fn connect(&self, host: &super::HostStats) -> Result<crate::io::Stream, UpstreamError> {
         let s = &self.stats;
+        let started = std::time::Instant::now();
         match tokio::time::timeout(
             self.connect_timeout,
             super::connect::open(self.addr, self.dial, self.tls.as_deref()),
@@ -132,6 +133,7 @@ impl HostPool {
         .await
         {
             Ok(Ok(stream)) => {
+                s.connected(started);
                 s.upstream_cx_total.inc();
                 host.cx_total.fetch_add(1, Relaxed);
                 Ok(stream)
@@ -160,8 +162,10 @@ impl HostPool {
         let stats = self.stats.clone();
         let host = host.clone();
         host.stats.cx_active.fetch_add(1, Relaxed);
+        let opened = std::time::Instant::now();
         tokio::spawn(async move {
             let _ = conn.await;
+            stats.closed(opened, None);
             drop(active);
             stats.upstream_cx_destroy.inc();
             host.stats.cx_active.fetch_sub(1, Relaxed);
