@@ -34,6 +34,13 @@ impl Stream {
         }
     }
 
+    /// The first URI SAN of the upstream TLS peer's certificate (Ferry as the client).
+    pub fn upstream_peer_uri(&self) -> Option<String> {
+        let Stream::Client(s) = self else { return None };
+        let cert = s.get_ref().1.peer_certificates()?.first()?;
+        crate::tls::san::first_uri(cert)
+    }
+
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }

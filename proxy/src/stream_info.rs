@@ -113,7 +113,7 @@ impl LogType {
 }
 
 /// The request line and headers of an HTTP stream, as the connection manager passed them on.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RequestInfo {
     pub method: String,
     /// Path and query.
@@ -168,7 +168,7 @@ pub struct Upstream {
     pub service: Option<Arc<crate::istio::Service>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StreamInfo {
     pub log_type: LogType,
     pub start: SystemTime,

@@ -126,6 +126,9 @@ fn normalise(file: &str, line: &str, ports: &BTreeMap<u16, String>) -> String {
         }
         return s;
     }
+    // The custom format's request duration is in milliseconds too.
+    let rqd = regex::Regex::new(r"rqd=\d+").expect("regex");
+    s = rqd.replace_all(&s, "rqd=D").into_owned();
     // `"REQUEST" CODE FLAGS [DETAILS TERM "FAIL"] RX TX DURATION SERVICE_TIME ...`
     let fields = match file {
         "default.log" => r#"^(\[TIME\] "[^"]*" \S+ \S+ \S+ \S+) \S+ \S+ "#,

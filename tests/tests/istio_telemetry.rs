@@ -267,3 +267,132 @@ async fn istio_metrics_between_two_sidecars() {
         );
     }
 }
+
+/// Two Ferry sidecars over Istio's mTLS: the TCP metadata exchange (Ferry's frames at the front
+/// of each direction, taken off before the application sees them), `istio_tcp_*` with the
+/// exchanged peer and both SPIFFE principals, and `istio.alpn` sending HTTP with
+/// `istio-http/1.1` so that it lands on the server's HTTP chain (with `mutual_tls`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_tcp_and_alpn_over_mtls() {
+    use ferry_tests::tls::{self, spiffe, Ca};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = proxy::TempDir::new("istio-pki");
+    let root = Ca::root("cluster.local root");
+    let reviews = root.issue(&spiffe("default", "reviews"), &[]);
+    let productpage = root.issue(&spiffe("default", "productpage"), &[]);
+    let mut shared = tls::write_files(
+        dir.path(),
+        &[("reviews", &reviews), ("productpage", &productpage)],
+        &[("mesh", &root.root_pem)],
+    );
+    let app = echo::start_http("reviews-app-tls").await;
+    let tcp_app = echo::start_tcp_echo("reviews-tcp").await;
+    shared.insert("APP".into(), app.port().to_string());
+    shared.insert("TCP_APP".into(), tcp_app.port().to_string());
+    let ferry = proxy::ferry_bin();
+    let server = proxy::start(
+        ProxyKind::Ferry,
+        &ferry,
+        include_str!("../configs/istio_tls/server.yaml"),
+        &shared,
+        &[],
+    )
+    .await;
+    shared.insert("INBOUND".into(), server.port("INBOUND").to_string());
+    let client = proxy::start(
+        ProxyKind::Ferry,
+        &ferry,
+        include_str!("../configs/istio_tls/client.yaml"),
+        &shared,
+        &[],
+    )
+    .await;
+
+    let mut failures = Vec::new();
+    // TCP: the bytes come back exactly, with no exchange frame in them.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", client.port("OUT_TCP")))
+        .await
+        .expect("connect OUT_TCP");
+    s.write_all(b"hello mesh\n").await.expect("write");
+    let mut got = [0u8; 11];
+    match tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut got)).await {
+        Ok(Ok(_)) if &got == b"hello mesh\n" => {}
+        other => failures.push(format!("TCP echo through both sidecars: {other:?} {got:?}")),
+    }
+    drop(s);
+    // HTTP: istio.alpn picks istio-http/1.1 upstream.
+    let mut r = HttpRequest::get("/echo/tls");
+    r.authority = Some("reviews.default.svc.cluster.local:9080".into());
+    match client::send(client.port("OUT"), &r).await {
+        Ok(resp) if resp.status == 200 => {}
+        other => failures.push(format!("HTTP through both sidecars: {other:?}")),
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let client_prom = client::admin_get(client.admin_port(), "/stats/prometheus")
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default();
+    let server_prom = client::admin_get(server.admin_port(), "/stats/prometheus")
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default();
+    let pp = spiffe("default", "productpage");
+    let rv = spiffe("default", "reviews");
+    let source = |principal: &str| {
+        format!(
+            "source_workload=\"productpage-v1\",source_canonical_service=\"productpage\",source_canonical_revision=\"v1\",source_workload_namespace=\"default\",source_principal=\"{principal}\",source_app=\"productpage\",source_version=\"v1\",source_cluster=\"Kubernetes\""
+        )
+    };
+    let dest = |service: &str| {
+        format!(
+            "destination_workload=\"reviews-v2\",destination_workload_namespace=\"default\",destination_principal=\"{rv}\",destination_app=\"reviews\",destination_version=\"v2\",destination_service=\"{service}\",destination_canonical_service=\"reviews\",destination_canonical_revision=\"v2\",destination_service_name=\"reviews\",destination_service_namespace=\"default\",destination_cluster=\"Kubernetes\""
+        )
+    };
+    let tcp = |reporter: &str, service: &str, policy: &str| {
+        format!(
+            "{{reporter=\"{reporter}\",{},{},request_protocol=\"tcp\",response_flags=\"-\",connection_security_policy=\"{policy}\"}}",
+            source(&pp),
+            dest(service)
+        )
+    };
+    let server_tcp = tcp("destination", "reviews", "mutual_tls");
+    let client_tcp = tcp("source", "reviews.default.svc.cluster.local", "unknown");
+    let want = [
+        ("server", &server_prom, format!("istio_tcp_connections_opened_total{server_tcp} 1")),
+        ("server", &server_prom, format!("istio_tcp_connections_closed_total{server_tcp} 1")),
+        ("server", &server_prom, format!("istio_tcp_received_bytes_total{server_tcp} 11")),
+        ("server", &server_prom, format!("istio_tcp_sent_bytes_total{server_tcp} 11")),
+        ("client", &client_prom, format!("istio_tcp_connections_opened_total{client_tcp} 1")),
+        ("client", &client_prom, format!("istio_tcp_connections_closed_total{client_tcp} 1")),
+        ("client", &client_prom, format!("istio_tcp_sent_bytes_total{client_tcp} 11")),
+        (
+            "server",
+            &server_prom,
+            format!(
+                "istio_requests_total{{reporter=\"destination\",{},{},request_protocol=\"http\",response_code=\"200\",grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"mutual_tls\"}} 1",
+                source(&pp),
+                dest("reviews")
+            ),
+        ),
+    ];
+    for (who, text, line) in want {
+        if !text.lines().any(|l| l == line) {
+            failures.push(format!("{who} /stats/prometheus lacks:\n  {line}"));
+        }
+    }
+    if !failures.is_empty() {
+        let istio = |t: &str| {
+            t.lines()
+                .filter(|l| l.starts_with("istio_tcp") || l.starts_with("istio_requests_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "{}\n\nclient:\n{}\nserver:\n{}",
+            failures.join("\n"),
+            istio(&client_prom),
+            istio(&server_prom)
+        );
+    }
+}

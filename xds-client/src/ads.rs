@@ -98,14 +98,30 @@ struct TypeState {
 
 /// Starts the client on the current runtime.
 pub fn spawn(cfg: AdsConfig, handler: Arc<dyn Handler>) -> AdsHandle {
+    let (handle, stream) = prepare(cfg, handler);
+    stream.start();
+    handle
+}
+
+/// A stream made but not started yet.
+pub struct Unstarted(Session, Arc<dyn Handler>, mpsc::UnboundedReceiver<Cmd>);
+
+impl Unstarted {
+    pub fn start(self) {
+        tokio::spawn(run(self.0, self.1, self.2));
+    }
+}
+
+/// The handle of a stream and the stream, to be started once the handle is stored where the
+/// handler finds it (its first response may arrive at once).
+pub fn prepare(cfg: AdsConfig, handler: Arc<dyn Handler>) -> (AdsHandle, Unstarted) {
     let (tx, rx) = mpsc::unbounded_channel();
     let session = if cfg.delta && !cfg.sds {
         Session::Delta(crate::delta::Client::new(cfg))
     } else {
         Session::Sotw(Client::new(cfg))
     };
-    tokio::spawn(run(session, handler, rx));
-    AdsHandle { tx }
+    (AdsHandle { tx }, Unstarted(session, handler, rx))
 }
 
 pub(crate) struct Client {

@@ -51,12 +51,13 @@ pub async fn open(
     addr: SocketAddr,
     dial: Dial,
     tls: Option<&crate::tls::client::ClientTls>,
+    alpn: Option<&[Vec<u8>]>,
 ) -> std::io::Result<crate::io::Stream> {
     let tcp = connect(addr, dial).await?;
     match tls {
         None => Ok(crate::io::Stream::Plain(tcp)),
         Some(t) => Ok(crate::io::Stream::Client(Box::new(
-            t.connect(tcp, addr).await?,
+            t.connect(tcp, addr, alpn).await?,
         ))),
     }
 }

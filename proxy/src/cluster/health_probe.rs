@@ -119,7 +119,9 @@ pub(super) async fn check(c: &ClusterRt, host: &Host, conn: &mut Option<Conn>) -
         Check::Tcp { send, receive } => {
             let mut stream = match conn.take() {
                 Some(Conn::Raw(s)) => s,
-                _ => match super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref()).await {
+                _ => match super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref(), None)
+                    .await
+                {
                     Ok(s) => s,
                     Err(_) => return Verdict::Network,
                 },
@@ -161,7 +163,7 @@ async fn send(
         _ => false,
     };
     if !usable {
-        let stream = super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref())
+        let stream = super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref(), None)
             .await
             .map_err(|_| Verdict::Network)?;
         let io = TokioIo::new(stream);

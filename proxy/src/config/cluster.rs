@@ -123,6 +123,8 @@ pub struct Cluster {
     pub stat_name: String,
     /// The service Istio says this cluster serves (`metadata.filter_metadata.istio.services[0]`).
     pub istio_service: Option<std::sync::Arc<crate::istio::Service>>,
+    /// `filters`: Istio's TCP metadata exchange with the upstream (the only one Ferry has).
+    pub metadata_exchange: Option<crate::istio::mx::MxCfg>,
     pub discovery: Discovery,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
@@ -346,6 +348,7 @@ impl Cluster {
             .transpose()?;
         Ok(Cluster {
             name: c.name.clone(),
+            metadata_exchange: upstream_filters(&c.filters, path)?,
             istio_service: c
                 .metadata
                 .as_ref()
@@ -393,4 +396,33 @@ impl Cluster {
             zone_aware: zone_aware(c),
         })
     }
+}
+
+/// A cluster's upstream network `filters`: Istio's metadata exchange, or nothing.
+fn upstream_filters(
+    filters: &[envoy_types::pb::envoy::config::cluster::v3::Filter],
+    path: &str,
+) -> Result<Option<crate::istio::mx::MxCfg>> {
+    let mut mx = None;
+    for (i, f) in filters.iter().enumerate() {
+        let fp = format!("{path}.filters[{i}]");
+        let Some(any) = &f.typed_config else {
+            return err(&format!("{fp}.typed_config"), "typed_config is required");
+        };
+        match super::type_name(any) {
+            crate::istio::mx::TYPE => {
+                mx = Some(crate::istio::mx::MxCfg::from_any(
+                    any,
+                    &format!("{fp}.typed_config"),
+                )?)
+            }
+            other => {
+                return err(
+                    &format!("{fp}.typed_config"),
+                    format!("upstream network filter {other} is not supported by Ferry"),
+                )
+            }
+        }
+    }
+    Ok(mx)
 }

@@ -85,6 +85,7 @@ pub struct HttpConnMgr {
     /// Istio's stats and metadata exchange filters, when the chain has them.
     pub istio_stats: Option<Arc<crate::istio::stats::IstioStats>>,
     pub peer_metadata: Option<crate::istio::peer::PeerMetadataCfg>,
+    pub alpn_override: Option<Arc<crate::istio::alpn::AlpnOverride>>,
 }
 
 impl HttpConnMgr {
@@ -287,6 +288,10 @@ impl HttpConnMgr {
             suppress_envoy_headers,
             istio_stats: filters.iter().find_map(|f| match &f.filter {
                 super::filters::HttpFilter::IstioStats(s) => Some(s.clone()),
+                _ => None,
+            }),
+            alpn_override: filters.iter().find_map(|f| match &f.filter {
+                super::filters::HttpFilter::IstioAlpn(a) => Some(a.clone()),
                 _ => None,
             }),
             peer_metadata: filters.iter().find_map(|f| match &f.filter {

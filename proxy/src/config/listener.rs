@@ -165,12 +165,15 @@ impl Listener {
                 .as_ref()
                 .map(|t| (t == c.transport_protocol).then_some(1))
         });
+        // The client's first protocol that some chain lists picks the chains (Envoy walks
+        // the client's list in order).
+        let offered = c.application_protocols;
         narrow(&mut cand, |m| {
             (!m.application_protocols.is_empty()).then(|| {
-                m.application_protocols
+                offered
                     .iter()
-                    .any(|a| c.application_protocols.contains(a))
-                    .then_some(1)
+                    .position(|a| m.application_protocols.contains(a))
+                    .map(|i| (offered.len() - i) as u32)
             })
         });
         narrow(&mut cand, |m| {

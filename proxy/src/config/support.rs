@@ -186,7 +186,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     // clusters
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "alt_stat_name", "~per_connection_buffer_limit_bytes", "metadata", "~respect_dns_ttl", "max_requests_per_connection", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "round_robin_lb_config", "upstream_bind_config", "upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options", "alt_stat_name", "~per_connection_buffer_limit_bytes", "metadata", "~respect_dns_ttl", "max_requests_per_connection", "cleanup_interval", "original_dst_lb_config", "least_request_lb_config", "round_robin_lb_config", "upstream_bind_config", "upstream_connection_options", "~dns_jitter", "~dns_failure_refresh_rate", "~track_cluster_stats", "transport_socket", "circuit_breakers", "outlier_detection", "common_lb_config", "health_checks", "ring_hash_lb_config", "maglev_lb_config", "load_balancing_policy", "filters"]),
     ("envoy.config.cluster.v3.Cluster.RingHashLbConfig", &["minimum_ring_size", "maximum_ring_size", "hash_function"]),
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
     ("envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig", &["use_hostname_for_hashing", "hash_balance_factor"]),
@@ -235,6 +235,10 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     // plain data
     ("google.protobuf.Duration", &["*"]),
     ("stats.PluginConfig", &["*"]),
+    ("io.istio.network.authn.Config", &[]),
+    ("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig", &["*"]),
+    ("envoy.tcp.metadataexchange.config.MetadataExchange", &["*"]),
+    ("envoy.config.cluster.v3.Filter", &["name", "typed_config"]),
     ("io.istio.http.peer_metadata.Config", &["*"]),
     ("google.protobuf.Timestamp", &["*"]),
     ("google.protobuf.Struct", &["*"]),
@@ -261,6 +265,7 @@ fn is_opaque(name: &str) -> bool {
         // Istio's configs that Ferry converts whole, refusing what it does not implement.
         || name.starts_with("stats.")
         || name.starts_with("io.istio.http.peer_metadata.")
+        || name.starts_with("istio.envoy.config.filter.http.alpn.")
 }
 
 enum Rule {

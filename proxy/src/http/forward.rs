@@ -288,6 +288,7 @@ pub async fn forward(
         per_try_idle,
         attempt_count_header: fwd.vhost.attempt_count.0,
         suppress_envoy_headers: ctx.hcm.suppress_envoy_headers,
+        alpn: ctx.hcm.alpn_override.clone(),
     };
     let started = Instant::now();
     let mut trail = super::upstream::Trail::default();

@@ -108,6 +108,7 @@ fn send(
         per_try_idle: None,
         attempt_count_header: false,
         suppress_envoy_headers: false,
+        alpn: None,
     };
     tokio::spawn(async move {
         let lb = LbContext::default();

@@ -44,6 +44,8 @@ pub(super) struct Outgoing {
     pub per_try_idle: Option<Duration>,
     pub attempt_count_header: bool,
     pub suppress_envoy_headers: bool,
+    /// `istio.alpn`: the ALPN lists of new TLS connections.
+    pub alpn: Option<Arc<crate::istio::alpn::AlpnOverride>>,
 }
 
 pub(super) struct Answer {
@@ -181,11 +183,15 @@ pub(super) async fn exchange(
         };
         let expected = expected.filter(|_| out.expected_header);
         let req = attempt_request(&out, &host, body, use_h2, attempt, expected);
+        let alpn = out
+            .alpn
+            .as_deref()
+            .and_then(|a| a.for_upstream(use_h2, out.parts.version == Version::HTTP_10));
         let send = async {
             if use_h2 {
-                host.pool.send_h2(&host, req).await
+                host.pool.send_h2(&host, req, alpn).await
             } else {
-                host.pool.send_h1(&host, req).await
+                host.pool.send_h1(&host, req, alpn).await
             }
         };
         let tried_now = {

@@ -3,9 +3,12 @@
 //! (exchanged in `x-envoy-peer-metadata` headers), and the `istio.stats` metrics
 //! (`istio_requests_total`, …) with Istio's standard labels.
 
+pub mod alpn;
+pub mod mx;
 pub mod peer;
 pub mod proto;
 pub mod stats;
+pub mod tcp;
 
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 use std::sync::OnceLock;

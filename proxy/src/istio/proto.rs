@@ -116,3 +116,27 @@ pub struct PropagationMethod {
     #[prost(oneof = "Propagation", tags = "1")]
     pub method: Option<Propagation>,
 }
+
+/// `istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig`: the `istio.alpn` filter.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlpnConfig {
+    #[prost(message, repeated, tag = "1")]
+    pub alpn_override: Vec<AlpnOverride>,
+}
+
+impl prost::Name for AlpnConfig {
+    const NAME: &'static str = "FilterConfig";
+    const PACKAGE: &'static str = "istio.envoy.config.filter.http.alpn.v2alpha1";
+    fn type_url() -> String {
+        "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig".into()
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlpnOverride {
+    /// HTTP10 = 0, HTTP11 = 1, HTTP2 = 2.
+    #[prost(int32, tag = "1")]
+    pub upstream_protocol: i32,
+    #[prost(string, repeated, tag = "2")]
+    pub alpn_override: Vec<String>,
+}

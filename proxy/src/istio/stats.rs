@@ -17,13 +17,29 @@ pub enum Reporter {
     Waypoint,
 }
 
-/// The standard metrics, by the key `metrics[].name` uses.
-const METRICS: [&str; 4] = [
+/// The standard metrics, by the key `metrics[].name` uses: HTTP, then TCP.
+const METRICS: [&str; 8] = [
     "requests_total",
     "request_duration_milliseconds",
     "request_bytes",
     "response_bytes",
+    "tcp_connections_opened_total",
+    "tcp_connections_closed_total",
+    "tcp_sent_bytes_total",
+    "tcp_received_bytes_total",
 ];
+
+/// The TCP metrics, in [`METRICS`] order from 4.
+#[derive(Debug, Clone, Copy)]
+pub enum Tcp {
+    Opened = 4,
+    Closed = 5,
+    Sent = 6,
+    Received = 7,
+}
+
+/// The labels TCP metrics leave out (response code, gRPC status).
+const NOT_TCP: [usize; 2] = [21, 22];
 
 /// The 25 standard HTTP labels, in Istio's order.
 pub const LABELS: [&str; 25] = [
@@ -59,8 +75,10 @@ pub struct IstioStats {
     reporter: Reporter,
     disable_host_header_fallback: bool,
     /// Per standard metric: dropped, and the labels it leaves out.
-    drop: [bool; 4],
-    removed: [Vec<usize>; 4],
+    drop: [bool; 8],
+    removed: [Vec<usize>; 8],
+    /// `tcp_reporting_duration` (default 5 s).
+    pub tcp_interval: std::time::Duration,
 }
 
 impl IstioStats {
@@ -76,8 +94,8 @@ impl IstioStats {
             1 => Reporter::Waypoint,
             _ => return err(&format!("{path}.reporter"), "unknown reporter"),
         };
-        let mut drop = [false; 4];
-        let mut removed: [Vec<usize>; 4] = Default::default();
+        let mut drop = [false; 8];
+        let mut removed: [Vec<usize>; 8] = Default::default();
         for (i, m) in c.metrics.iter().enumerate() {
             let mp = format!("{path}.metrics[{i}]");
             if !m.dimensions.is_empty() {
@@ -87,11 +105,11 @@ impl IstioStats {
                 );
             }
             let which: Vec<usize> = if m.name.is_empty() {
-                (0..4).collect()
+                (0..8).collect()
             } else {
                 match METRICS.iter().position(|n| *n == m.name) {
                     Some(k) => vec![k],
-                    // TCP metrics and unknown names: nothing HTTP reports.
+                    // Unknown names: nothing reports them.
                     None => Vec::new(),
                 }
             };
@@ -121,19 +139,49 @@ impl IstioStats {
         {
             g.set(1);
         }
+        let tcp_interval = crate::config::opt_duration(
+            &c.tcp_reporting_duration,
+            &format!("{path}.tcp_reporting_duration"),
+        )?
+        .unwrap_or(std::time::Duration::from_secs(5));
         Ok(IstioStats {
             reporter,
             disable_host_header_fallback: c.disable_host_header_fallback,
             drop,
             removed,
+            tcp_interval,
         })
+    }
+
+    /// The TCP labels of a connection (its stream info with the peer it exchanged).
+    pub fn tcp_labels(&self, s: &StreamInfo) -> Vec<String> {
+        labels(self, s)
+    }
+
+    /// Adds `n` to a TCP metric with these labels (from [`IstioStats::tcp_labels`]).
+    pub fn tcp_add(&self, metric: Tcp, values: &[String], n: u64) {
+        let k = metric as usize;
+        if self.drop[k] || n == 0 {
+            return;
+        }
+        let tags: Vec<(&str, &str)> = LABELS
+            .iter()
+            .zip(values.iter())
+            .enumerate()
+            .filter(|(i, _)| !NOT_TCP.contains(i) && !self.removed[k].contains(i))
+            .map(|(_, (l, v))| (*l, v.as_str()))
+            .collect();
+        let name = format!("istiocustom.istio_{}", METRICS[k]);
+        if let tagged::TaggedValue::Counter(c) = &tagged::counter(&name, &tags).value {
+            c.add(n);
+        }
     }
 
     /// Records the stream's metrics.
     pub fn record(&self, s: &StreamInfo) {
         let values = labels(self, s);
         let duration = s.ended.map(|e| s.ms_to(e));
-        for (k, metric) in METRICS.iter().enumerate() {
+        for (k, metric) in METRICS.iter().enumerate().take(4) {
             if self.drop[k] {
                 continue;
             }
@@ -246,7 +294,11 @@ fn labels(cfg: &IstioStats, s: &StreamInfo) -> Vec<String> {
         "allow_any" => "PassthroughCluster".to_string(),
         _ => service_name,
     };
-    let protocol = if s.grpc { "grpc" } else { "http" };
+    let protocol = match (&s.request, s.grpc) {
+        (None, _) => "tcp",
+        (_, true) => "grpc",
+        _ => "http",
+    };
     let grpc_status = if s.grpc {
         crate::access_log::grpc_code(s).map_or(String::new(), |c| c.to_string())
     } else {

@@ -295,7 +295,9 @@ async fn handle(
         local_uri: chain.tls.as_ref().and_then(|t| t.local_uri()),
     };
     match chain.filter.clone() {
-        NetworkFilter::TcpProxy(t) => crate::tcp_proxy::handle(&server, &t, stream, down).await,
+        NetworkFilter::TcpProxy(t) => {
+            crate::tcp_proxy::handle(&server, &t, &chain.network, stream, down).await
+        }
         NetworkFilter::Http(h) => {
             crate::http::serve(server.clone(), h, stream, down, target.drain.clone()).await
         }

@@ -9,12 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
+/// A config copied from a base config with another ALPN list: (base, list, copy).
+type AlpnVariant = (Arc<ClientConfig>, Vec<Vec<u8>>, Arc<ClientConfig>);
+
 pub struct ClientTls {
     pub cfg: UpstreamTls,
     /// ALPN when the context sets none: what the cluster's HTTP protocol needs (Envoy's
     /// fallback: `h2` for HTTP/2, `http/1.1` for HTTP/1.1, both for auto).
     fallback_alpn: Vec<Vec<u8>>,
     built: super::Cached<ClientConfig>,
+    /// Configs with another ALPN list (Istio's `istio.alpn`), per base config they copy.
+    alpn_variants: std::sync::Mutex<Vec<AlpnVariant>>,
     pub stats: SslScope,
 }
 
@@ -32,6 +37,7 @@ impl ClientTls {
             cfg,
             fallback_alpn,
             built: Default::default(),
+            alpn_variants: Default::default(),
             stats,
         }
     }
@@ -68,16 +74,44 @@ impl ClientTls {
         self.built.get(&self.cfg.common, || self.build())
     }
 
-    /// The TLS handshake over a new upstream connection.
+    /// The first URI SAN of the client certificate this context presents.
+    pub fn local_uri(&self) -> Option<String> {
+        let mut seen = Vec::new();
+        let certs = super::certificates(&self.cfg.common, &mut seen).ok()?;
+        let der = certs.first()?.chain.first()?.clone();
+        super::san::first_uri(&der)
+    }
+
+    /// The current config with `alpn` as its ALPN list.
+    fn with_alpn(&self, base: Arc<ClientConfig>, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+        let mut v = self.alpn_variants.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|(b, _, _)| Arc::ptr_eq(b, &base));
+        if let Some((_, _, c)) = v.iter().find(|(_, a, _)| a.as_slice() == alpn) {
+            return c.clone();
+        }
+        let mut c = (*base).clone();
+        c.alpn_protocols = alpn.to_vec();
+        let c = Arc::new(c);
+        v.push((base, alpn.to_vec(), c.clone()));
+        c
+    }
+
+    /// The TLS handshake over a new upstream connection (`alpn`: a list in place of the
+    /// context's).
     pub async fn connect(
         &self,
         tcp: TcpStream,
         addr: SocketAddr,
+        alpn: Option<&[Vec<u8>]>,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let config = self.config().map_err(|e| {
             self.stats.inc("connection_error");
             std::io::Error::other(e.to_string())
         })?;
+        let config = match alpn {
+            Some(a) => self.with_alpn(config, a),
+            None => config,
+        };
         // Without `sni` no SNI is sent; rustls still wants a name, which it then keeps to itself.
         let name = match &self.cfg.sni {
             Some(sni) => ServerName::try_from(sni.clone()).map_err(std::io::Error::other)?,

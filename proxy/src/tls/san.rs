@@ -210,6 +210,14 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// The first URI SAN of a DER certificate.
+pub fn first_uri(der: &[u8]) -> Option<String> {
+    names(der).into_iter().find_map(|n| match n {
+        San::Uri(u) => Some(u),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

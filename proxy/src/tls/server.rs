@@ -79,12 +79,10 @@ impl ServerTls {
                 ))),
             _ => builder.with_no_client_auth(),
         };
-        let local_uri = certs.first().and_then(|c| c.chain.first()).and_then(|der| {
-            super::san::names(der).into_iter().find_map(|n| match n {
-                super::san::San::Uri(u) => Some(u),
-                _ => None,
-            })
-        });
+        let local_uri = certs
+            .first()
+            .and_then(|c| c.chain.first())
+            .and_then(|der| super::san::first_uri(der));
         let plain = builder.with_cert_resolver(Arc::new(Certs(keys)));
         let mut alpn = plain.clone();
         alpn.alpn_protocols = c.alpn.clone();

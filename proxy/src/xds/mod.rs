@@ -121,8 +121,11 @@ impl XdsState {
             state.stats.cds.attempt.inc();
         }
         let _ = state.me.set(Arc::downgrade(&state));
-        let handle = ads::spawn(cfg, state.clone());
+        // The handle is in place before the stream starts: its first response may come at
+        // once, and what it triggers (the LDS request) goes through the handle.
+        let (handle, stream) = ads::prepare(cfg, state.clone());
         let _ = state.handle.set(handle);
+        stream.start();
         state.want_secrets(&Resources::default());
         // Clusters that never get their endpoints do not hold listeners back for ever.
         if let Some(t) = dynamic.initial_fetch_timeout {

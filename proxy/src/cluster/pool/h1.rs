@@ -66,8 +66,13 @@ impl HostPool {
         idle.push(c);
     }
 
-    async fn new_h1(&self, host: &Arc<Host>, slot: CxSlot) -> Result<H1, UpstreamError> {
-        let stream = self.connect(&host.stats).await?;
+    async fn new_h1(
+        &self,
+        host: &Arc<Host>,
+        slot: CxSlot,
+        alpn: Option<&[Vec<u8>]>,
+    ) -> Result<H1, UpstreamError> {
+        let stream = self.connect(&host.stats, alpn).await?;
         self.h1_over(host, stream, slot).await
     }
 
@@ -121,14 +126,18 @@ impl HostPool {
 
     /// A connection for a pending HTTP/1.1 request: an idle one, a new one if the cluster's
     /// connection limit allows, else the first of this host's busy connections to finish.
-    async fn wait_h1(self: &Arc<Self>, host: &Arc<Host>) -> Result<H1, UpstreamError> {
+    async fn wait_h1(
+        self: &Arc<Self>,
+        host: &Arc<Host>,
+        alpn: Option<&[Vec<u8>]>,
+    ) -> Result<H1, UpstreamError> {
         let mut force = true;
         loop {
             if let Some(c) = self.checkout_h1() {
                 return Ok(c);
             }
             if let Some(slot) = self.slot(force) {
-                return self.new_h1(host, slot).await;
+                return self.new_h1(host, slot, alpn).await;
             }
             force = false;
             if let Some(mut c) = self.take_busy_h1() {
@@ -149,6 +158,7 @@ impl HostPool {
         self: &Arc<Self>,
         host: &Arc<Host>,
         mut req: Request<ReqBody>,
+        alpn: Option<&[Vec<u8>]>,
     ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
         while let Some(mut c) = self.checkout_h1() {
             let Some(mut active) = self.attach(host) else {
@@ -170,7 +180,7 @@ impl HostPool {
         }
         let mut c = {
             let _pending = self.pending(&host.stats)?;
-            self.wait_h1(host).await?
+            self.wait_h1(host, alpn).await?
         };
         let Some(mut active) = self.attach(host) else {
             self.checkin_h1(c);

@@ -87,6 +87,7 @@ impl HostPool {
         self: &Arc<Self>,
         host: &Arc<Host>,
         req: Request<ReqBody>,
+        alpn: Option<&[Vec<u8>]>,
     ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
         let (mut sender, stream, local) = match self.checkout_h2(false) {
             Some(t) => t,
@@ -99,7 +100,7 @@ impl HostPool {
                         let _pending = self.pending(&host.stats)?;
                         match self.slot(true) {
                             Some(slot) => {
-                                let s = self.connect(&host.stats).await?;
+                                let s = self.connect(&host.stats, alpn).await?;
                                 self.h2_over(host, s, slot).await?;
                                 self.checkout_h2(true).ok_or(UpstreamError::Overflow)?
                             }
@@ -165,7 +166,7 @@ impl HostPool {
             _ => {}
         }
         let slot = self.slot(true).ok_or(UpstreamError::Overflow)?;
-        let stream = self.connect(&host.stats).await?;
+        let stream = self.connect(&host.stats, None).await?;
         let h2 = stream.alpn() == Some(b"h2".as_slice());
         if h2 {
             self.h2_over(host, stream, slot).await?;

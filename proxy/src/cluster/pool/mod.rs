@@ -123,12 +123,16 @@ impl HostPool {
         self.host_can_open() && self.limits.connections.can_create()
     }
 
-    async fn connect(&self, host: &super::HostStats) -> Result<crate::io::Stream, UpstreamError> {
+    async fn connect(
+        &self,
+        host: &super::HostStats,
+        alpn: Option<&[Vec<u8>]>,
+    ) -> Result<crate::io::Stream, UpstreamError> {
         let s = &self.stats;
         let started = std::time::Instant::now();
         match tokio::time::timeout(
             self.connect_timeout,
-            super::connect::open(self.addr, self.dial, self.tls.as_deref()),
+            super::connect::open(self.addr, self.dial, self.tls.as_deref(), alpn),
         )
         .await
         {

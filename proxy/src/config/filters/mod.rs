@@ -95,6 +95,8 @@ pub enum HttpFilter {
     IstioStats(Arc<crate::istio::stats::IstioStats>),
     /// Istio's `istio.metadata_exchange`: peer workloads in headers.
     PeerMetadata(crate::istio::peer::PeerMetadataCfg),
+    /// Istio's `istio.alpn`: the upstream TLS ALPN list per HTTP version.
+    IstioAlpn(Arc<crate::istio::alpn::AlpnOverride>),
 }
 
 /// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
@@ -175,6 +177,7 @@ const LOCAL_RATE_LIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3
 const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 const ISTIO_STATS: &str = "stats.PluginConfig";
 const PEER_METADATA: &str = "io.istio.http.peer_metadata.Config";
+const ISTIO_ALPN: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
 
 /// The filter of `typed_config` at `path` (any but the router).
 pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Result<FilterEntry> {
@@ -198,6 +201,9 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
         CORS => HttpFilter::Cors(registry().block(Scope::Http(stat_prefix), Default::default)),
         ISTIO_STATS => HttpFilter::IstioStats(Arc::new(
             crate::istio::stats::IstioStats::from_proto(&any_to(any, path)?, path)?,
+        )),
+        ISTIO_ALPN => HttpFilter::IstioAlpn(Arc::new(
+            crate::istio::alpn::AlpnOverride::from_proto(&any_to(any, path)?, path)?,
         )),
         PEER_METADATA => HttpFilter::PeerMetadata(crate::istio::peer::PeerMetadataCfg::from_proto(
             &any_to(any, path)?,

@@ -15,6 +15,14 @@ pub enum NetFilter {
     Rbac(RbacCfg, RbacStats),
     /// A connection over the bucket's limit is closed.
     LocalRateLimit(TokenBucket, Counter),
+    /// Istio's `istio_authn`: the TLS peer's and Ferry's SPIFFE identities as the connection's
+    /// principals. Ferry's RBAC and `istio.stats` read them from the TLS connection directly,
+    /// so the filter has nothing left to do.
+    IstioAuthn,
+    /// Istio's TCP metadata exchange with the downstream.
+    MetadataExchange(crate::istio::mx::MxCfg),
+    /// Istio's `istio.stats` for TCP.
+    IstioStats(std::sync::Arc<crate::istio::stats::IstioStats>),
 }
 
 pub const RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
@@ -86,6 +94,13 @@ pub fn net_filter(any: &Any, path: &str) -> Result<NetFilter> {
                 ),
             ))
         }
+        "io.istio.network.authn.Config" => Ok(NetFilter::IstioAuthn),
+        crate::istio::mx::TYPE => Ok(NetFilter::MetadataExchange(
+            crate::istio::mx::MxCfg::from_any(any, path)?,
+        )),
+        "stats.PluginConfig" => Ok(NetFilter::IstioStats(std::sync::Arc::new(
+            crate::istio::stats::IstioStats::from_proto(&any_to(any, path)?, path)?,
+        ))),
         other => err(
             path,
             format!("network filter {other} is not supported by Ferry"),

@@ -105,7 +105,8 @@ pub async fn decode(
             HttpFilter::GrpcStats(_)
             | HttpFilter::Compressor(_)
             | HttpFilter::IstioStats(_)
-            | HttpFilter::PeerMetadata(_) => {}
+            | HttpFilter::PeerMetadata(_)
+            | HttpFilter::IstioAlpn(_) => {}
             HttpFilter::Cors(stats) => {
                 let policies = req.all_per_filter(&f.name);
                 if let Some(r) = cors::decode(stats, &policies, req, &mut effects.headers) {

@@ -1,6 +1,9 @@
 //! `tcp_proxy`: pick a cluster (by weight) and a host, connect (up to `max_connect_attempts`),
-//! then copy bytes both ways with half-close and an idle timeout.
+//! then copy bytes both ways with half-close and an idle timeout ([`copy`]).
 
+mod copy;
+
+use crate::config::filters::network::NetFilter;
 use crate::config::tcp_proxy::TcpProxy;
 use crate::io::Stream;
 use crate::snapshot::Server;
@@ -8,16 +11,24 @@ use crate::stats::{registry, Scope};
 use crate::stream_info::{Flag, LogType, StreamInfo};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub async fn handle(
     server: &Arc<Server>,
     cfg: &TcpProxy,
+    net: &[NetFilter],
     downstream: Stream,
     down: crate::listener::Downstream,
 ) {
-    let mut log = (!cfg.access_logs.is_empty()).then(|| Logged::start(cfg, &down, &downstream));
+    let istio = net.iter().find_map(|f| match f {
+        NetFilter::IstioStats(s) => Some(s.clone()),
+        _ => None,
+    });
+    // Istio's exchange with the downstream, when the handshake chose its protocol.
+    let mx_down = net.iter().any(|f| {
+        matches!(f, NetFilter::MetadataExchange(m) if downstream.alpn() == Some(m.protocol.as_slice()))
+    });
+    let mut log = (!cfg.access_logs.is_empty() || istio.is_some())
+        .then(|| Logged::start(cfg, &down, &downstream, istio.clone()));
     let r = registry();
     let scope = || Scope::Tcp(&cfg.stat_prefix);
     r.counter(scope(), "downstream_cx_total").inc();
@@ -63,7 +74,12 @@ pub async fn handle(
         host.stats.cx_total.fetch_add(1, Relaxed);
         match tokio::time::timeout(
             cluster.cfg.connect_timeout,
-            crate::cluster::connect::open(host.addr, cluster.cfg.dial(), cluster.tls.as_deref()),
+            crate::cluster::connect::open(
+                host.addr,
+                cluster.cfg.dial(),
+                cluster.tls.as_deref(),
+                None,
+            ),
         )
         .await
         {
@@ -104,10 +120,58 @@ pub async fn handle(
     };
     if let Some(l) = log.as_mut() {
         l.info.upstream.local = upstream.local_addr();
+        if istio.is_some() {
+            l.info.upstream.service = cluster.cfg.istio_service.clone();
+            l.info.upstream.peer_san = upstream.upstream_peer_uri().map(Arc::from);
+            l.info.upstream.local_san = cluster
+                .tls
+                .as_ref()
+                .and_then(|t| t.local_uri())
+                .map(Arc::from);
+        }
     }
     let _active = crate::stats::ActiveGuard::of(&cluster.stats, |s| &s.upstream_cx_active);
     let opened = std::time::Instant::now();
-    let (rx, tx, idled) = copy_bidirectional(downstream, upstream, cfg.idle_timeout).await;
+    let mx_up = cluster
+        .cfg
+        .metadata_exchange
+        .as_ref()
+        .is_some_and(|m| upstream.alpn() == Some(m.protocol.as_slice()));
+    let slot = || Arc::new(std::sync::Mutex::new(None));
+    let exchange = copy::Exchange {
+        downstream: mx_down.then(slot),
+        upstream: mx_up.then(slot),
+        moved: istio
+            .as_ref()
+            .map(|_| Arc::new([AtomicU64::new(0), AtomicU64::new(0)])),
+    };
+    // `istio.stats`: the peer this side reports is the downstream one inbound, else the
+    // upstream one.
+    let report = match (&istio, log.as_mut(), &exchange.moved) {
+        (Some(cfg), Some(l), Some(moved)) => {
+            l.istio = None;
+            let peer = if down.inbound {
+                exchange.downstream.clone().map(|s| (s, true))
+            } else {
+                exchange.upstream.clone().map(|s| (s, false))
+            };
+            let report = Arc::new(std::sync::Mutex::new(crate::istio::tcp::TcpReport::new(
+                cfg.clone(),
+                l.info.clone(),
+                peer,
+                moved.clone(),
+            )));
+            let ticker = crate::istio::tcp::spawn_ticker(report.clone(), cfg.tcp_interval);
+            Some((report, ticker))
+        }
+        _ => None,
+    };
+    let (rx, tx, idled) =
+        copy::bidirectional(downstream, upstream, cfg.idle_timeout, exchange).await;
+    if let Some((report, ticker)) = report {
+        ticker.abort();
+        report.lock().unwrap_or_else(|p| p.into_inner()).close(&[]);
+    }
     if idled {
         r.counter(scope(), "idle_timeout").inc();
     }
@@ -127,16 +191,30 @@ pub async fn handle(
 struct Logged<'a> {
     info: StreamInfo,
     logs: &'a [crate::access_log::AccessLog],
+    /// `istio.stats` of a connection that ends before its bytes are copied (its metrics are
+    /// then reported with the connection's flags when it is dropped).
+    istio: Option<Arc<crate::istio::stats::IstioStats>>,
 }
 
 impl<'a> Logged<'a> {
-    fn start(cfg: &'a TcpProxy, down: &crate::listener::Downstream, s: &Stream) -> Logged<'a> {
+    fn start(
+        cfg: &'a TcpProxy,
+        down: &crate::listener::Downstream,
+        s: &Stream,
+        istio: Option<Arc<crate::istio::stats::IstioStats>>,
+    ) -> Logged<'a> {
         let info = StreamInfo::new(
             LogType::TcpConnectionEnd,
             crate::stream_info::Downstream {
                 local: down.local,
                 remote: down.remote,
-                peer: s.peer().map(Arc::new),
+                peer: s
+                    .peer()
+                    .map(|mut p| {
+                        p.local_uri = down.local_uri.clone();
+                        p
+                    })
+                    .map(Arc::new),
                 connection_id: down.connection_id,
                 inbound: down.inbound,
             },
@@ -144,6 +222,7 @@ impl<'a> Logged<'a> {
         Logged {
             info,
             logs: &cfg.access_logs,
+            istio,
         }
     }
 }
@@ -152,6 +231,11 @@ impl Drop for Logged<'_> {
     fn drop(&mut self) {
         self.info.ended = Some(std::time::Instant::now());
         crate::access_log::log_all(self.logs, &self.info);
+        if let Some(cfg) = self.istio.take() {
+            let moved = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+            let flags = self.info.flags.clone();
+            crate::istio::tcp::TcpReport::new(cfg, self.info.clone(), None, moved).close(&flags);
+        }
     }
 }
 
@@ -167,91 +251,4 @@ pub fn pick_weighted(clusters: &[(String, u32)], total: u64) -> &str {
         n -= u64::from(*w);
     }
     &clusters[clusters.len() - 1].0
-}
-
-/// Copies both directions until both are done; a read EOF on one side becomes a write
-/// shutdown on the other (half-close). With an idle timeout, the connection closes when no
-/// byte has moved for that long. Returns (downstream→upstream bytes, upstream→downstream
-/// bytes, closed for idleness).
-pub async fn copy_bidirectional(a: Stream, b: Stream, idle: Option<Duration>) -> (u64, u64, bool) {
-    match (a, b) {
-        // Plain TCP both ways: owned halves, no lock between the directions.
-        (Stream::Plain(a), Stream::Plain(b)) => {
-            let (ar, aw) = a.into_split();
-            let (br, bw) = b.into_split();
-            copy_halves(ar, aw, br, bw, idle).await
-        }
-        (a, b) => {
-            let (ar, aw) = tokio::io::split(a);
-            let (br, bw) = tokio::io::split(b);
-            copy_halves(ar, aw, br, bw, idle).await
-        }
-    }
-}
-
-async fn copy_halves<AR, AW, BR, BW>(
-    ar: AR,
-    aw: AW,
-    br: BR,
-    bw: BW,
-    idle: Option<Duration>,
-) -> (u64, u64, bool)
-where
-    AR: AsyncRead + Unpin + Send + 'static,
-    AW: AsyncWrite + Unpin + Send + 'static,
-    BR: AsyncRead + Unpin + Send + 'static,
-    BW: AsyncWrite + Unpin + Send + 'static,
-{
-    let last = Arc::new(AtomicU64::new(crate::util::coarse_ms()));
-    let up = tokio::spawn(pump(ar, bw, last.clone()));
-    let down = tokio::spawn(pump(br, aw, last.clone()));
-    let (ua, da) = (up.abort_handle(), down.abort_handle());
-    let both = async { (up.await.unwrap_or(0), down.await.unwrap_or(0)) };
-    let Some(idle) = idle else {
-        let (x, y) = both.await;
-        return (x, y, false);
-    };
-    let watchdog = async {
-        loop {
-            let since =
-                Duration::from_millis(crate::util::coarse_ms().saturating_sub(last.load(Relaxed)));
-            match idle.checked_sub(since).filter(|d| !d.is_zero()) {
-                Some(left) => tokio::time::sleep(left).await,
-                None => return,
-            }
-        }
-    };
-    tokio::select! {
-        (x, y) = both => (x, y, false),
-        () = watchdog => {
-            ua.abort();
-            da.abort();
-            (0, 0, true)
-        }
-    }
-}
-
-async fn pump<R, W>(mut r: R, mut w: W, last: Arc<AtomicU64>) -> u64
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    // Large reads keep the syscall count per byte low on bulk streams.
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                last.store(crate::util::coarse_ms(), Relaxed);
-                if w.write_all(&buf[..n]).await.is_err() {
-                    return total;
-                }
-                total += n as u64;
-            }
-            Err(_) => break,
-        }
-    }
-    let _ = w.shutdown().await;
-    total
 }
