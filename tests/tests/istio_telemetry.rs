@@ -375,6 +375,16 @@ async fn istio_tcp_and_alpn_over_mtls() {
                 dest("reviews")
             ),
         ),
+        // The client: the principals of its HTTP connection's TLS session, both ways.
+        (
+            "client",
+            &client_prom,
+            format!(
+                "istio_requests_total{{reporter=\"source\",{},{},request_protocol=\"http\",response_code=\"200\",grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"unknown\"}} 1",
+                source(&pp),
+                dest("reviews.default.svc.cluster.local")
+            ),
+        ),
     ];
     for (who, text, line) in want {
         if !text.lines().any(|l| l == line) {

@@ -293,8 +293,25 @@ pub struct ActiveRequest {
     stats: Arc<ClusterStats>,
     /// The HTTP/2 stream it holds on its connection.
     pub(crate) stream: Option<pool::StreamSlot>,
-    /// The local address of the upstream connection that carries it.
+    /// The upstream connection that carries it.
+    pub conn: Option<Arc<UpstreamConn>>,
+}
+
+/// What an upstream connection says of itself (access logs, Istio's principals).
+#[derive(Debug, Default)]
+pub struct UpstreamConn {
     pub local: Option<std::net::SocketAddr>,
+    /// The first URI SAN of the upstream's TLS certificate.
+    pub peer_san: Option<Arc<str>>,
+}
+
+impl UpstreamConn {
+    pub fn of(stream: &crate::io::Stream) -> Arc<UpstreamConn> {
+        Arc::new(UpstreamConn {
+            local: stream.local_addr(),
+            peer_san: stream.upstream_peer_uri().map(Arc::from),
+        })
+    }
 }
 
 impl ActiveRequest {
@@ -314,7 +331,7 @@ impl ActiveRequest {
             limits: limits.clone(),
             stats: stats.clone(),
             stream: None,
-            local: None,
+            conn: None,
         })
     }
 }

@@ -61,6 +61,7 @@ pub(super) struct Answer {
 pub(super) struct Trail {
     pub host: Option<std::net::SocketAddr>,
     pub local: Option<std::net::SocketAddr>,
+    pub peer_san: Option<Arc<str>>,
     pub retries_exhausted: bool,
 }
 
@@ -285,7 +286,10 @@ pub(super) async fn exchange(
         }
         return match tried_now {
             Tried::Answer(resp, active) => {
-                trail.local = active.local;
+                if let Some(c) = &active.conn {
+                    trail.local = c.local;
+                    trail.peer_san = c.peer_san.clone();
+                }
                 if attempt > 1 && !retriable {
                     cs.upstream_rq_retry_success.inc();
                 }

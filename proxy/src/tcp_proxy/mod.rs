@@ -123,11 +123,7 @@ pub async fn handle(
         if istio.is_some() {
             l.info.upstream.service = cluster.cfg.istio_service.clone();
             l.info.upstream.peer_san = upstream.upstream_peer_uri().map(Arc::from);
-            l.info.upstream.local_san = cluster
-                .tls
-                .as_ref()
-                .and_then(|t| t.local_uri())
-                .map(Arc::from);
+            l.info.upstream.local_san = cluster.tls.as_ref().and_then(|t| t.local_uri_cached());
         }
     }
     let _active = crate::stats::ActiveGuard::of(&cluster.stats, |s| &s.upstream_cx_active);

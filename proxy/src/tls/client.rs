@@ -20,6 +20,8 @@ pub struct ClientTls {
     built: super::Cached<ClientConfig>,
     /// Configs with another ALPN list (Istio's `istio.alpn`), per base config they copy.
     alpn_variants: std::sync::Mutex<Vec<AlpnVariant>>,
+    /// The client certificate's first URI SAN, read once (an identity outlives rotations).
+    local_uri: std::sync::OnceLock<Option<Arc<str>>>,
     pub stats: SslScope,
 }
 
@@ -38,6 +40,7 @@ impl ClientTls {
             fallback_alpn,
             built: Default::default(),
             alpn_variants: Default::default(),
+            local_uri: Default::default(),
             stats,
         }
     }
@@ -80,6 +83,18 @@ impl ClientTls {
         let certs = super::certificates(&self.cfg.common, &mut seen).ok()?;
         let der = certs.first()?.chain.first()?.clone();
         super::san::first_uri(&der)
+    }
+
+    /// [`ClientTls::local_uri`], read on first use (once a certificate is there).
+    pub fn local_uri_cached(&self) -> Option<Arc<str>> {
+        if let Some(u) = self.local_uri.get() {
+            return u.clone();
+        }
+        let u = self.local_uri().map(Arc::from);
+        if u.is_some() {
+            let _ = self.local_uri.set(u.clone());
+        }
+        u
     }
 
     /// The current config with `alpn` as its ALPN list.

@@ -20,7 +20,7 @@ pub(super) struct H1 {
     opened: Instant,
     /// Requests it has carried (for `max_requests_per_connection`).
     used: u32,
-    local: Option<std::net::SocketAddr>,
+    conn: Arc<crate::cluster::UpstreamConn>,
 }
 
 impl HostPool {
@@ -82,7 +82,7 @@ impl HostPool {
         stream: crate::io::Stream,
         slot: CxSlot,
     ) -> Result<H1, UpstreamError> {
-        let local = stream.local_addr();
+        let ids = crate::cluster::UpstreamConn::of(&stream);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -99,7 +99,7 @@ impl HostPool {
             since: now,
             opened: now,
             used: 0,
-            local,
+            conn: ids,
         })
     }
 
@@ -165,7 +165,7 @@ impl HostPool {
                 self.checkin_h1(c);
                 return Err(UpstreamError::Overflow);
             };
-            active.local = c.local;
+            active.conn = Some(c.conn.clone());
             c.used += 1;
             match c.sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -186,7 +186,7 @@ impl HostPool {
             self.checkin_h1(c);
             return Err(UpstreamError::Overflow);
         };
-        active.local = c.local;
+        active.conn = Some(c.conn.clone());
         c.used += 1;
         let resp = c
             .sender

@@ -23,7 +23,7 @@ pub(super) struct H2 {
     /// Streams it has carried.
     total: u32,
     opened: Instant,
-    local: Option<std::net::SocketAddr>,
+    conn: Arc<crate::cluster::UpstreamConn>,
 }
 
 /// One open stream of a pooled HTTP/2 connection, until its response is done.
@@ -39,7 +39,7 @@ impl Drop for StreamSlot {
 type Taken = (
     http2::SendRequest<ReqBody>,
     StreamSlot,
-    Option<std::net::SocketAddr>,
+    Arc<crate::cluster::UpstreamConn>,
 );
 
 impl HostPool {
@@ -69,7 +69,11 @@ impl HostPool {
         let c = &mut conns[i];
         c.total += 1;
         c.active.fetch_add(1, Relaxed);
-        let taken = (c.sender.clone(), StreamSlot(c.active.clone()), c.local);
+        let taken = (
+            c.sender.clone(),
+            StreamSlot(c.active.clone()),
+            c.conn.clone(),
+        );
         if cfg
             .max_requests_per_connection
             .is_some_and(|m| c.total >= m)
@@ -89,7 +93,7 @@ impl HostPool {
         req: Request<ReqBody>,
         alpn: Option<&[Vec<u8>]>,
     ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
-        let (mut sender, stream, local) = match self.checkout_h2(false) {
+        let (mut sender, stream, conn) = match self.checkout_h2(false) {
             Some(t) => t,
             None => {
                 // One opener at a time; the others then find its connection.
@@ -113,7 +117,7 @@ impl HostPool {
         sender.ready().await.map_err(UpstreamError::Reset)?;
         let mut active = self.attach(host).ok_or(UpstreamError::Overflow)?;
         active.stream = Some(stream);
-        active.local = local;
+        active.conn = Some(conn);
         let resp = sender
             .send_request(req)
             .await
@@ -128,7 +132,7 @@ impl HostPool {
         stream: crate::io::Stream,
         slot: CxSlot,
     ) -> Result<(), UpstreamError> {
-        let local = stream.local_addr();
+        let ids = crate::cluster::UpstreamConn::of(&stream);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(TokioIo::new(stream))
@@ -141,7 +145,7 @@ impl HostPool {
             active: Arc::new(AtomicU32::new(0)),
             total: 0,
             opened: Instant::now(),
-            local,
+            conn: ids,
         });
         Ok(())
     }
