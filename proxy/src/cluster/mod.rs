@@ -303,6 +303,8 @@ pub struct UpstreamConn {
     pub local: Option<std::net::SocketAddr>,
     /// The first URI SAN of the upstream's TLS certificate.
     pub peer_san: Option<Arc<str>>,
+    /// Requests it carried (`upstream_rq_per_cx`).
+    pub requests: std::sync::atomic::AtomicU64,
 }
 
 impl UpstreamConn {
@@ -310,6 +312,7 @@ impl UpstreamConn {
         Arc::new(UpstreamConn {
             local: stream.local_addr(),
             peer_san: stream.upstream_peer_uri().map(Arc::from),
+            requests: Default::default(),
         })
     }
 }

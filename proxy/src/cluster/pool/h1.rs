@@ -88,11 +88,9 @@ impl HostPool {
             .await
             .map_err(UpstreamError::Reset)?;
         self.stats.upstream_cx_http1_total.inc();
-        self.spawn_conn(
-            host,
-            slot,
-            async move { conn.with_upgrades().await.is_ok() },
-        );
+        self.spawn_conn(host, slot, ids.clone(), async move {
+            conn.with_upgrades().await.is_ok()
+        });
         let now = Instant::now();
         Ok(H1 {
             sender,
@@ -165,6 +163,9 @@ impl HostPool {
                 self.checkin_h1(c);
                 return Err(UpstreamError::Overflow);
             };
+            c.conn
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             active.conn = Some(c.conn.clone());
             c.used += 1;
             match c.sender.try_send_request(req).await {
@@ -186,6 +187,9 @@ impl HostPool {
             self.checkin_h1(c);
             return Err(UpstreamError::Overflow);
         };
+        c.conn
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         active.conn = Some(c.conn.clone());
         c.used += 1;
         let resp = c

@@ -117,6 +117,8 @@ impl HostPool {
         sender.ready().await.map_err(UpstreamError::Reset)?;
         let mut active = self.attach(host).ok_or(UpstreamError::Overflow)?;
         active.stream = Some(stream);
+        conn.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         active.conn = Some(conn);
         let resp = sender
             .send_request(req)
@@ -139,7 +141,7 @@ impl HostPool {
             .await
             .map_err(UpstreamError::Reset)?;
         self.stats.upstream_cx_http2_total.inc();
-        self.spawn_conn(host, slot, async move { conn.await.is_ok() });
+        self.spawn_conn(host, slot, ids.clone(), async move { conn.await.is_ok() });
         self.h2.lock().unwrap_or_else(|p| p.into_inner()).push(H2 {
             sender,
             active: Arc::new(AtomicU32::new(0)),

@@ -160,6 +160,7 @@ impl HostPool {
         &self,
         host: &Arc<super::Host>,
         slot: CxSlot,
+        ids: Arc<super::UpstreamConn>,
         conn: impl std::future::Future<Output = bool> + Send + 'static,
     ) {
         let active = ActiveGuard::of(&self.stats, |s| &s.upstream_cx_active);
@@ -169,7 +170,7 @@ impl HostPool {
         let opened = std::time::Instant::now();
         tokio::spawn(async move {
             let _ = conn.await;
-            stats.closed(opened, None);
+            stats.closed(opened, Some(ids.requests.load(Relaxed)));
             drop(active);
             stats.upstream_cx_destroy.inc();
             host.stats.cx_active.fetch_sub(1, Relaxed);
