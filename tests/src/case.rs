@@ -36,6 +36,8 @@ pub struct Case {
     pub expects: Vec<Expect>,
     /// Checked on Ferry only: what Ferry answers where it deliberately differs.
     pub ferry_expects: Vec<Expect>,
+    /// Checked on Envoy only: Envoy's outcome where Ferry deliberately differs.
+    pub envoy_expects: Vec<Expect>,
 }
 
 impl Case {
@@ -50,6 +52,7 @@ impl Case {
             differs: Vec::new(),
             expects: Vec::new(),
             ferry_expects: Vec::new(),
+            envoy_expects: Vec::new(),
         }
     }
 
@@ -135,6 +138,14 @@ impl Case {
 
     pub fn expect_absent(mut self, field: &str) -> Case {
         self.expects.push(Expect::Absent(field.to_string()));
+        self
+    }
+
+    /// Expects `field == value` from Envoy only (Envoy's own outcome where Ferry deliberately
+    /// differs, shown beside Ferry's).
+    pub fn expect_envoy(mut self, field: &str, value: &str) -> Case {
+        self.envoy_expects
+            .push(Expect::Eq(field.to_string(), value.to_string()));
         self
     }
 

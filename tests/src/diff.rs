@@ -205,6 +205,9 @@ impl Report {
         for expect in &case.ferry_expects {
             self.check_expect(&case.name, ProxyKind::Ferry, expect, ferry, &plain);
         }
+        for expect in &case.envoy_expects {
+            self.check_expect(&case.name, ProxyKind::Envoy, expect, envoy, &plain);
+        }
     }
 
     /// Compares two plain observations (custom, non-table checks).

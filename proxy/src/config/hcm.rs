@@ -95,6 +95,10 @@ impl HttpConnMgr {
     }
 }
 
+/// How long a client has for its request headers when the config does not say (Envoy's
+/// edge-proxy recommendation; Envoy's own default is no limit).
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn nonzero(d: Option<Duration>) -> Option<Duration> {
     d.filter(|d| !d.is_zero())
 }
@@ -251,10 +255,15 @@ impl HttpConnMgr {
                 .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
                 .map(|u| u.upgrade_type.to_ascii_lowercase())
                 .collect(),
-            request_headers_timeout: nonzero(opt_duration(
+            // Ferry's safe default: a client gets 10 s to send its request headers (Envoy:
+            // no limit). An explicit `0s` turns it off, as in Envoy.
+            request_headers_timeout: match opt_duration(
                 &h.request_headers_timeout,
                 &format!("{path}.request_headers_timeout"),
-            )?),
+            )? {
+                None => Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
+                d => nonzero(d),
+            },
             idle_timeout,
             stream_idle_timeout: match opt_duration(
                 &h.stream_idle_timeout,

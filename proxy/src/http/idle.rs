@@ -1,5 +1,8 @@
 //! Downstream connection idle timeout (`common_http_protocol_options.idle_timeout`): a
 //! connection with no bytes moving and no request in flight for that long is closed gracefully.
+//! Also the request headers timeout of HTTP/1 connections (`request_headers_timeout`): from the
+//! first byte of a request until its headers are in, as Envoy counts it (an idle keep-alive
+//! connection waiting for its next request is not timed).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -14,6 +17,14 @@ pub struct Activity {
     /// `util::coarse_ms()` when bytes last moved.
     last_ms: AtomicU64,
     pub in_flight: AtomicUsize,
+    /// `util::coarse_ms()` when the first byte of the request being read arrived (0: none).
+    headers_since: AtomicU64,
+    /// The connection speaks HTTP/2 (its streams are not timed here).
+    h2: std::sync::atomic::AtomicBool,
+    /// No byte has been read yet.
+    fresh: std::sync::atomic::AtomicBool,
+    /// Wakes the connection's driver when a request's first byte arrives.
+    pub headers_started: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -21,17 +32,47 @@ impl Activity {
         Arc::new(Activity {
             last_ms: AtomicU64::new(crate::util::coarse_ms()),
             in_flight: AtomicUsize::new(0),
+            headers_since: AtomicU64::new(0),
+            h2: Default::default(),
+            fresh: std::sync::atomic::AtomicBool::new(true),
+            headers_started: tokio::sync::Notify::new(),
         })
     }
 
-    /// Marks a request in flight until the guard drops (also when the request is cancelled).
+    /// Marks a request in flight until the guard drops (also when the request is cancelled);
+    /// its headers are in.
     pub fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
+        self.headers_since.store(0, Relaxed);
         InFlight(self.clone())
     }
 
     fn touch(&self) {
         self.last_ms.store(crate::util::coarse_ms(), Relaxed);
+    }
+
+    /// Bytes were read: the first bytes of a request start its headers' clock.
+    fn read(&self, first_bytes: &[u8]) {
+        let now = crate::util::coarse_ms();
+        self.last_ms.store(now, Relaxed);
+        if self.fresh.swap(false, Relaxed) && first_bytes.starts_with(b"PRI * HTTP/2") {
+            self.h2.store(true, Relaxed);
+        }
+        if self.in_flight.load(Relaxed) == 0 && self.headers_since.load(Relaxed) == 0 {
+            self.headers_since.store(now.max(1), Relaxed);
+            self.headers_started.notify_one();
+        }
+    }
+
+    /// How long the request being read has left for its headers; `Some(ZERO)` once it is
+    /// over, `None` when no request is being read (or on HTTP/2).
+    pub fn headers_remaining(&self, timeout: Duration) -> Option<Duration> {
+        let since = self.headers_since.load(Relaxed);
+        if since == 0 || self.h2.load(Relaxed) || self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        let spent = Duration::from_millis(crate::util::coarse_ms().saturating_sub(since));
+        Some(timeout.saturating_sub(spent))
     }
 
     /// How long until the connection has been idle for `timeout`; `None` once it has.
@@ -76,7 +117,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read(&buf.filled()[before..]);
         }
         r
     }

@@ -48,6 +48,7 @@ pub struct HcmStats {
     pub downstream_rq_idle_timeout: Counter,
     pub downstream_rq_timeout: Counter,
     pub downstream_rq_max_duration_reached: Counter,
+    pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_time: Arc<crate::stats::histogram::Lazy>,
     pub downstream_cx_length_ms: Arc<crate::stats::histogram::Lazy>,
     prefix: String,
@@ -98,6 +99,7 @@ impl HcmStats {
             downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
             downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
+            downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_time: r.histogram(Scope::Http(prefix), "downstream_rq_time"),
             downstream_cx_length_ms: r.histogram(Scope::Http(prefix), "downstream_cx_length_ms"),
             prefix: prefix.to_string(),
@@ -189,7 +191,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_buf_size(max_buf)
         .max_headers(hcm.max_headers_count as usize)
-        .header_read_timeout(hcm.request_headers_timeout);
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -205,7 +207,7 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .max_buf_size(max_buf)
             .max_headers(hcm.max_headers_count as usize)
-            .header_read_timeout(hcm.request_headers_timeout)
+            .header_read_timeout(None)
             .serve_connection(io, svc)
             .with_upgrades();
         tokio::pin!(conn);
@@ -243,6 +245,12 @@ async fn drive<C, E>(
             (Some(t), false) => activity.remaining(t),
             _ => None,
         };
+        // The request being read has until its headers' deadline; with none being read, the
+        // first byte of the next one starts the clock.
+        let headers_left = hcm
+            .request_headers_timeout
+            .and_then(|t| activity.headers_remaining(t));
+        let headers_timed = hcm.request_headers_timeout.is_some();
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -274,6 +282,18 @@ async fn drive<C, E>(
                     close_at = Some(tokio::time::Instant::now() + hcm.drain_timeout);
                 }
             }
+            // A request's headers took longer than `request_headers_timeout`: the connection
+            // closes (a client trickling its headers holds nothing longer than that).
+            () = tokio::time::sleep(headers_left.unwrap_or(Duration::ZERO)), if headers_left.is_some() => {
+                if let Some(t) = hcm.request_headers_timeout {
+                    if activity.headers_remaining(t).is_some_and(|left| left.is_zero()) {
+                        stats.downstream_rq_header_timeout.inc();
+                        tracing::debug!("request headers timeout: closing the connection");
+                        break;
+                    }
+                }
+            }
+            () = activity.headers_started.notified(), if headers_timed && headers_left.is_none() => {}
             () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
                 close_at = None;
                 conn.as_mut().begin_shutdown();

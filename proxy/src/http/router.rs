@@ -100,6 +100,17 @@ async fn dispatch(
 ) -> Response<Body> {
     let hcm = &ctx.hcm;
     ctx.stats.rq_total.inc();
+    // Two Host headers, or an HTTP/2 `:authority` that a Host header contradicts: the request
+    // is ambiguous (routes and the upstream could read different hosts). Envoy merges two Host
+    // headers into `a,b` and forwards them; Ferry refuses, as RFC 9110 §7.2 and RFC 9113
+    // §8.3.1 allow.
+    if ambiguous_host(&req) {
+        return close(tag(
+            local(StatusCode::BAD_REQUEST, "Bad Request"),
+            Some(Flag::DownstreamProtocolError),
+            "ambiguous_host",
+        ));
+    }
     // HTTP/2's :authority and an HTTP/1.1 absolute-form URI name the host; they win over a
     // Host header, and routing and HTTP/1.1 upstreams read `host`.
     if let Some(a) = req.uri().authority().map(|a| a.as_str().to_string()) {
@@ -307,6 +318,21 @@ async fn dispatch(
             }
             super::forward::forward(ctx, req, table, vh, route, fwd, upgrade.is_some()).await
         }
+    }
+}
+
+/// More than one Host header, or an HTTP/2 `:authority` with a Host header that differs.
+fn ambiguous_host(req: &Request<Incoming>) -> bool {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return true;
+    }
+    match (req.version(), req.uri().authority(), first) {
+        (Version::HTTP_2, Some(a), Some(h)) => {
+            !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes())
+        }
+        _ => false,
     }
 }
 
