@@ -1,7 +1,9 @@
 //! Safe by default, side by side with Envoy's defaults (the same bootstrap, which sets
 //! neither): a client trickling its request headers is cut off after Ferry's 10 s request
 //! headers timeout while Envoy keeps it; two Host headers get a 400 from Ferry while Envoy
-//! merges them into `a,b` and forwards the request.
+//! merges them into `a,b` and forwards the request; an HTTP/2 connection is offered 100
+//! streams, a 64 KiB stream window and a 1 MiB connection window (Envoy: 1024 streams, 16 MiB
+//! and 24 MiB), while explicit `http2_protocol_options` are honoured by both.
 
 use ferry_tests::proxy::{ProxyKind, Target};
 use ferry_tests::{Case, Observation, Setup};
@@ -46,6 +48,63 @@ async fn trickle(t: Target) -> Observation {
         }
     };
     obs.insert("trickling headers".into(), verdict);
+    obs
+}
+
+/// The SETTINGS and connection WINDOW_UPDATE an HTTP/2 (prior knowledge) client gets first.
+async fn h2_settings(t: Target, listener: &str) -> Observation {
+    let mut obs = Observation::new();
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", t.port(listener))).await else {
+        obs.insert("connect".into(), "failed".into());
+        return obs;
+    };
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let _ = s.write_all(&hello).await;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(700);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => bytes.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    obs.insert("max_concurrent_streams".into(), "unset".into());
+    obs.insert("initial_window_size".into(), "unset (65535)".into());
+    obs.insert("connection_window_update".into(), "none".into());
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        let (kind, flags) = (bytes[at + 3], bytes[at + 4]);
+        let stream =
+            u32::from_be_bytes([bytes[at + 5], bytes[at + 6], bytes[at + 7], bytes[at + 8]]);
+        let Some(payload) = bytes.get(at + 9..at + 9 + len) else {
+            break;
+        };
+        match (kind, flags & 1, stream) {
+            (4, 0, 0) => {
+                for e in payload.chunks_exact(6) {
+                    let id = u16::from_be_bytes([e[0], e[1]]);
+                    let v = u32::from_be_bytes([e[2], e[3], e[4], e[5]]).to_string();
+                    match id {
+                        3 => obs.insert("max_concurrent_streams".into(), v),
+                        4 => obs.insert("initial_window_size".into(), v),
+                        _ => None,
+                    };
+                }
+            }
+            (8, _, 0) if payload.len() == 4 => {
+                let inc = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                obs.insert(
+                    "connection_window_update".into(),
+                    (u64::from(inc) + 65_535).to_string(),
+                );
+            }
+            _ => {}
+        }
+        at += 9 + len;
+    }
     obs
 }
 
@@ -94,5 +153,31 @@ async fn safe_defaults_against_envoys() {
         .expect("upstream.header:host", "a.example"),
     ];
     env.run_cases(&mut report, &cases).await;
+    // HTTP/2 limits: Envoy's defaults and Ferry's beside them; explicit values compared.
+    let (envoy_h2, ferry_h2) = tokio::join!(
+        h2_settings(env.envoy.target(), "L1"),
+        h2_settings(env.ferry.target(), "L1")
+    );
+    for (kind, obs, streams, window, conn) in [
+        (ProxyKind::Envoy, &envoy_h2, "1024", "16777216", "25165824"),
+        (ProxyKind::Ferry, &ferry_h2, "100", "65536", "1048576"),
+    ] {
+        let got = |k: &str| obs.get(k).map(String::as_str).unwrap_or("-").to_string();
+        let ok = got("max_concurrent_streams") == streams
+            && got("initial_window_size") == window
+            && got("connection_window_update") == conn;
+        report.check(
+            kind,
+            "HTTP/2 defaults",
+            ok,
+            &format!(
+                "streams {streams}, stream window {window}, connection window {conn} (got {obs:?})"
+            ),
+        );
+    }
+    env.compare_with(&mut report, "explicit HTTP/2 limits", |t| async move {
+        h2_settings(t, "L2").await
+    })
+    .await;
     report.finish();
 }

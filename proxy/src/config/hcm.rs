@@ -71,6 +71,8 @@ pub struct HttpConnMgr {
     pub drain_timeout: Duration,
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
+    /// Downstream HTTP/2 limits (`http2_protocol_options`, else Ferry's sidecar defaults).
+    pub h2: H2Limits,
     pub underscores: Underscores,
     pub strip_port: StripPort,
     pub suppress_envoy_headers: bool,
@@ -92,6 +94,69 @@ impl HttpConnMgr {
     /// A stream's info is gathered (for access logs or Istio's metrics).
     pub fn observes_streams(&self) -> bool {
         !self.access_logs.is_empty() || self.istio_stats.is_some()
+    }
+}
+
+/// A downstream HTTP/2 connection's limits. Ferry's defaults when the config says nothing
+/// are Envoy's own recommendation for an edge proxy (100 streams, a 64 KiB stream window and
+/// a 1 MiB connection window); Envoy's defaults are 1024 streams, 16 MiB and 24 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for H2Limits {
+    fn default() -> H2Limits {
+        H2Limits {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 64 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+        }
+    }
+}
+
+impl H2Limits {
+    fn from_proto(
+        o: Option<&envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions>,
+        path: &str,
+    ) -> Result<H2Limits> {
+        let mut l = H2Limits::default();
+        let Some(o) = o else { return Ok(l) };
+        if let Some(v) = &o.max_concurrent_streams {
+            if v.value == 0 {
+                return err(
+                    &format!("{path}.max_concurrent_streams"),
+                    "must be at least 1",
+                );
+            }
+            l.max_concurrent_streams = v.value;
+        }
+        // Envoy's bounds for the windows: 65535 up to 2^31 - 1.
+        for (v, field, slot) in [
+            (
+                &o.initial_stream_window_size,
+                "initial_stream_window_size",
+                &mut l.initial_stream_window_size,
+            ),
+            (
+                &o.initial_connection_window_size,
+                "initial_connection_window_size",
+                &mut l.initial_connection_window_size,
+            ),
+        ] {
+            if let Some(v) = v {
+                if !(65_535..=2_147_483_647).contains(&v.value) {
+                    return err(
+                        &format!("{path}.{field}"),
+                        "must be between 65535 and 2147483647",
+                    );
+                }
+                *slot = v.value;
+            }
+        }
+        Ok(l)
     }
 }
 
@@ -284,6 +349,10 @@ impl HttpConnMgr {
                 .unwrap_or(Duration::from_secs(5)),
             max_request_headers_kb,
             max_headers_count: common.max_headers_count.as_ref().map_or(100, |v| v.value),
+            h2: H2Limits::from_proto(
+                h.http2_protocol_options.as_ref(),
+                &format!("{path}.http2_protocol_options"),
+            )?,
             underscores: match common.headers_with_underscores_action {
                 1 => Underscores::Reject,
                 2 => Underscores::Drop,

@@ -196,6 +196,9 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(hcm.max_request_headers_kb * 1024)
+        .max_concurrent_streams(hcm.h2.max_concurrent_streams)
+        .initial_stream_window_size(hcm.h2.initial_stream_window_size)
+        .initial_connection_window_size(hcm.h2.initial_connection_window_size)
         .enable_connect_protocol();
     let builder = match hcm.codec {
         // HTTP1 gets no protocol detection: an HTTP/2 preface is a malformed HTTP/1 request.

@@ -135,8 +135,15 @@ impl HostPool {
         slot: CxSlot,
     ) -> Result<(), UpstreamError> {
         let ids = crate::cluster::UpstreamConn::of(&stream);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(hyper_util::rt::TokioTimer::new());
+        if let Some(w) = self.limits_cfg.h2_windows.0 {
+            builder.initial_stream_window_size(w);
+        }
+        if let Some(w) = self.limits_cfg.h2_windows.1 {
+            builder.initial_connection_window_size(w);
+        }
+        let (sender, conn) = builder
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Reset)?;

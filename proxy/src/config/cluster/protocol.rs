@@ -25,6 +25,8 @@ pub struct PoolCfg {
     pub max_connection_duration: Option<Duration>,
     /// HTTP/2: streams per connection before another connection is opened.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control windows (none: hyper's, 1 MiB stream and 5 MiB connection).
+    pub h2_windows: (Option<u32>, Option<u32>),
 }
 
 /// Applies `common_http_protocol_options` at `p`.
@@ -53,6 +55,15 @@ fn http2(o: &Option<Http2ProtocolOptions>, out: &mut PoolCfg) {
     if let Some(m) = o.as_ref().and_then(|o| o.max_concurrent_streams) {
         out.max_concurrent_streams = m.value.max(1);
     }
+    if let Some(o) = o {
+        let window = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>| {
+            v.as_ref().map(|v| v.value.clamp(65_535, 2_147_483_647))
+        };
+        out.h2_windows = (
+            window(&o.initial_stream_window_size).or(out.h2_windows.0),
+            window(&o.initial_connection_window_size).or(out.h2_windows.1),
+        );
+    }
 }
 
 #[allow(deprecated)] // http2_protocol_options & co. are still what many bootstraps use
@@ -70,6 +81,7 @@ pub fn pool(c: &pb::Cluster, path: &str) -> Result<PoolCfg> {
             .filter(|v| *v > 0),
         max_connection_duration: None,
         max_concurrent_streams: 2_147_483_647,
+        h2_windows: (None, None),
     };
     http2(&c.http2_protocol_options, &mut out);
     if let Some(o) = &c.common_http_protocol_options {
