@@ -246,3 +246,43 @@ pub fn set_server(h: &mut HeaderMap, hcm: &HttpConnMgr) {
         }
     }
 }
+
+/// More than one Host header, or an HTTP/2 `:authority` with a Host header that differs.
+pub(super) fn ambiguous_host<B>(req: &http::Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return true;
+    }
+    match (req.version(), req.uri().authority(), first) {
+        (http::Version::HTTP_2, Some(a), Some(h)) => {
+            !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// `strip_matching_host_port` / `strip_any_host_port`: the port goes from the Host header.
+pub(super) fn strip_host_port<B>(ctx: &super::ConnCtx, req: &mut http::Request<B>) {
+    let mode = ctx.hcm.strip_port;
+    if mode == crate::config::hcm::StripPort::None {
+        return;
+    }
+    let Some(host) = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let stripped = crate::config::route::strip_port(host);
+    if stripped.len() == host.len() {
+        return;
+    }
+    let port = &host[stripped.len() + 1..];
+    if mode == crate::config::hcm::StripPort::Any || port == ctx.local.port().to_string() {
+        if let Ok(v) = http::HeaderValue::from_str(stripped) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+}

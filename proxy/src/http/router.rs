@@ -5,7 +5,7 @@ use super::headers::{requested_upgrade, set_server, X_REQUEST_ID};
 use super::logged::tag;
 use super::reply::{local, Body, Flag};
 use super::ConnCtx;
-use crate::config::hcm::{RouteSource, StripPort, Underscores};
+use crate::config::hcm::{RouteSource, Underscores};
 use crate::config::headers::FormatCtx;
 use crate::config::route::{Action, RequestView, Route, RouteTable, VirtualHost};
 use crate::stats::ActiveGuard;
@@ -104,7 +104,7 @@ async fn dispatch(
     // is ambiguous (routes and the upstream could read different hosts). Envoy merges two Host
     // headers into `a,b` and forwards them; Ferry refuses, as RFC 9110 §7.2 and RFC 9113
     // §8.3.1 allow.
-    if ambiguous_host(&req) {
+    if super::headers::ambiguous_host(&req) {
         return close(tag(
             local(StatusCode::BAD_REQUEST, "Bad Request"),
             Some(Flag::DownstreamProtocolError),
@@ -146,7 +146,7 @@ async fn dispatch(
     {
         return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
     }
-    strip_host_port(ctx, &mut req);
+    super::headers::strip_host_port(ctx, &mut req);
     // The route table: inline, or the RDS one in the current snapshot.
     let table: Arc<RouteTable> = match &hcm.routes {
         RouteSource::Static(t) => t.clone(),
@@ -321,21 +321,6 @@ async fn dispatch(
     }
 }
 
-/// More than one Host header, or an HTTP/2 `:authority` with a Host header that differs.
-fn ambiguous_host(req: &Request<Incoming>) -> bool {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return true;
-    }
-    match (req.version(), req.uri().authority(), first) {
-        (Version::HTTP_2, Some(a), Some(h)) => {
-            !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes())
-        }
-        _ => false,
-    }
-}
-
 /// Envoy's 404 when no route matches (`NR`).
 fn no_route() -> Response<Body> {
     tag(
@@ -350,31 +335,6 @@ fn close(mut r: Response<Body>) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-/// `strip_matching_host_port` / `strip_any_host_port`: the port goes from the Host header.
-fn strip_host_port(ctx: &ConnCtx, req: &mut Request<Incoming>) {
-    let mode = ctx.hcm.strip_port;
-    if mode == StripPort::None {
-        return;
-    }
-    let Some(host) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return;
-    };
-    let stripped = crate::config::route::strip_port(host);
-    if stripped.len() == host.len() {
-        return;
-    }
-    let port = &host[stripped.len() + 1..];
-    if mode == StripPort::Any || port == ctx.local.port().to_string() {
-        if let Ok(v) = HeaderValue::from_str(stripped) {
-            req.headers_mut().insert(header::HOST, v);
-        }
-    }
 }
 
 /// Response header mutations, most specific level first so the route configuration's level

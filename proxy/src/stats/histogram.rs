@@ -90,6 +90,49 @@ fn bin(v: u64) -> (f64, f64) {
     (lower, lower + width * lower / (lower + lower + width))
 }
 
+impl super::Registry {
+    /// Every histogram with its full name (tagged ones with their tags), sorted by name.
+    pub fn histogram_entries(
+        &self,
+        filter: Option<&regex::Regex>,
+        used_only: bool,
+    ) -> Vec<(String, Option<Arc<super::tagged::Tagged>>, Snapshot)> {
+        let mut all = Vec::new();
+        {
+            let map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            for s in map.values() {
+                let full = |n: &str| format!("{}.{n}", s.name.name);
+                for (n, h) in &s.histograms {
+                    let f = full(n);
+                    let snap = Snapshot::of(h.get(), &f);
+                    all.push((f, None, snap));
+                }
+                for (b, _) in &s.blocks {
+                    b.histograms(&mut |n, h| {
+                        let f = full(n);
+                        let snap = Snapshot::of(h, &f);
+                        all.push((f, None, snap));
+                    });
+                }
+            }
+        }
+        for t in super::tagged::all() {
+            if let super::tagged::TaggedValue::Histogram(h) = &t.value {
+                let snap = Snapshot::of(Some(h), &t.full);
+                all.push((t.full.to_string(), Some(t.clone()), snap));
+            }
+        }
+        let matcher = &super::settings().matcher;
+        all.retain(|(name, _, snap)| {
+            (!used_only || snap.count > 0)
+                && filter.is_none_or(|f| f.is_match(name))
+                && matcher.accepts(name)
+        });
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
 /// What a histogram shows at one moment.
 #[derive(Debug, Clone)]
 pub struct Snapshot {

@@ -277,47 +277,6 @@ impl Registry {
         })
     }
 
-    /// Every histogram with its full name (tagged ones with their tags), sorted by name.
-    pub fn histogram_entries(
-        &self,
-        filter: Option<&regex::Regex>,
-        used_only: bool,
-    ) -> Vec<(String, Option<Arc<tagged::Tagged>>, histogram::Snapshot)> {
-        let mut all = Vec::new();
-        {
-            let map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-            for s in map.values() {
-                let full = |n: &str| format!("{}.{n}", s.name.name);
-                for (n, h) in &s.histograms {
-                    let f = full(n);
-                    let snap = histogram::Snapshot::of(h.get(), &f);
-                    all.push((f, None, snap));
-                }
-                for (b, _) in &s.blocks {
-                    b.histograms(&mut |n, h| {
-                        let f = full(n);
-                        let snap = histogram::Snapshot::of(h, &f);
-                        all.push((f, None, snap));
-                    });
-                }
-            }
-        }
-        for t in tagged::all() {
-            if let tagged::TaggedValue::Histogram(h) = &t.value {
-                let snap = histogram::Snapshot::of(Some(h), &t.full);
-                all.push((t.full.to_string(), Some(t.clone()), snap));
-            }
-        }
-        let matcher = &settings().matcher;
-        all.retain(|(name, _, snap)| {
-            (!used_only || snap.count > 0)
-                && filter.is_none_or(|f| f.is_match(name))
-                && matcher.accepts(name)
-        });
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-
     pub fn text(&self, scope: Scope<'_>, stat: &str) {
         self.get(scope, stat, Kind::Text);
     }
