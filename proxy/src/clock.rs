@@ -53,6 +53,11 @@ impl Civil {
             Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
             Err(e) => (-(e.duration().as_secs() as i64), 0),
         };
+        Civil::from_epoch(secs, nanos)
+    }
+
+    /// The calendar time `secs` seconds (and `nanos`) after the epoch.
+    pub fn from_epoch(secs: i64, nanos: u32) -> Civil {
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         // Civil date from days since the epoch (Howard Hinnant's algorithm).
         let z = days + 719_468;

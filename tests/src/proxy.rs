@@ -173,19 +173,33 @@ impl Proxy {
         ports: BTreeMap<String, u16>,
         args: &[String],
     ) -> Proxy {
-        let dir = TempDir::new(&kind.to_string());
-        let config = dir.path().join("bootstrap.yaml");
-        // `@@DIR@@` names this instance's own directory (access log files and the like).
-        let yaml = yaml.replace("@@DIR@@", &dir.path().to_string_lossy());
-        std::fs::write(&config, yaml).expect("write bootstrap");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let mut cmd = Command::new(bin);
-        cmd.arg("-c").arg(&config);
+        let mut all: Vec<String> = Vec::new();
         if !args.iter().any(|a| a == "--concurrency") {
-            cmd.args(["--concurrency", "1"]);
+            all.extend(["--concurrency".to_string(), "1".to_string()]);
         }
-        let child = cmd
-            .args(["--disable-hot-restart", "-l", "warn"])
+        all.extend(["--disable-hot-restart", "-l", "warn"].map(String::from));
+        all.extend(args.iter().cloned());
+        Proxy::launch(kind, bin, ("bootstrap.yaml", yaml), ports, &all)
+    }
+
+    /// Starts `bin -c <dir>/<file> args…` with `content` in the file (`@@DIR@@` replaced by
+    /// the instance's own directory), stderr kept in `<dir>/stderr.log`.
+    fn launch(
+        kind: ProxyKind,
+        bin: &Path,
+        (file, content): (&str, &str),
+        ports: BTreeMap<String, u16>,
+        args: &[String],
+    ) -> Proxy {
+        let dir = TempDir::new(&kind.to_string());
+        let config = dir.path().join(file);
+        // `@@DIR@@` names this instance's own directory (access log files and the like).
+        let content = content.replace("@@DIR@@", &dir.path().to_string_lossy());
+        std::fs::write(&config, content).expect("write bootstrap");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -249,25 +263,8 @@ impl Proxy {
         ports: BTreeMap<String, u16>,
         args: &[&str],
     ) -> Proxy {
-        let dir = TempDir::new(&kind.to_string());
-        let config = dir.path().join("envoy-rev.json");
-        std::fs::write(&config, json).expect("write bootstrap");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&config)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {kind} ({}): {e}", bin.display()));
-        Proxy {
-            kind,
-            child,
-            dir,
-            ports,
-        }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Proxy::launch(kind, bin, ("envoy-rev.json", json), ports, &args)
     }
 
     /// `Some(status)` once the process has exited.
