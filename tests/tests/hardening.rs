@@ -145,6 +145,13 @@ async fn safe_defaults_against_envoys() {
         .expect_envoy("upstream.header:host", "a.example,b.example")
         .expect_ferry("status", "400")
         .expect_ferry("header:connection", "close"),
+        Case::get("merge_slashes: the route and the upstream see one path", "//a///b?x=//y")
+            .listener("L3")
+            .expect_status(200)
+            .expect("upstream.path", "/a/b?x=//y"),
+        Case::get("without merge_slashes the path stays as sent", "//a///b")
+            .expect_status(200)
+            .expect("upstream.path", "//a///b"),
         Case::raw(
             "one Host header",
             "GET /one HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",

@@ -73,6 +73,9 @@ pub struct HttpConnMgr {
     pub max_headers_count: u32,
     /// Downstream HTTP/2 limits (`http2_protocol_options`, else Ferry's sidecar defaults).
     pub h2: H2Limits,
+    /// `merge_slashes`: runs of `/` in the path become one before routing (off by default,
+    /// as in Envoy: some applications give `//` a meaning).
+    pub merge_slashes: bool,
     pub underscores: Underscores,
     pub strip_port: StripPort,
     pub suppress_envoy_headers: bool,
@@ -349,6 +352,7 @@ impl HttpConnMgr {
                 .unwrap_or(Duration::from_secs(5)),
             max_request_headers_kb,
             max_headers_count: common.max_headers_count.as_ref().map_or(100, |v| v.value),
+            merge_slashes: h.merge_slashes,
             h2: H2Limits::from_proto(
                 h.http2_protocol_options.as_ref(),
                 &format!("{path}.http2_protocol_options"),

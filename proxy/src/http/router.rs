@@ -147,6 +147,9 @@ async fn dispatch(
         return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
     }
     super::headers::strip_host_port(ctx, &mut req);
+    if hcm.merge_slashes {
+        super::headers::merge_slashes(&mut req);
+    }
     // The route table: inline, or the RDS one in the current snapshot.
     let table: Arc<RouteTable> = match &hcm.routes {
         RouteSource::Static(t) => t.clone(),
