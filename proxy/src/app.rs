@@ -177,6 +177,7 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let server = Server::new(bootstrap.clone(), snapshot, concurrency, cli.clone());
+    crate::overload::start(bootstrap.overload.as_ref());
     // Secrets of separate SDS servers named by static listeners and clusters.
     let refs: Vec<_> = bootstrap
         .listeners

@@ -14,6 +14,7 @@ pub mod io;
 pub mod istio;
 pub mod listener;
 pub mod logfmt;
+pub mod overload;
 pub mod snapshot;
 pub mod stats;
 pub mod stream_info;

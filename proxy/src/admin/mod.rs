@@ -14,9 +14,20 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub fn spawn(server: Arc<Server>, listener: TcpListener, logs: crate::access_log::AccessLogs) {
+    let ignore_limit = server.bootstrap.admin_ignore_conn_limit;
+    let overflow = crate::stats::registry().counter(
+        crate::stats::Scope::Listener("admin"),
+        "downstream_global_cx_overflow",
+    );
     tokio::spawn(async move {
         loop {
             let Ok((stream, remote)) = listener.accept().await else {
+                continue;
+            };
+            // Admin connections count against the global limit unless
+            // `admin.ignore_global_conn_limit`, as in Envoy.
+            let Some(permit) = crate::overload::admit_connection(ignore_limit) else {
+                overflow.inc();
                 continue;
             };
             let server = server.clone();
@@ -37,6 +48,7 @@ pub fn spawn(server: Arc<Server>, listener: TcpListener, logs: crate::access_log
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
+                drop(permit);
             });
         }
     });

@@ -25,6 +25,8 @@ pub struct Bootstrap {
     pub admin: Option<SocketAddr>,
     /// `admin.access_log` (and the deprecated `admin.access_log_path`).
     pub admin_access_logs: crate::access_log::AccessLogs,
+    /// `admin.ignore_global_conn_limit`.
+    pub admin_ignore_conn_limit: bool,
     pub listeners: Vec<std::sync::Arc<Listener>>,
     pub dynamic: Option<super::xds::Dynamic>,
     /// Where the ADS stream goes, from the static cluster `dynamic.cluster` names.
@@ -39,6 +41,8 @@ pub struct Bootstrap {
     pub ignored: Vec<Ignored>,
     /// `application_log_config.log_format`: Ferry's own log lines.
     pub log_format: Option<crate::logfmt::LogFormat>,
+    /// `overload_manager` (none: Ferry's default, see [`super::overload::Overload::implicit`]).
+    pub overload: Option<super::overload::Overload>,
     /// `stats_config`: tag extraction and which stats exist.
     pub stats: std::sync::Arc<crate::stats::StatsSettings>,
     /// The bootstrap as given (encoded, so that it holds no descriptor pool), for
@@ -84,6 +88,11 @@ impl Bootstrap {
         let log_format = super::server::log_format(&b.application_log_config)?;
         let stats = std::sync::Arc::new(super::stats::settings(&b.stats_config)?);
         super::server::extensions(&b.bootstrap_extensions)?;
+        let overload = b
+            .overload_manager
+            .as_ref()
+            .map(super::overload::Overload::from_proto)
+            .transpose()?;
         let admin = match &b.admin {
             Some(a) if a.address.is_some() => Some(socket_address(&a.address, "admin.address")?),
             _ => None,
@@ -185,6 +194,7 @@ impl Bootstrap {
             node: node.unwrap_or_default(),
             admin,
             admin_access_logs,
+            admin_ignore_conn_limit: b.admin.as_ref().is_some_and(|a| a.ignore_global_conn_limit),
             listeners,
             clusters,
             dynamic,
@@ -192,6 +202,7 @@ impl Bootstrap {
             ignored,
             log_format,
             stats,
+            overload,
             raw: prost::Message::encode_to_vec(&raw),
         })
     }

@@ -33,6 +33,10 @@ pub struct Listener {
     pub freebind: bool,
     /// Logged for connections that match no filter chain.
     pub access_logs: crate::access_log::AccessLogs,
+    /// `ignore_global_conn_limit`: its connections are not counted against the global limit.
+    pub ignore_global_conn_limit: bool,
+    /// `bypass_overload_manager`: no overload action applies to its connections.
+    pub bypass_overload: bool,
 }
 
 #[derive(Debug)]
@@ -142,6 +146,8 @@ impl Listener {
             bind_to_port: l.bind_to_port.is_none_or(|b| b.value),
             transparent: l.transparent.is_some_and(|b| b.value),
             freebind: l.freebind.is_some_and(|b| b.value),
+            ignore_global_conn_limit: l.ignore_global_conn_limit,
+            bypass_overload: l.bypass_overload_manager,
             access_logs: crate::access_log::AccessLog::list(
                 &l.access_log,
                 &format!("{path}.access_log"),

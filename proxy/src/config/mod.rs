@@ -12,6 +12,7 @@ pub mod listener;
 pub mod listener_filters;
 pub mod load;
 pub mod matcher;
+pub mod overload;
 pub mod route;
 pub mod server;
 pub mod stats;

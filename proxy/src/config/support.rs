@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 /// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
-    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "~overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", &["log_format"]),
     ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "histogram_bucket_settings", "allow_default_tag_overrides"]),
     ("envoy.config.metrics.v3.TagSpecifier", &["tag_name", "regex", "fixed_value"]),
@@ -34,7 +34,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.RetryPolicy", &["*"]),
     ("envoy.config.core.v3.BackoffStrategy", &["*"]),
     ("envoy.config.core.v3.Pipe", &["path", "~mode"]),
-    ("envoy.config.bootstrap.v3.Admin", &["address", "access_log", "access_log_path", "~profile_path", "~socket_options", "~ignore_global_conn_limit"]),
+    ("envoy.config.bootstrap.v3.Admin", &["address", "access_log", "access_log_path", "~profile_path", "~socket_options", "ignore_global_conn_limit"]),
     ("envoy.config.core.v3.Node", &["*"]),
     ("envoy.config.core.v3.Locality", &["*"]),
     ("envoy.config.core.v3.Metadata", &["*"]),
@@ -53,12 +53,16 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.bootstrap.v3.RuntimeLayer.RtdsLayer", &["*"]),
     ("envoy.config.bootstrap.v3.Watchdog", &["*"]),
     ("envoy.config.bootstrap.v3.Watchdogs", &["*"]),
-    ("envoy.config.overload.v3.OverloadManager", &["*"]),
-    ("envoy.config.overload.v3.ResourceMonitor", &["*"]),
-    ("envoy.config.overload.v3.OverloadAction", &["*"]),
-    ("envoy.config.overload.v3.Trigger", &["*"]),
+    ("envoy.config.overload.v3.OverloadManager", &["refresh_interval", "resource_monitors", "actions", "~buffer_factory_config"]),
+    ("envoy.config.overload.v3.ResourceMonitor", &["name", "typed_config"]),
+    ("envoy.config.overload.v3.OverloadAction", &["name", "triggers"]),
+    ("envoy.config.overload.v3.Trigger", &["name", "threshold", "scaled"]),
     ("envoy.config.overload.v3.ThresholdTrigger", &["*"]),
+    ("envoy.config.overload.v3.ScaledTrigger", &["*"]),
     ("envoy.config.overload.v3.BufferFactoryConfig", &["*"]),
+    ("envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig", &["max_heap_size_bytes"]),
+    ("envoy.extensions.resource_monitors.cgroup_memory.v3.CgroupMemoryConfig", &["max_memory_bytes"]),
+    ("envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig", &["max_active_downstream_connections"]),
     ("envoy.config.accesslog.v3.AccessLog", &["*"]),
     ("envoy.config.accesslog.v3.AccessLogFilter", &["*"]),
     ("envoy.extensions.access_loggers.file.v3.FileAccessLog", &["*"]),
@@ -71,7 +75,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.SocketAddress", &["address", "port_value", "protocol", "ipv4_compat"]),
     ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
     // listeners
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "~ignore_global_conn_limit", "~bypass_overload_manager", "use_original_dst", "bind_to_port", "transparent", "freebind", "access_log"]),
+    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "ignore_global_conn_limit", "bypass_overload_manager", "use_original_dst", "bind_to_port", "transparent", "freebind", "access_log"]),
     ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config", "filter_disabled"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate", &["or_match", "and_match", "not_match", "any_match", "destination_port_range"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet", &["rules"]),
@@ -144,6 +148,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.type.matcher.v3.FilterStateMatcher", &["key", "string_match"]),
     ("envoy.extensions.filters.network.rbac.v3.RBAC", &["rules", "shadow_rules", "stat_prefix", "shadow_rules_stat_prefix", "enforcement_type"]),
     ("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit", &["stat_prefix", "token_bucket", "runtime_enabled", "~share_key"]),
+    ("envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit", &["stat_prefix", "max_connections", "delay", "runtime_enabled"]),
     ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "~runtime_key"]),
     ("envoy.extensions.filters.http.cors.v3.Cors", &["*"]),
     ("envoy.extensions.filters.http.compressor.v3.Compressor", &["content_length", "content_type", "disable_on_etag_header", "remove_accept_encoding_header", "runtime_enabled", "compressor_library", "request_direction_config", "response_direction_config", "choose_first"]),
@@ -258,7 +263,6 @@ const SUPPORTED: &[(&str, &[&str])] = &[
 /// Messages whose contents are plain data (or only ever tune): walked no further.
 fn is_opaque(name: &str) -> bool {
     name.starts_with("google.protobuf.")
-        || name.starts_with("envoy.config.overload.")
         || name.starts_with("envoy.config.metrics.")
         || name.starts_with("envoy.config.accesslog.")
         || name.starts_with("envoy.extensions.access_loggers.")

@@ -239,3 +239,32 @@ static_resources:
         assert_eq!(pick(local, remote), want, "{local} from {remote}");
     }
 }
+
+#[test]
+fn overload_manager_errors_name_their_field() {
+    let base = "overload_manager:\n  resource_monitors:\n  - name: envoy.resource_monitors.fixed_heap\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig\n      max_heap_size_bytes: 1000\n";
+    let cases = [
+        (
+            "  actions:\n  - name: envoy.overload_actions.stop_accepting_requests\n    triggers:\n    - name: nope\n      threshold: { value: 0.9 }\n",
+            "overload_manager.actions[0].triggers[0].name",
+        ),
+        (
+            "  actions:\n  - name: envoy.overload_actions.reduce_timeouts\n    triggers:\n    - name: envoy.resource_monitors.fixed_heap\n      threshold: { value: 0.9 }\n",
+            "overload_manager.actions[0].name",
+        ),
+        (
+            "  actions:\n  - name: envoy.overload_actions.stop_accepting_requests\n    triggers:\n    - name: envoy.resource_monitors.fixed_heap\n      scaled: { scaling_threshold: 0.9, saturation_threshold: 0.5 }\n",
+            "overload_manager.actions[0].triggers[0].scaled",
+        ),
+    ];
+    for (actions, want) in cases {
+        let yaml = format!("{base}{actions}");
+        match bootstrap(&yaml) {
+            Ok(_) => panic!("accepted: {yaml}"),
+            Err(e) => assert!(e.to_string().contains(want), "'{e}' does not name {want}"),
+        }
+    }
+    let ok = format!("{base}  actions:\n  - name: envoy.overload_actions.shrink_heap\n    triggers:\n    - name: envoy.resource_monitors.fixed_heap\n      threshold: {{ value: 0.9 }}\n");
+    let b = bootstrap(&ok).expect("valid overload manager");
+    assert_eq!(b.overload.map(|o| o.actions.len()), Some(1));
+}

@@ -25,6 +25,9 @@ pub struct Activity {
     fresh: std::sync::atomic::AtomicBool,
     /// Wakes the connection's driver when a request's first byte arrives.
     pub headers_started: tokio::sync::Notify,
+    /// Set once something asked the connection to drain (overload); wakes its driver.
+    closing: std::sync::atomic::AtomicBool,
+    pub close_requested: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -36,7 +39,18 @@ impl Activity {
             h2: Default::default(),
             fresh: std::sync::atomic::AtomicBool::new(true),
             headers_started: tokio::sync::Notify::new(),
+            closing: Default::default(),
+            close_requested: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Asks the connection to drain gracefully; `true` the first time.
+    pub fn request_close(&self) -> bool {
+        let first = !self.closing.swap(true, Relaxed);
+        if first {
+            self.close_requested.notify_one();
+        }
+        first
     }
 
     /// Marks a request in flight until the guard drops (also when the request is cancelled);

@@ -49,6 +49,8 @@ pub struct HcmStats {
     pub downstream_rq_timeout: Counter,
     pub downstream_rq_max_duration_reached: Counter,
     pub downstream_rq_header_timeout: Counter,
+    pub downstream_rq_overload_close: Counter,
+    pub downstream_cx_overload_disable_keepalive: Counter,
     pub downstream_rq_time: Arc<crate::stats::histogram::Lazy>,
     pub downstream_cx_length_ms: Arc<crate::stats::histogram::Lazy>,
     prefix: String,
@@ -100,6 +102,8 @@ impl HcmStats {
             downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
+            downstream_rq_overload_close: c("downstream_rq_overload_close"),
+            downstream_cx_overload_disable_keepalive: c("downstream_cx_overload_disable_keepalive"),
             downstream_rq_time: r.histogram(Scope::Http(prefix), "downstream_rq_time"),
             downstream_cx_length_ms: r.histogram(Scope::Http(prefix), "downstream_cx_length_ms"),
             prefix: prefix.to_string(),
@@ -132,6 +136,8 @@ pub struct ConnCtx {
     pub connection_id: u64,
     /// The listener's traffic direction is INBOUND.
     pub inbound: bool,
+    /// The listener's `bypass_overload_manager`.
+    pub bypass_overload: bool,
 }
 
 pub async fn serve(
@@ -178,6 +184,7 @@ pub async fn serve(
         activity: activity.clone(),
         connection_id: down.connection_id,
         inbound: down.inbound,
+        bypass_overload: down.bypass_overload,
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -297,6 +304,10 @@ async fn drive<C, E>(
                 }
             }
             () = activity.headers_started.notified(), if headers_timed && headers_left.is_none() => {}
+            () = activity.close_requested.notified(), if !draining => {
+                draining = true;
+                conn.as_mut().begin_shutdown();
+            }
             () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
                 close_at = None;
                 conn.as_mut().begin_shutdown();

@@ -23,6 +23,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     } else {
         st.downstream_rq_http1_total.inc();
     }
+    let version = req.version();
     let _active = ActiveGuard::new(&st.downstream_rq_active);
     let _in_flight = ctx.activity.enter();
     let mut pending = ctx
@@ -59,6 +60,18 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
         *resp.body_mut() = Body::Throttled(Box::new(super::throttle::Throttle::new(body, rate)));
     }
     set_server(resp.headers_mut(), &ctx.hcm);
+    // `disable_http_keepalive`: an HTTP/1 response closes its connection; an HTTP/2 connection
+    // starts draining (GOAWAY). Counted once per connection, as in Envoy.
+    if !ctx.bypass_overload && crate::overload::disable_keepalive() {
+        if version == Version::HTTP_2 {
+            if ctx.activity.request_close() {
+                st.downstream_cx_overload_disable_keepalive.inc();
+            }
+        } else if !resp.headers().contains_key(header::CONNECTION) {
+            st.downstream_cx_overload_disable_keepalive.inc();
+            resp = close(resp);
+        }
+    }
     if ctx.hcm.always_set_request_id_in_response {
         if let Some(id) = request_id {
             resp.headers_mut().entry(&X_REQUEST_ID).or_insert(id);
@@ -100,6 +113,15 @@ async fn dispatch(
 ) -> Response<Body> {
     let hcm = &ctx.hcm;
     ctx.stats.rq_total.inc();
+    // `stop_accepting_requests`: new requests get Envoy's 503 while the action is saturated.
+    if !ctx.bypass_overload && crate::overload::stop_requests() {
+        ctx.stats.downstream_rq_overload_close.inc();
+        return tag(
+            local(StatusCode::SERVICE_UNAVAILABLE, "envoy overloaded"),
+            Some(Flag::OverloadManager),
+            "overload",
+        );
+    }
     // Two Host headers, or an HTTP/2 `:authority` that a Host header contradicts: the request
     // is ambiguous (routes and the upstream could read different hosts). Envoy merges two Host
     // headers into `a,b` and forwards them; Ferry refuses, as RFC 9110 §7.2 and RFC 9113

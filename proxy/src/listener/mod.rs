@@ -23,6 +23,8 @@ pub struct ListenerStats {
     pub downstream_cx_active: Gauge,
     pub no_filter_chain_match: Counter,
     pub listener_filters_timeout: Counter,
+    pub downstream_global_cx_overflow: Counter,
+    pub downstream_cx_overload_reject: Counter,
     pub downstream_cx_length_ms: Arc<crate::stats::histogram::Lazy>,
     pub connections_accepted_per_socket_event: Arc<crate::stats::histogram::Lazy>,
     scope: String,
@@ -41,6 +43,10 @@ impl ListenerStats {
             no_filter_chain_match: r.counter(Scope::Listener(&scope), "no_filter_chain_match"),
             listener_filters_timeout: r
                 .counter(Scope::Listener(&scope), "downstream_pre_cx_timeout"),
+            downstream_global_cx_overflow: r
+                .counter(Scope::Listener(&scope), "downstream_global_cx_overflow"),
+            downstream_cx_overload_reject: r
+                .counter(Scope::Listener(&scope), "downstream_cx_overload_reject"),
             downstream_cx_length_ms: r
                 .histogram(Scope::Listener(&scope), "downstream_cx_length_ms"),
             connections_accepted_per_socket_event: r.histogram(
@@ -149,7 +155,16 @@ pub fn spawn(
     tokio::spawn(async move {
         let accept = || async {
             match &tcp {
-                Some(t) => t.accept().await,
+                Some(t) if target.cfg.load().bypass_overload => t.accept().await,
+                // `stop_accepting_connections`: no accept while it is saturated (accept is
+                // cancel-safe, so a pending one is dropped when it starts).
+                Some(t) => loop {
+                    crate::overload::accept_gate().await;
+                    tokio::select! {
+                        r = t.accept() => break r,
+                        () = crate::overload::accept_paused() => {}
+                    }
+                },
                 None => std::future::pending().await,
             }
         };
@@ -157,8 +172,9 @@ pub fn spawn(
             tokio::select! {
                 accepted = accept() => match accepted {
                     Ok((stream, remote)) => {
+                        let Some(permit) = admit(&target) else { continue };
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(handle(server.clone(), target.clone(), stream, local, remote));
+                        tokio::spawn(handle(server.clone(), target.clone(), stream, local, remote, permit));
                     }
                     Err(e) => {
                         tracing::warn!(listener = %first.name, "accept failed: {e}");
@@ -186,6 +202,25 @@ pub fn spawn(
     });
 }
 
+/// The overload manager's say on a new connection: rejected while
+/// `reject_incoming_connections` is active, refused over the global connection limit (the
+/// stream is dropped, which closes it); otherwise counted until the permit drops.
+fn admit(target: &Target) -> Option<crate::overload::CxPermit> {
+    let cfg = target.cfg.load();
+    if !cfg.bypass_overload && crate::overload::reject_connection() {
+        target.stats.downstream_cx_overload_reject.inc();
+        return None;
+    }
+    // A listener that bypasses the overload manager is not counted either, as in Envoy.
+    let permit =
+        crate::overload::admit_connection(cfg.ignore_global_conn_limit || cfg.bypass_overload);
+    if permit.is_none() {
+        target.stats.downstream_global_cx_overflow.inc();
+        tracing::debug!(listener = %cfg.name, "global connection limit reached; closing");
+    }
+    permit
+}
+
 /// One accepted connection: restore its original destination (and hand it to the listener of
 /// that destination), run the inspectors, pick the filter chain, run it.
 async fn handle(
@@ -194,6 +229,7 @@ async fn handle(
     stream: tokio::net::TcpStream,
     mut local: SocketAddr,
     remote: SocketAddr,
+    _permit: crate::overload::CxPermit,
 ) {
     let mut cfg = target.cfg.load_full();
     // A wildcard (or transparent) listener's connection has its own local address: the one
@@ -262,6 +298,21 @@ async fn handle(
         return;
     };
     tracing::trace!(listener = %cfg.name, chain = %chain.name, %remote, "accepted");
+    let mut _slots = Vec::new();
+    for f in &chain.network {
+        if let NetFilter::ConnectionLimit(limit) = f {
+            match limit.acquire() {
+                Some(slot) => _slots.push(slot),
+                None => {
+                    tracing::debug!(listener = %cfg.name, %remote, "connection limit reached; closing");
+                    if let Some(d) = limit.delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
     if !network_filters_admit(&chain.network, None) {
         return;
     }
@@ -293,6 +344,7 @@ async fn handle(
         connection_id: crate::stream_info::next_connection_id(),
         inbound: cfg.inbound,
         local_uri: chain.tls.as_ref().and_then(|t| t.local_uri()),
+        bypass_overload: cfg.bypass_overload,
     };
     match chain.filter.clone() {
         NetworkFilter::TcpProxy(t) => {
@@ -350,6 +402,8 @@ pub struct Downstream {
     pub inbound: bool,
     /// Ferry's own identity on a TLS connection (its certificate's first URI SAN).
     pub local_uri: Option<String>,
+    /// The listener's `bypass_overload_manager`.
+    pub bypass_overload: bool,
 }
 
 /// The listener's access log line for a connection no filter chain took (`NR`,

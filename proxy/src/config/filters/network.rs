@@ -23,7 +23,48 @@ pub enum NetFilter {
     MetadataExchange(crate::istio::mx::MxCfg),
     /// Istio's `istio.stats` for TCP.
     IstioStats(std::sync::Arc<crate::istio::stats::IstioStats>),
+    /// `envoy.filters.network.connection_limit`: at most so many connections at once on the
+    /// chain; one over is closed (after the configured delay).
+    ConnectionLimit(std::sync::Arc<ConnectionLimit>),
 }
+
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    pub max: u64,
+    pub delay: Option<Duration>,
+    pub active: std::sync::atomic::AtomicU64,
+    pub active_gauge: crate::stats::Gauge,
+    pub limited: Counter,
+}
+
+impl ConnectionLimit {
+    /// Counts a new connection, or `None` (counted as limited) when the chain is full.
+    pub fn acquire(self: &std::sync::Arc<Self>) -> Option<ConnSlot> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.active.fetch_add(1, Relaxed) >= self.max {
+            self.active.fetch_sub(1, Relaxed);
+            self.limited.inc();
+            return None;
+        }
+        self.active_gauge.inc();
+        Some(ConnSlot(self.clone()))
+    }
+}
+
+/// A connection counted by a connection limit until it drops.
+pub struct ConnSlot(std::sync::Arc<ConnectionLimit>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.active_gauge.dec();
+    }
+}
+
+pub const CONNECTION_LIMIT: &str =
+    "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit";
 
 pub const RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 pub const LOCAL_RATE_LIMIT: &str =
@@ -93,6 +134,45 @@ pub fn net_filter(any: &Any, path: &str) -> Result<NetFilter> {
                     "rate_limited",
                 ),
             ))
+        }
+        CONNECTION_LIMIT => {
+            use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3 as cl;
+            let c: cl::ConnectionLimit = any_to(any, path)?;
+            if c.stat_prefix.is_empty() {
+                return err(&format!("{path}.stat_prefix"), "stat_prefix is required");
+            }
+            let max = c.max_connections.as_ref().map_or(0, |v| v.value);
+            if max == 0 {
+                return err(
+                    &format!("{path}.max_connections"),
+                    "max_connections must be at least 1",
+                );
+            }
+            if c.runtime_enabled
+                .as_ref()
+                .is_some_and(|f| f.default_value.as_ref().is_some_and(|b| !b.value))
+            {
+                return err(
+                    &format!("{path}.runtime_enabled"),
+                    "a disabled connection limit is not supported by Ferry (remove the filter)",
+                );
+            }
+            let delay = c
+                .delay
+                .as_ref()
+                .map(|d| duration(d, &format!("{path}.delay")))
+                .transpose()?;
+            let scope = format!("connection_limit.{}", c.stat_prefix);
+            let r = registry();
+            Ok(NetFilter::ConnectionLimit(std::sync::Arc::new(
+                ConnectionLimit {
+                    max,
+                    delay: delay.filter(|d| !d.is_zero()),
+                    active: Default::default(),
+                    active_gauge: r.gauge(Scope::Named(&scope), "active_connections"),
+                    limited: r.counter(Scope::Named(&scope), "limited_connections"),
+                },
+            )))
         }
         "io.istio.network.authn.Config" => Ok(NetFilter::IstioAuthn),
         crate::istio::mx::TYPE => Ok(NetFilter::MetadataExchange(
