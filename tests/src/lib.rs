@@ -26,6 +26,7 @@ pub mod diff;
 pub mod echo;
 pub mod env;
 pub mod fixtures;
+pub mod h2raw;
 pub mod netns;
 pub mod normalise;
 pub mod ports;

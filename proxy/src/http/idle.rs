@@ -110,15 +110,37 @@ impl Drop for InFlight {
     }
 }
 
-/// An I/O stream that records when bytes last moved.
+/// An I/O stream that records when bytes last moved, and on HTTP/2 connections watches the
+/// frames for the `http2.*` counters.
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// Until the first bytes are read: the stats a frame watcher would count into.
+    stats: Option<Arc<super::HcmStats>>,
+    h2: Option<Box<super::h2watch::H2Watch>>,
 }
 
 impl<S> Tracked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
+    pub fn new(inner: S, activity: Arc<Activity>, stats: Arc<super::HcmStats>) -> Self {
+        Tracked {
+            inner,
+            activity,
+            stats: Some(stats),
+            h2: None,
+        }
+    }
+
+    fn wrote(&mut self, n: usize, bufs: &[std::io::IoSlice<'_>]) {
+        let Some(w) = self.h2.as_mut() else { return };
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(b.len());
+            w.wrote(&b[..take]);
+            left -= take;
+        }
     }
 }
 
@@ -131,7 +153,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.read(&buf.filled()[before..]);
+            let this = &mut *self;
+            let got = &buf.filled()[before..];
+            this.activity.read(got);
+            if let Some(stats) = this.stats.take() {
+                if got.starts_with(b"PRI * HTTP/2") {
+                    this.h2 = Some(Box::new(super::h2watch::H2Watch::new(stats)));
+                }
+            }
+            if let Some(w) = this.h2.as_mut() {
+                w.read(got);
+            }
         }
         r
     }
@@ -144,8 +176,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.activity.touch();
+                self.wrote(n, &[std::io::IoSlice::new(data)]);
+            }
         }
         r
     }
@@ -161,8 +196,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.activity.touch();
+                self.wrote(n, bufs);
+            }
         }
         r
     }

@@ -7,6 +7,7 @@ mod compress;
 pub(crate) mod filters;
 mod forward;
 mod grpc_stats;
+mod h2watch;
 pub mod headers;
 mod idle;
 mod local;
@@ -50,6 +51,8 @@ pub struct HcmStats {
     pub downstream_rq_max_duration_reached: Counter,
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_overload_close: Counter,
+    pub downstream_rq_rx_reset: Counter,
+    pub downstream_rq_too_many_premature_resets: Counter,
     pub downstream_cx_overload_disable_keepalive: Counter,
     pub downstream_rq_time: Arc<crate::stats::histogram::Lazy>,
     pub downstream_cx_length_ms: Arc<crate::stats::histogram::Lazy>,
@@ -103,6 +106,8 @@ impl HcmStats {
             downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_overload_close: c("downstream_rq_overload_close"),
+            downstream_rq_rx_reset: c("downstream_rq_rx_reset"),
+            downstream_rq_too_many_premature_resets: c("downstream_rq_too_many_premature_resets"),
             downstream_cx_overload_disable_keepalive: c("downstream_cx_overload_disable_keepalive"),
             downstream_rq_time: r.histogram(Scope::Http(prefix), "downstream_rq_time"),
             downstream_cx_length_ms: r.histogram(Scope::Http(prefix), "downstream_cx_length_ms"),
@@ -190,7 +195,7 @@ pub async fn serve(
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(router::handle(ctx, req).await) }
     });
-    let io = TokioIo::new(idle::Tracked::new(stream, activity.clone()));
+    let io = TokioIo::new(idle::Tracked::new(stream, activity.clone(), stats.clone()));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let max_buf = (hcm.max_request_headers_kb as usize * 1024).max(8192);
     builder
