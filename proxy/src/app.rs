@@ -19,7 +19,17 @@ type LogHandle = reload::Handle<LevelFilter, tracing_subscriber::Registry>;
 static LOG: OnceLock<LogHandle> = OnceLock::new();
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_with(std::env::args_os())
+}
+
+/// Runs Ferry with this command line (`args[0]` is the program name): the binary's `main`, and
+/// the HTTP fuzz target's in-process proxy.
+pub fn main_with<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
     if cli.version {
         println!(
             "ferry  version: {}/{}/Clean/RELEASE/rustls",

@@ -150,8 +150,53 @@ async fn safe_defaults_against_envoys() {
             .expect_status(200)
             .expect("upstream.path", "/a/b?x=//y"),
         Case::get("without merge_slashes the path stays as sent", "//a///b")
+            .listener("L5")
             .expect_status(200)
             .expect("upstream.path", "//a///b"),
+        Case::raw(
+            "normalize_path unset: Envoy forwards dot segments, Ferry resolves them",
+            "GET /a/../b/%2e/c?x=/../y HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        )
+        .differs_field("upstream.path", "Ferry normalises paths unless normalize_path is false (as Istio configures); Envoy does not")
+        .expect_envoy("upstream.path", "/a/../b/%2e/c?x=/../y")
+        .expect_ferry("upstream.path", "/b/c?x=/../y"),
+        Case::raw(
+            "normalize_path: false keeps the path as sent",
+            "GET /a/../b HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        )
+        .listener("L3")
+        .expect("upstream.path", "/a/../b"),
+        Case::raw(
+            "normalize_path: an escaped NUL is refused",
+            "GET /a%00b HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        )
+        .listener("L4")
+        .expect_status(400),
+        Case::raw(
+            "escaped slashes: UNESCAPE_AND_FORWARD",
+            "GET /a%2Fb/..%5cc HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        )
+        .listener("L5")
+        .expect("upstream.path", "/a/b/..\\c"),
+        Case::raw(
+            "escaped slashes: REJECT_REQUEST",
+            "GET /a%2fb HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        )
+        .listener("L6")
+        .expect_status(400),
+        Case::raw(
+            "escaped slashes: a double-escaped one is not a slash",
+            "GET /a%252fb HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        )
+        .listener("L6")
+        .expect("upstream.path", "/a%252fb"),
+        Case::raw(
+            "escaped slashes: UNESCAPE_AND_REDIRECT with normalize_path",
+            "GET /a%2Fb/../c?q=1 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        )
+        .listener("L7")
+        .expect_status(307)
+        .expect("header:location", "/a/c?q=1"),
         Case::raw(
             "one Host header",
             "GET /one HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
@@ -160,6 +205,47 @@ async fn safe_defaults_against_envoys() {
         .expect("upstream.header:host", "a.example"),
     ];
     env.run_cases(&mut report, &cases).await;
+    // normalize_path: the same paths through both canonicalisers.
+    let paths = [
+        "/a/./b",
+        "/../a",
+        "/a/b/..",
+        "/a/%2e%2e/b",
+        "/%41%62c",
+        "/a%2Fb",
+        "/a\\b",
+        "/a//b/../c",
+        "/%7euser",
+        "/a%zzb",
+        "/caf%C3%A9",
+        "/a;b/../c",
+        "/a/.%2e/b",
+        "/a{b}",
+        "/a|b",
+        "/a%7Eb%5f",
+        "/x%2fy",
+    ];
+    let normalised: Vec<Case> = paths
+        .iter()
+        .map(|p| {
+            Case::raw(
+                &format!("normalize_path {p}"),
+                format!("GET {p} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"),
+            )
+            .listener("L4")
+            .expect_status(200)
+        })
+        .collect();
+    env.run_cases(&mut report, &normalised).await;
+    env.compare_stats(
+        &mut report,
+        &[
+            "http.normalized.downstream_rq_failed_path_normalization",
+            "http.escaped_rejected.downstream_rq_failed_path_normalization",
+            "http.escaped_redirected.downstream_rq_redirected_with_normalized_path",
+        ],
+    )
+    .await;
     // HTTP/2 limits: Envoy's defaults and Ferry's beside them; explicit values compared.
     let (envoy_h2, ferry_h2) = tokio::join!(
         h2_settings(env.envoy.target(), "L1"),

@@ -23,6 +23,15 @@ pub enum ServerHeader {
     PassThrough,
 }
 
+/// `path_with_escaped_slashes_action`: what `%2F` and `%5C` in a path do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    Keep,
+    Reject,
+    Redirect,
+    Forward,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Underscores {
     Allow,
@@ -76,6 +85,11 @@ pub struct HttpConnMgr {
     /// `merge_slashes`: runs of `/` in the path become one before routing (off by default,
     /// as in Envoy: some applications give `//` a meaning).
     pub merge_slashes: bool,
+    /// `normalize_path`: RFC 3986 normalisation before routing. On unless set to false
+    /// (Envoy: off), as Istio configures it: routes and the upstream then read one path.
+    pub normalize_path: bool,
+    /// `path_with_escaped_slashes_action` (Envoy's default: keep them).
+    pub escaped_slashes: EscapedSlashes,
     pub underscores: Underscores,
     pub strip_port: StripPort,
     pub suppress_envoy_headers: bool,
@@ -353,6 +367,13 @@ impl HttpConnMgr {
             max_request_headers_kb,
             max_headers_count: common.max_headers_count.as_ref().map_or(100, |v| v.value),
             merge_slashes: h.merge_slashes,
+            normalize_path: h.normalize_path.as_ref().is_none_or(|b| b.value),
+            escaped_slashes: match h.path_with_escaped_slashes_action {
+                2 => EscapedSlashes::Reject,
+                3 => EscapedSlashes::Redirect,
+                4 => EscapedSlashes::Forward,
+                _ => EscapedSlashes::Keep,
+            },
             h2: H2Limits::from_proto(
                 h.http2_protocol_options.as_ref(),
                 &format!("{path}.http2_protocol_options"),

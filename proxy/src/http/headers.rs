@@ -286,28 +286,3 @@ pub(super) fn strip_host_port<B>(ctx: &super::ConnCtx, req: &mut http::Request<B
         }
     }
 }
-
-/// `merge_slashes`: runs of `/` in the path (not the query) become one.
-pub(super) fn merge_slashes<B>(req: &mut http::Request<B>) {
-    let path = req.uri().path();
-    if !path.contains("//") {
-        return;
-    }
-    let mut merged = String::with_capacity(path.len());
-    for c in path.chars() {
-        if !(c == '/' && merged.ends_with('/')) {
-            merged.push(c);
-        }
-    }
-    if let Some(q) = req.uri().query() {
-        merged.push('?');
-        merged.push_str(q);
-    }
-    let mut parts = req.uri().clone().into_parts();
-    if let Ok(pq) = http::uri::PathAndQuery::try_from(merged) {
-        parts.path_and_query = Some(pq);
-        if let Ok(u) = http::Uri::from_parts(parts) {
-            *req.uri_mut() = u;
-        }
-    }
-}

@@ -13,6 +13,7 @@ mod idle;
 mod local;
 pub mod logged;
 mod mirror;
+mod path;
 pub mod reply;
 mod retry;
 pub mod router;
@@ -52,6 +53,8 @@ pub struct HcmStats {
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_overload_close: Counter,
     pub downstream_rq_rx_reset: Counter,
+    pub downstream_rq_failed_path_normalization: Counter,
+    pub downstream_rq_redirected_with_normalized_path: Counter,
     pub downstream_rq_too_many_premature_resets: Counter,
     pub downstream_cx_overload_disable_keepalive: Counter,
     pub downstream_rq_time: Arc<crate::stats::histogram::Lazy>,
@@ -107,6 +110,10 @@ impl HcmStats {
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_overload_close: c("downstream_rq_overload_close"),
             downstream_rq_rx_reset: c("downstream_rq_rx_reset"),
+            downstream_rq_failed_path_normalization: c("downstream_rq_failed_path_normalization"),
+            downstream_rq_redirected_with_normalized_path: c(
+                "downstream_rq_redirected_with_normalized_path",
+            ),
             downstream_rq_too_many_premature_resets: c("downstream_rq_too_many_premature_resets"),
             downstream_cx_overload_disable_keepalive: c("downstream_cx_overload_disable_keepalive"),
             downstream_rq_time: r.histogram(Scope::Http(prefix), "downstream_rq_time"),

@@ -169,8 +169,28 @@ async fn dispatch(
         return close(local(StatusCode::BAD_REQUEST, "Bad Request"));
     }
     super::headers::strip_host_port(ctx, &mut req);
-    if hcm.merge_slashes {
-        super::headers::merge_slashes(&mut req);
+    match super::path::normalize(&mut req, hcm) {
+        super::path::Outcome::Continue => {}
+        super::path::Outcome::Reject => {
+            ctx.stats.downstream_rq_failed_path_normalization.inc();
+            return close(tag(
+                local(StatusCode::BAD_REQUEST, ""),
+                Some(Flag::DownstreamProtocolError),
+                "path_normalization_failed",
+            ));
+        }
+        super::path::Outcome::Redirect => {
+            ctx.stats
+                .downstream_rq_redirected_with_normalized_path
+                .inc();
+            let mut r = local(StatusCode::TEMPORARY_REDIRECT, "");
+            if let Some(pq) = req.uri().path_and_query() {
+                if let Ok(v) = HeaderValue::from_str(pq.as_str()) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+            }
+            return tag(r, None, "path_normalization_redirect");
+        }
     }
     // The route table: inline, or the RDS one in the current snapshot.
     let table: Arc<RouteTable> = match &hcm.routes {

@@ -5,7 +5,7 @@
 
 mod apply;
 pub mod dump;
-mod resource;
+pub mod resource;
 mod stats;
 
 use crate::cluster::ClusterRt;
