@@ -104,6 +104,19 @@ async fn route_matching() {
         Case::get("path_separated_prefix: query", "/sep?x")
             .expect_body(&route("path_separated_prefix")),
         Case::get("case_sensitive false", "/cAsE/x").expect_body(&route("case_insensitive")),
+        Case::get(
+            "pseudo-headers (Istio's method and authority matches)",
+            "/pseudo?v=2",
+        )
+        .method("POST")
+        .host("api.example.com")
+        .expect_body(&route("pseudo_headers")),
+        Case::get("pseudo-headers: another method", "/pseudo?v=2")
+            .host("api.example.com")
+            .expect_body(&route("catch_all")),
+        Case::get("pseudo-headers: another authority", "/pseudo?v=2")
+            .method("POST")
+            .expect_body(&route("catch_all")),
         Case::get("header exact_match", "/hdr")
             .header("x-exact", "yes")
             .expect_body(&route("header_exact_match")),

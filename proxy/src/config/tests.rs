@@ -161,7 +161,12 @@ virtual_hosts:
                 v.parse().expect("value"),
             );
         }
-        let view = RequestView { path, headers: &h };
+        let view = RequestView {
+            path,
+            headers: &h,
+            method: "GET",
+            scheme: "http",
+        };
         vh.routes
             .iter()
             .find(|r| r.matcher.matches(&view))

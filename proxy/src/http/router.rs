@@ -250,6 +250,8 @@ async fn dispatch(
     let view = RequestView {
         path: &path,
         headers: req.headers(),
+        method: req.method().as_str(),
+        scheme: if ctx.tls { "https" } else { "http" },
     };
     let route = vhost.and_then(|vh| vh.routes.iter().find(|r| r.matcher.matches(&view)));
     // The filters before the router see the request whether or not a route matched.

@@ -20,14 +20,7 @@ pub enum Action {
     Log,
 }
 
-/// A request pseudo-header a header matcher may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pseudo {
-    Path,
-    Method,
-    Authority,
-    Scheme,
-}
+pub use crate::config::route::Pseudo;
 
 /// A header matcher: on a header, or on a pseudo-header (matched as a header of the name
 /// [`PSEUDO`] holding its value).

@@ -38,6 +38,8 @@ pub enum HeaderMatchKind {
 #[derive(Debug, Clone)]
 pub struct HeaderMatch {
     pub name: HeaderName,
+    /// A pseudo-header (`:method`, …) instead of `name`; routes read it off the request.
+    pub pseudo: Option<Pseudo>,
     pub kind: HeaderMatchKind,
     pub invert: bool,
     pub missing_as_empty: bool,
@@ -55,6 +57,8 @@ pub struct RequestView<'a> {
     /// The full `:path`, query included.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    pub method: &'a str,
+    pub scheme: &'a str,
 }
 
 impl RequestView<'_> {
@@ -151,7 +155,7 @@ impl RouteMatch {
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         self.path_matches(req)
-            && self.headers.iter().all(|h| h.matches(req.headers))
+            && self.headers.iter().all(|h| h.matches_request(req))
             && self.query.iter().all(|q| q.matches(req.query()))
             && (!self.grpc || is_grpc(req.headers))
     }
@@ -199,9 +203,34 @@ fn is_grpc(h: &HeaderMap) -> bool {
         .is_some_and(|v| v == "application/grpc" || v.starts_with("application/grpc+"))
 }
 
+/// A request pseudo-header a header matcher may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pseudo {
+    Path,
+    Method,
+    Authority,
+    Scheme,
+}
+
+impl Pseudo {
+    fn of(name: &str) -> Option<Pseudo> {
+        Some(match name {
+            ":path" => Pseudo::Path,
+            ":method" => Pseudo::Method,
+            ":authority" => Pseudo::Authority,
+            ":scheme" => Pseudo::Scheme,
+            _ => return None,
+        })
+    }
+}
+
 impl HeaderMatch {
     pub fn from_proto(h: &pb::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
-        let name = header_name(&h.name, &format!("{path}.name"))?;
+        let pseudo = Pseudo::of(&h.name);
+        let name = match pseudo {
+            Some(_) => HeaderName::from_static("x-ferry-pseudo-header"),
+            None => header_name(&h.name, &format!("{path}.name"))?,
+        };
         let str_exact = |kind, s: &str| {
             let pattern = match kind {
                 0 => envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(s.into()),
@@ -241,14 +270,38 @@ impl HeaderMatch {
         };
         Ok(HeaderMatch {
             name,
+            pseudo,
             kind,
             invert: h.invert_match,
             missing_as_empty: h.treat_missing_header_as_empty,
         })
     }
 
+    /// Matches a request, pseudo-headers included.
+    pub fn matches_request(&self, req: &RequestView<'_>) -> bool {
+        let Some(p) = self.pseudo else {
+            return self.matches(req.headers);
+        };
+        let v = match p {
+            Pseudo::Path => req.path,
+            Pseudo::Method => req.method,
+            Pseudo::Scheme => req.scheme,
+            Pseudo::Authority => req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        };
+        self.matches_value(Some(v.to_string()))
+    }
+
+    /// Matches the request headers (a pseudo-header matcher sees only `:authority`, as Host).
     pub fn matches(&self, headers: &HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter();
+        let name = match self.pseudo {
+            Some(Pseudo::Authority) => &http::header::HOST,
+            _ => &self.name,
+        };
+        let mut values = headers.get_all(name).iter();
         let joined: Option<String> = match values.next() {
             None => None,
             Some(first) => {
@@ -260,6 +313,10 @@ impl HeaderMatch {
                 Some(s)
             }
         };
+        self.matches_value(joined)
+    }
+
+    fn matches_value(&self, joined: Option<String>) -> bool {
         let value = match (&joined, self.missing_as_empty) {
             (Some(v), _) => Some(v.as_str()),
             (None, true) => Some(""),
