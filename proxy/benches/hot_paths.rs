@@ -180,6 +180,8 @@ fn bench_routes(c: &mut Criterion) {
             let view = RequestView {
                 path: &path,
                 headers: &headers,
+                method: "GET",
+                scheme: "http",
             };
             // The router's search (http/router.rs): the first route whose match holds.
             let want = format!("svc-{i}");
