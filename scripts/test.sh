@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: set-up, format and lint checks, then every test
-# (unit, end-to-end, and the differential tests against a stock Envoy).
+# (unit, end-to-end, and the differential tests against a stock Envoy), then a minute of each
+# fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,3 +15,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# The fuzz targets (config, xDS resources, HTTP/1 requests, route matching), a minute each.
+bash scripts/fuzz.sh 60

@@ -273,3 +273,28 @@ fn overload_manager_errors_name_their_field() {
     let b = bootstrap(&ok).expect("valid overload manager");
     assert_eq!(b.overload.map(|o| o.actions.len()), Some(1));
 }
+
+/// Found by the route_match fuzz target: a case-insensitive prefix compared against a path
+/// whose bytes at the prefix's end fall inside a multi-byte character.
+#[test]
+fn case_insensitive_prefix_on_non_ascii_path() {
+    let t = routes(
+        r#"
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - { name: ci, match: { prefix: "/reab", case_sensitive: false }, direct_response: { status: 200 } }
+"#,
+    );
+    let h = http::HeaderMap::new();
+    for (path, want) in [("/re\u{fffd}ibc/124", false), ("/REAB/x", true)] {
+        let view = RequestView {
+            path,
+            headers: &h,
+            method: "GET",
+            scheme: "http",
+        };
+        assert_eq!(t.vhosts[0].routes[0].matcher.matches(&view), want, "{path}");
+    }
+}

@@ -167,7 +167,8 @@ impl RouteMatch {
                 && if cs {
                     s.starts_with(p)
                 } else {
-                    s[..p.len()].eq_ignore_ascii_case(p)
+                    // Bytes, not chars: the path may hold non-ASCII bytes mid-character.
+                    s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
                 }
         };
         match &self.path {
