@@ -7,6 +7,7 @@
 mod bootstrap;
 mod certs;
 mod grpc;
+mod idle;
 mod load;
 mod mtls;
 mod plot;
@@ -83,6 +84,9 @@ pub struct Args {
     /// Extra clusters and virtual hosts in the mesh scenario
     #[arg(long, default_value_t = 1000)]
     pub mesh_size: usize,
+    /// Connections held open in the idle scenario
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_connections: usize,
     /// Cluster counts for xds-scale
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub xds_sizes: Vec<usize>,
@@ -111,6 +115,25 @@ pub struct Args {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    // The idle scenario holds 10,000 client sockets here (and the upstream's own): raise the
+    // descriptor limit as far as allowed.
+    // SAFETY: setrlimit only reads the struct given.
+    unsafe {
+        let files = libc::rlimit {
+            rlim_cur: 65_536,
+            rlim_max: 65_536,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &files) != 0 {
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) == 0 {
+                cur.rlim_cur = cur.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+            }
+        }
+    }
     let from_env = |name: &str| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())
@@ -149,6 +172,7 @@ fn real_main(args: Args) -> Result<()> {
             Scenario::Conn,
             Scenario::Mesh,
             Scenario::Mtls,
+            Scenario::Idle,
             Scenario::XdsScale,
         ]
     };
@@ -168,6 +192,7 @@ fn real_main(args: Args) -> Result<()> {
         conn_workers: args.conn_workers.max(1),
         tcp_connections: args.tcp_connections.max(1),
         mesh_size: args.mesh_size.max(1),
+        idle_connections: args.idle_connections.max(1),
         max_requests: args.max_requests,
     };
 

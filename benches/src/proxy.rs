@@ -51,6 +51,13 @@ impl Proxy {
                     return Err(std::io::Error::last_os_error());
                 }
                 crate::priority::set_nice(nice)?;
+                // Room for the idle scenario's connections (as root the hard limit can rise;
+                // otherwise the inherited limits stay).
+                let files = libc::rlimit {
+                    rlim_cur: 65_536,
+                    rlim_max: 65_536,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &files);
                 // The proxy must not outlive the benchmark, even if it is killed.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -209,4 +216,29 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> Result<u16> {
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// The body of an admin GET (read to the close).
+pub async fn admin_body(admin: SocketAddr, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(admin).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string()))
+}
+
+/// `allocated` from the admin `/memory` (bytes the allocator has handed out).
+pub async fn allocated_bytes(admin: SocketAddr) -> Option<u64> {
+    let body = admin_body(admin, "/memory").await.ok()?;
+    let at = body.find("\"allocated\"")?;
+    body[at + 11..]
+        .split('"')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
 }

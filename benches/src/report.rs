@@ -45,6 +45,12 @@ fn headline_metrics(scenario: &str) -> &'static [&'static str] {
     match scenario {
         "tcp" => &["gbps", "cpu_s_per_gib"],
         "conn" => &["conn_per_s", "cpu_us_per_conn"],
+        "idle" => &[
+            "idle_conns_held",
+            "kib_per_idle_conn",
+            "kib_heap_per_idle_conn",
+            "rss_idle_conns_mib",
+        ],
         crate::mtls::HANDSHAKES => &["hs_per_s", "cpu_us_per_hs"],
         "mesh" => &[
             "rps",

@@ -60,6 +60,20 @@ pub const METRICS: &[Metric] = &[
         UP,
         0,
     ),
+    m(
+        "idle_conns_held",
+        "idle keep-alive connections held",
+        "conn",
+        UP,
+        0,
+    ),
+    m(
+        "kib_per_idle_conn",
+        "memory per idle connection",
+        "KiB",
+        DOWN,
+        2,
+    ),
     m("cpu_us_per_req", "proxy CPU per request", "µs", DOWN, 1),
     m(
         "cpu_s_per_gib",
@@ -144,6 +158,20 @@ pub const METRICS: &[Metric] = &[
         "µs",
         DOWN,
         0,
+    ),
+    m(
+        "kib_heap_per_idle_conn",
+        "heap allocated per idle connection (admin /memory)",
+        "KiB",
+        DOWN,
+        2,
+    ),
+    m(
+        "rss_idle_conns_mib",
+        "proxy RSS holding the idle connections",
+        "MiB",
+        DOWN,
+        1,
     ),
     m(
         "rss_idle_mib",

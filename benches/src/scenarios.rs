@@ -29,6 +29,8 @@ pub enum Scenario {
     Mesh,
     Mtls,
     XdsScale,
+    /// Memory per idle keep-alive connection.
+    Idle,
 }
 
 impl Scenario {
@@ -43,6 +45,7 @@ impl Scenario {
             Scenario::Mesh => "mesh",
             Scenario::Mtls => "mtls",
             Scenario::XdsScale => "xds-scale",
+            Scenario::Idle => "idle",
         }
     }
 }
@@ -61,6 +64,7 @@ pub struct Opts {
     pub tcp_connections: usize,
     pub mesh_size: usize,
     pub max_requests: u64,
+    pub idle_connections: usize,
 }
 
 /// A thing to measure: a proxy binary, or none (`direct` to the upstream).
@@ -100,6 +104,7 @@ pub fn describe(sc: Scenario, o: &Opts) -> String {
         Scenario::Conn => format!("a new TCP connection per request (`Connection: close`), {} concurrent clients.", o.conn_workers),
         Scenario::Mesh => format!("as http1, with {} more clusters and {} more virtual hosts (`svc-I.mesh.local`) in the bootstrap; connections spread over those hosts. Compare CPU per request with http1.", o.mesh_size, o.mesh_size),
         Scenario::Mtls => mtls::describe(o, &fixed),
+        Scenario::Idle => format!("{} HTTP/1.1 keep-alive connections, each with one request answered, then held open and silent; proxy RSS growth over its idle footprint per connection held (every 100th is asked again at the end to count those still held).", o.idle_connections),
         Scenario::XdsScale => "ADS (state of the world) pushes N EDS clusters and N ClusterLoadAssignments; time from the first CDS response sent until CDS and EDS are both ACKed, and the proxy's peak RSS.".to_string(),
     }
 }
@@ -114,7 +119,7 @@ pub async fn run(
 ) {
     let mut baseline_rps: Option<f64> = None;
     for target in &ctx.targets {
-        if matches!(sc, Scenario::Mesh | Scenario::Mtls) && target.bin.is_none() {
+        if matches!(sc, Scenario::Mesh | Scenario::Mtls | Scenario::Idle) && target.bin.is_none() {
             continue; // the same as http1 without a proxy
         }
         let mut rec = Recorder {
@@ -195,6 +200,11 @@ async fn measure(
         }
         Scenario::Conn => {
             measure_conn(ctx, rec, &proxies, http).await?;
+            None
+        }
+        Scenario::Idle => {
+            let p = proxies.first().context("idle needs a proxy")?;
+            crate::idle::measure(rec, p, http, ctx.opts.idle_connections).await?;
             None
         }
         _ => Some(measure_http(ctx, sc, rec, &proxies, http, baseline_rps).await?),

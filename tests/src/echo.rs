@@ -497,3 +497,38 @@ pub async fn start_h2_goaway(name: &str) -> Upstream {
         }
     })
 }
+
+/// An HTTP/1.1 upstream that answers every request with a 1 GiB body, written as fast as the
+/// connection takes it; `sent` counts the body bytes the kernel accepted.
+pub async fn start_firehose(name: &str, sent: Arc<std::sync::atomic::AtomicU64>) -> Upstream {
+    let listener = bind_local().await;
+    accept_loop(name, listener, move |mut stream| {
+        let sent = sent.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let total: u64 = 1 << 30;
+            let hdr = format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n");
+            if stream.write_all(hdr.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 65536];
+            let mut written = 0u64;
+            while written < total {
+                match stream.write(&chunk).await {
+                    Ok(n) if n > 0 => {
+                        written += n as u64;
+                        sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => return,
+                }
+            }
+        }
+    })
+}

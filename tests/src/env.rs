@@ -17,6 +17,7 @@ enum Spec {
     TcpGreeter(String),
     Refusing,
     Blackhole,
+    Firehose(std::sync::Arc<std::sync::atomic::AtomicU64>),
 }
 
 /// Builder for a [`DiffEnv`]. Placeholders registered here (upstreams) are
@@ -80,6 +81,17 @@ impl Setup {
         self
     }
 
+    /// An upstream answering every request with a 1 GiB body as fast as it is taken; `sent`
+    /// counts the bytes the kernel accepted.
+    pub fn firehose(
+        mut self,
+        placeholder: &str,
+        sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Setup {
+        self.specs.push((placeholder.into(), Spec::Firehose(sent)));
+        self
+    }
+
     /// A listener that accepts and never answers.
     pub fn blackhole(mut self, placeholder: &str) -> Setup {
         self.specs.push((placeholder.into(), Spec::Blackhole));
@@ -98,6 +110,7 @@ impl Setup {
                 Spec::TcpGreeter(name) => echo::start_tcp_greeter(name).await,
                 Spec::Refusing => echo::refusing(placeholder),
                 Spec::Blackhole => echo::start_blackhole(placeholder).await,
+                Spec::Firehose(sent) => echo::start_firehose(placeholder, sent.clone()).await,
             };
             shared.insert(placeholder.clone(), up.port().to_string());
             ups.push(up);

@@ -221,5 +221,7 @@ pub fn rss_bytes() -> u64 {
 
 pub fn memory() -> String {
     let rss = rss_bytes();
-    serde_json::to_string_pretty(&json!({"allocated": rss.to_string(), "heap_size": rss.to_string(), "pageheap_unmapped": "0", "pageheap_free": "0", "total_thread_cache": "0", "total_physical_bytes": rss.to_string()})).unwrap_or_default()
+    // The allocator's own counts where it has them (glibc), else the resident size.
+    let (allocated, heap, free) = crate::overload::heap_stats().unwrap_or((rss, rss, 0));
+    serde_json::to_string_pretty(&json!({"allocated": allocated.to_string(), "heap_size": heap.to_string(), "pageheap_unmapped": "0", "pageheap_free": free.to_string(), "total_thread_cache": "0", "total_physical_bytes": rss.to_string()})).unwrap_or_default()
 }

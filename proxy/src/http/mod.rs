@@ -130,6 +130,14 @@ impl HcmStats {
     }
 }
 
+type ServiceFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<http::Response<reply::Body>, std::convert::Infallible>,
+            > + Send,
+    >,
+>;
+
 /// Everything a request on this connection needs, shared by its requests.
 pub struct ConnCtx {
     pub server: Arc<Server>,
@@ -198,9 +206,11 @@ pub async fn serve(
         inbound: down.inbound,
         bypass_overload: down.bypass_overload,
     });
-    let svc = service_fn(move |req| {
+    // The request's future is boxed: hyper keeps a slot for it for the connection's whole life,
+    // and inline that slot would hold the router's few kilobytes on every idle connection.
+    let svc = service_fn(move |req| -> ServiceFuture {
         let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(router::handle(ctx, req).await) }
+        Box::pin(async move { Ok(router::handle(ctx, req).await) })
     });
     let io = TokioIo::new(idle::Tracked::new(stream, activity.clone(), stats.clone()));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -8,6 +8,8 @@
 
 mod monitor;
 
+pub use monitor::heap_stats;
+
 use crate::config::overload::{ActionKind, Overload};
 use crate::stats::{registry, Counter, Gauge, Scope};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -132,8 +134,9 @@ fn publish_cx_pressure(s: &State, now: u64) {
 }
 
 /// The downstream connection limit when the bootstrap sets none: what the file descriptor
-/// limit leaves room for, with each connection taking one upstream descriptor beside its own
-/// and some kept for listeners, xDS and logs. The soft limit is raised to the hard one first.
+/// limit leaves room for, a tenth of it kept for upstream connections (HTTP ones are pooled
+/// and shared), listeners, xDS and logs, so that accepting never runs the process out of
+/// descriptors. The soft limit is raised to the hard one first.
 fn fd_connection_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -159,7 +162,8 @@ fn fd_connection_limit() -> u64 {
     }
     #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
     let cur = lim.rlim_cur as u64;
-    cur.saturating_sub(64) / 2
+    // A tenth (at least 64) is kept for upstream connections, listeners, xDS and logs.
+    cur - (cur / 10).max(64).min(cur)
 }
 
 /// Starts the overload manager: the bootstrap's, or Ferry's cgroup default.

@@ -49,6 +49,24 @@ impl Reader {
     }
 }
 
+/// The allocator's view: `(in use, obtained from the system, free inside it)`, in bytes.
+pub fn heap_stats() -> Option<(u64, u64, u64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 has no preconditions; it sums the allocator's arenas.
+        let m = unsafe { libc::mallinfo2() };
+        Some((
+            (m.uordblks + m.hblkhd) as u64,
+            (m.arena + m.hblkhd) as u64,
+            m.fordblks as u64,
+        ))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// Bytes the allocator has handed out and not had back.
 fn heap_in_use() -> Option<u64> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
