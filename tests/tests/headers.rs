@@ -131,6 +131,47 @@ async fn proxy_set_headers() {
             .expect("header:x-request-id", "<uuid>")
             .expect("upstream.header:via", "test-via")
             .expect("upstream.header:x-envoy-external-address", "127.0.0.1"),
+        // One trusted hop: with use_remote_address the last XFF entry is the client (the
+        // peer is the trusted proxy); without it, the one before the last.
+        Case::get("trusted hop, use_remote_address: external client", "/")
+            .listener("L4")
+            .header("x-forwarded-for", "10.1.1.1, 192.0.2.7")
+            .header("x-forwarded-proto", "https")
+            .header("x-envoy-retry-on", "5xx")
+            .expect("upstream.header:x-envoy-external-address", "192.0.2.7")
+            .expect_absent("upstream.header:x-envoy-internal")
+            .expect_absent("upstream.header:x-envoy-retry-on")
+            .expect("upstream.header:x-forwarded-proto", "https"),
+        // An internal trusted client behind a proxy is still not an internal request: only a
+        // request with no x-forwarded-for of its own can be (Envoy's rule).
+        Case::get(
+            "trusted hop, use_remote_address: internal address behind a proxy",
+            "/",
+        )
+        .listener("L4")
+        .header("x-forwarded-for", "192.0.2.7, 10.1.1.1")
+        .header("x-envoy-retry-on", "5xx")
+        .expect_absent("upstream.header:x-envoy-internal")
+        .expect_absent("upstream.header:x-envoy-retry-on")
+        .expect("upstream.header:x-envoy-external-address", "10.1.1.1"),
+        Case::get("trusted hop, use_remote_address: no xff", "/").listener("L4"),
+        Case::get(
+            "trusted hop, no use_remote_address: internal address behind a proxy",
+            "/",
+        )
+        .listener("L5")
+        .header("x-forwarded-for", "10.1.1.1, 192.0.2.7")
+        .header("x-envoy-retry-on", "5xx")
+        .expect_absent("upstream.header:x-envoy-retry-on"),
+        Case::get("trusted hop, no use_remote_address: external client", "/")
+            .listener("L5")
+            .header("x-forwarded-for", "192.0.2.7, 10.1.1.1")
+            .header("x-envoy-retry-on", "5xx")
+            .expect_absent("upstream.header:x-envoy-retry-on"),
+        Case::get("trusted hop, no use_remote_address: one entry only", "/")
+            .listener("L5")
+            .header("x-forwarded-for", "10.1.1.1")
+            .header("x-envoy-retry-on", "5xx"),
         Case::get("use_remote_address, client xff appended to", "/")
             .listener("L2")
             .header("x-forwarded-for", "1.2.3.4")

@@ -63,6 +63,9 @@ pub struct HttpConnMgr {
     pub server_header: ServerHeader,
     pub use_remote_address: bool,
     pub skip_xff_append: bool,
+    /// `xff_num_trusted_hops`: how many proxies before this one are trusted to have appended
+    /// to x-forwarded-for (which entry is the trusted client address).
+    pub xff_trusted_hops: u32,
     pub via: Option<http::HeaderValue>,
     pub generate_request_id: bool,
     pub preserve_external_request_id: bool,
@@ -327,6 +330,7 @@ impl HttpConnMgr {
             },
             use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
             skip_xff_append: h.skip_xff_append,
+            xff_trusted_hops: h.xff_num_trusted_hops,
             via,
             generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
             preserve_external_request_id: h.preserve_external_request_id,

@@ -150,15 +150,28 @@ pub fn mutate_request(
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     // forward_client_cert_details SANITIZE (Envoy's default): the client's claim is dropped.
     h.remove(&X_FORWARDED_CLIENT_CERT);
-    // The address the request is taken to come from: the connection's peer with
-    // use_remote_address, else the last x-forwarded-for entry when there is one.
-    let mut effective = remote.ip().to_canonical();
+    // The trusted client address, as Envoy finds it: the connection's peer with
+    // use_remote_address and no trusted hops, else the x-forwarded-for entry the trusted hops
+    // point at (the Nth from the right with use_remote_address, the (N+1)th without); the
+    // peer when there is no such entry. A request counts as internal only when that address
+    // is internal and it came straight from its client: no x-forwarded-for before this proxy
+    // (use_remote_address), or exactly one entry (without).
+    let hops = hcm.xff_trusted_hops as usize;
+    let peer = remote.ip().to_canonical();
+    let entries = xff_entries(h);
+    let (trusted, direct) = match (hcm.use_remote_address, hops) {
+        (true, 0) => (Some(peer), entries == 0),
+        (true, n) => (xff_from_right(h, n - 1), entries == 0),
+        (false, n) => (xff_from_right(h, n), entries == 1),
+    };
+    let internal = direct && trusted.is_some_and(|ip| hcm.internal.iter().any(|c| c.contains(ip)));
+    let effective = trusted.unwrap_or(peer);
     if hcm.use_remote_address {
         // A loopback peer stands for this host: Envoy records the host's own address.
-        let ip = if effective.is_loopback() {
-            crate::util::local_address().unwrap_or(effective)
+        let ip = if peer.is_loopback() {
+            crate::util::local_address().unwrap_or(peer)
         } else {
-            effective
+            peer
         };
         if !hcm.skip_xff_append {
             let v = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -169,22 +182,15 @@ pub fn mutate_request(
                 h.insert(X_FORWARDED_FOR.clone(), v);
             }
         }
-        h.insert(X_FORWARDED_PROTO.clone(), proto);
-    } else {
-        if let Some(last) = h
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-        {
-            if let Ok(ip) = last.trim().parse::<std::net::IpAddr>() {
-                effective = ip;
-            }
+        // A trusted previous hop's x-forwarded-proto stands; otherwise it is this connection's.
+        if hops == 0 || !h.contains_key(&X_FORWARDED_PROTO) {
+            h.insert(X_FORWARDED_PROTO.clone(), proto);
         }
+    } else {
         if !h.contains_key(&X_FORWARDED_PROTO) {
             h.insert(X_FORWARDED_PROTO.clone(), proto);
         }
     }
-    let internal = hcm.internal.iter().any(|c| c.contains(effective));
     // One pass over the request's names instead of a hash lookup per internal-only name:
     // most requests carry none of them (profiling showed the lookups at ~4 % of the CPU).
     if !internal && h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
@@ -205,7 +211,7 @@ pub fn mutate_request(
     if hcm.use_remote_address {
         if internal {
             h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
-        } else if let Ok(v) = HeaderValue::from_str(&remote.ip().to_canonical().to_string()) {
+        } else if let Ok(v) = HeaderValue::from_str(&effective.to_string()) {
             h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
         }
     }
@@ -219,6 +225,25 @@ pub fn mutate_request(
             h.insert(X_REQUEST_ID.clone(), v);
         }
     }
+}
+
+/// How many addresses x-forwarded-for holds (all its headers).
+fn xff_entries(h: &HeaderMap) -> usize {
+    h.get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(|v| v.as_bytes().split(|b| *b == b',').count())
+        .sum()
+}
+
+/// The x-forwarded-for entry `skip` places from the right (all the headers' entries, in
+/// order), if there is one and it is an IP address.
+fn xff_from_right(h: &HeaderMap, skip: usize) -> Option<std::net::IpAddr> {
+    let mut entries: Vec<&str> = Vec::new();
+    for v in h.get_all(&X_FORWARDED_FOR) {
+        entries.extend(v.to_str().ok()?.split(','));
+    }
+    let at = entries.len().checked_sub(skip + 1)?;
+    entries[at].trim().parse().ok()
 }
 
 /// Appends this proxy's `via` value (comma-joined, as Envoy does).
