@@ -28,11 +28,12 @@ pub enum Flag {
     UnauthorizedExternalService,
     UpstreamMaxStreamDurationReached,
     OverloadManager,
+    UpstreamProtocolError,
 }
 
 impl Flag {
     /// Every flag, for parsing `response_flag_filter`.
-    pub const ALL: [Flag; 19] = [
+    pub const ALL: [Flag; 20] = [
         Flag::NoRoute,
         Flag::NoClusterFound,
         Flag::NoHealthyUpstream,
@@ -52,6 +53,7 @@ impl Flag {
         Flag::UnauthorizedExternalService,
         Flag::UpstreamMaxStreamDurationReached,
         Flag::OverloadManager,
+        Flag::UpstreamProtocolError,
     ];
 
     pub fn code(self) -> &'static str {
@@ -83,6 +85,7 @@ impl Flag {
             Flag::UnauthorizedExternalService => ("UAEX", "UnauthorizedExternalService"),
             Flag::UpstreamMaxStreamDurationReached => ("UMSDR", "UpstreamMaxStreamDurationReached"),
             Flag::OverloadManager => ("OM", "OverloadManager"),
+            Flag::UpstreamProtocolError => ("UPE", "UpstreamProtocolError"),
         }
     }
 

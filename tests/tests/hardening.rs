@@ -204,6 +204,22 @@ async fn safe_defaults_against_envoys() {
         .expect_status(200)
         .expect("upstream.header:host", "a.example"),
     ];
+    let mut many = Case::get(
+        "upstream response over the cluster's max_headers_count",
+        "/many",
+    )
+    .listener("L8");
+    for i in 0..12 {
+        many = many.header("x-echo-response", &format!("x-extra-{i}=v"));
+    }
+    let cases2 = vec![
+        many,
+        Case::get("upstream response within max_headers_count", "/few")
+            .listener("L8")
+            .header("x-echo-response", "x-extra=v")
+            .expect_status(200),
+    ];
+    env.run_cases(&mut report, &cases2).await;
     env.run_cases(&mut report, &cases).await;
     // normalize_path: the same paths through both canonicalisers.
     let paths = [

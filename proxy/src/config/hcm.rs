@@ -286,6 +286,12 @@ impl HttpConnMgr {
                 "a downstream request limit per connection is not supported by Ferry yet",
             );
         }
+        if common.max_response_headers_kb.is_some() {
+            return err(
+                &format!("{path}.common_http_protocol_options.max_response_headers_kb"),
+                "response header limits apply to upstream connections: set them on the cluster",
+            );
+        }
         let idle_timeout = match opt_duration(
             &common.idle_timeout,
             &format!("{path}.common_http_protocol_options.idle_timeout"),

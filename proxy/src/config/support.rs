@@ -110,7 +110,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig", &["cidr_ranges"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
     ("envoy.extensions.filters.http.router.v3.Router", &["suppress_envoy_headers", "~dynamic_stats", "~start_child_span"]),
-    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_headers_count", "max_requests_per_connection", "~max_connection_duration", "max_stream_duration", "headers_with_underscores_action"]),
+    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_headers_count", "max_response_headers_kb", "max_requests_per_connection", "~max_connection_duration", "max_stream_duration", "headers_with_underscores_action"]),
     ("envoy.config.core.v3.Http1ProtocolOptions", &["accept_http_10", "default_host_for_http_10"]),
     ("envoy.config.core.v3.Http2ProtocolOptions", &["~hpack_table_size", "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "~max_outbound_frames", "~max_outbound_control_frames", "~max_consecutive_inbound_frames_with_empty_payload", "~max_inbound_priority_frames_per_stream", "~max_inbound_window_update_frames_per_data_frame_sent", "~connection_keepalive"]),
     ("envoy.config.core.v3.KeepaliveSettings", &["*"]),

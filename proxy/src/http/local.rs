@@ -59,6 +59,15 @@ pub(super) fn reply(
             r
         }
         Local::Overflow => overflow(cluster, suppress_envoy_headers),
+        Local::Failed(e, retried) if e.is_protocol() => {
+            cs.charge(502);
+            cs.upstream_rq_rx_reset.inc();
+            tracing::debug!(
+                flag = Flag::UpstreamProtocolError.code(),
+                "upstream failure: {e}"
+            );
+            grpc.reply(StatusCode::BAD_GATEWAY, &reset_body(&e, retried), None)
+        }
         Local::Failed(e, retried) => {
             cs.charge(503);
             if !e.is_connect() {
@@ -84,6 +93,7 @@ fn reset_body(e: &UpstreamError, retried: bool) -> String {
     let reason = match e {
         UpstreamError::ConnectFailed(_) => "remote connection failure",
         UpstreamError::ConnectTimeout => "connection timeout",
+        UpstreamError::Reset(_) if e.is_protocol() => "protocol error",
         UpstreamError::Reset(_) => "connection termination",
         UpstreamError::Overflow => "overflow",
     };
@@ -169,6 +179,11 @@ pub(super) fn log_tag(
             UpstreamError::ConnectTimeout => (
                 Some(Flag::UpstreamConnectFailure),
                 Borrowed("upstream_reset_before_response_started{connection_timeout}"),
+                None,
+            ),
+            UpstreamError::Reset(_) if e.is_protocol() => (
+                Some(Flag::UpstreamProtocolError),
+                Borrowed("upstream_reset_before_response_started{protocol_error}"),
                 None,
             ),
             UpstreamError::Reset(_) => (

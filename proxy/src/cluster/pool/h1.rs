@@ -83,7 +83,11 @@ impl HostPool {
         slot: CxSlot,
     ) -> Result<H1, UpstreamError> {
         let ids = crate::cluster::UpstreamConn::of(&stream);
+        let cfg = &self.limits_cfg;
         let (sender, conn) = http1::Builder::new()
+            .max_headers(cfg.max_response_headers as usize)
+            // hyper's buffer floor is 8 KiB; the head limit is checked against the buffer.
+            .max_buf_size((cfg.max_response_headers_kb as usize * 1024).max(8192))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Reset)?;

@@ -137,6 +137,7 @@ impl HostPool {
         let ids = crate::cluster::UpstreamConn::of(&stream);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(hyper_util::rt::TokioTimer::new());
+        builder.max_header_list_size(self.limits_cfg.max_response_headers_kb * 1024);
         if let Some(w) = self.limits_cfg.h2_windows.0 {
             builder.initial_stream_window_size(w);
         }

@@ -30,6 +30,12 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The upstream's response could not be parsed (or broke a limit such as
+    /// `max_headers_count`): Envoy's 502 "protocol error".
+    pub fn is_protocol(&self) -> bool {
+        matches!(self, UpstreamError::Reset(e) if e.is_parse() || e.is_parse_too_large())
+    }
+
     pub fn is_connect(&self) -> bool {
         matches!(
             self,

@@ -27,6 +27,9 @@ pub struct PoolCfg {
     pub max_concurrent_streams: u32,
     /// HTTP/2 flow-control windows (none: hyper's, 1 MiB stream and 5 MiB connection).
     pub h2_windows: (Option<u32>, Option<u32>),
+    /// `max_headers_count` and `max_response_headers_kb` of responses (Envoy: 100, 60 KiB).
+    pub max_response_headers: u32,
+    pub max_response_headers_kb: u32,
 }
 
 /// Applies `common_http_protocol_options` at `p`.
@@ -40,6 +43,21 @@ fn common(c: &Common, p: &str, out: &mut PoolCfg) -> Result<()> {
         );
     }
     out.idle_timeout = opt_duration(&c.idle_timeout, &format!("{p}.idle_timeout"))?;
+    if let Some(m) = &c.max_headers_count {
+        if m.value == 0 {
+            return err(&format!("{p}.max_headers_count"), "must be at least 1");
+        }
+        out.max_response_headers = m.value;
+    }
+    if let Some(k) = &c.max_response_headers_kb {
+        if !(1..=8192).contains(&k.value) {
+            return err(
+                &format!("{p}.max_response_headers_kb"),
+                "must be between 1 and 8192",
+            );
+        }
+        out.max_response_headers_kb = k.value;
+    }
     if let Some(m) = c.max_requests_per_connection {
         out.max_requests_per_connection = Some(m.value).filter(|v| *v > 0);
     }
@@ -82,6 +100,8 @@ pub fn pool(c: &pb::Cluster, path: &str) -> Result<PoolCfg> {
         max_connection_duration: None,
         max_concurrent_streams: 2_147_483_647,
         h2_windows: (None, None),
+        max_response_headers: 100,
+        max_response_headers_kb: 60,
     };
     http2(&c.http2_protocol_options, &mut out);
     if let Some(o) = &c.common_http_protocol_options {
