@@ -185,6 +185,19 @@ async fn retries() {
             .method("POST")
             .body("this body is longer than sixteen bytes")
             .expect_status(503),
+        Case::get("a body over the listener's per_connection_buffer_limit_bytes is not retried", "/r5xx/flaky/1/503")
+            .listener("L2")
+            .method("POST")
+            .body("this body is longer than sixteen bytes")
+            .expect_status(503),
+        attempts(
+            Case::get("a body within the listener's buffer limit is retried", "/r5xx/flaky/1/503")
+                .listener("L2")
+                .method("POST")
+                .body("short body")
+                .expect_status(200),
+            "2",
+        ),
     ];
     env.run_cases(&mut report, &cases).await;
     let names: Vec<String> = [

@@ -37,6 +37,9 @@ pub struct Listener {
     pub ignore_global_conn_limit: bool,
     /// `bypass_overload_manager`: no overload action applies to its connections.
     pub bypass_overload: bool,
+    /// `per_connection_buffer_limit_bytes` (Envoy's default 1 MiB): how much of a request body
+    /// is kept for retries and mirrors when the route does not say.
+    pub buffer_limit: u32,
 }
 
 #[derive(Debug)]
@@ -148,6 +151,10 @@ impl Listener {
             freebind: l.freebind.is_some_and(|b| b.value),
             ignore_global_conn_limit: l.ignore_global_conn_limit,
             bypass_overload: l.bypass_overload_manager,
+            buffer_limit: l
+                .per_connection_buffer_limit_bytes
+                .as_ref()
+                .map_or(1 << 20, |v| v.value),
             access_logs: crate::access_log::AccessLog::list(
                 &l.access_log,
                 &format!("{path}.access_log"),

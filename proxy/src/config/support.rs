@@ -75,7 +75,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.SocketAddress", &["address", "port_value", "protocol", "ipv4_compat"]),
     ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
     // listeners
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "~per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "ignore_global_conn_limit", "bypass_overload_manager", "use_original_dst", "bind_to_port", "transparent", "freebind", "access_log"]),
+    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "ignore_global_conn_limit", "bypass_overload_manager", "use_original_dst", "bind_to_port", "transparent", "freebind", "access_log"]),
     ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config", "filter_disabled"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate", &["or_match", "and_match", "not_match", "any_match", "destination_port_range"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet", &["rules"]),

@@ -22,10 +22,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The request body kept for retries when neither the route nor its virtual host sets
-/// `per_request_buffer_limit_bytes` (Envoy's default connection buffer limit).
-const BUFFER_LIMIT: usize = 1024 * 1024;
-
 pub async fn forward(
     ctx: &Arc<ConnCtx>,
     mut req: Request<Incoming>,
@@ -234,7 +230,9 @@ pub async fn forward(
         let limit = if retry.is_some() || !shadows.is_empty() {
             fwd.vhost
                 .buffer_limit
-                .map_or(BUFFER_LIMIT, |l| l.min(usize::MAX as u64) as usize)
+                .map_or(ctx.buffer_limit as usize, |l| {
+                    l.min(usize::MAX as u64) as usize
+                })
         } else {
             0
         };

@@ -158,6 +158,9 @@ pub struct ConnCtx {
     pub inbound: bool,
     /// The listener's `bypass_overload_manager`.
     pub bypass_overload: bool,
+    /// The listener's `per_connection_buffer_limit_bytes`: the request body kept for retries
+    /// and mirrors when the route sets no `per_request_buffer_limit_bytes`.
+    pub buffer_limit: u32,
 }
 
 pub async fn serve(
@@ -205,6 +208,7 @@ pub async fn serve(
         connection_id: down.connection_id,
         inbound: down.inbound,
         bypass_overload: down.bypass_overload,
+        buffer_limit: down.buffer_limit,
     });
     // The request's future is boxed: hyper keeps a slot for it for the connection's whole life,
     // and inline that slot would hold the router's few kilobytes on every idle connection.

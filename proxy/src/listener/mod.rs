@@ -345,6 +345,7 @@ async fn handle(
         inbound: cfg.inbound,
         local_uri: chain.tls.as_ref().and_then(|t| t.local_uri()),
         bypass_overload: cfg.bypass_overload,
+        buffer_limit: cfg.buffer_limit,
     };
     match chain.filter.clone() {
         NetworkFilter::TcpProxy(t) => {
@@ -404,6 +405,8 @@ pub struct Downstream {
     pub local_uri: Option<String>,
     /// The listener's `bypass_overload_manager`.
     pub bypass_overload: bool,
+    /// The listener's `per_connection_buffer_limit_bytes`.
+    pub buffer_limit: u32,
 }
 
 /// The listener's access log line for a connection no filter chain took (`NR`,
