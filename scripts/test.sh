@@ -8,6 +8,7 @@ bash scripts/setup.sh
 export ENVOY_BIN="${ENVOY_BIN:-$(cat target/envoy-bin)}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+bash scripts/audit.sh
 # The end-to-end tests run the ferry and ferry-iptables binaries themselves (same profile).
 cargo build -p ferry -p ferry-iptables
 if cargo nextest --version >/dev/null 2>&1; then
