@@ -27,6 +27,11 @@ const ROOTS: &[&str] = &[
     "extensions/filters/network/rbac/v3",
     "extensions/filters/network/local_ratelimit/v3",
     "extensions/filters/network/connection_limit/v3",
+    "extensions/filters/network/wasm/v3",
+    "extensions/filters/http/wasm/v3",
+    "extensions/request_id/uuid/v3",
+    // Named so that a NACK can say what is not supported rather than "unknown type".
+    "extensions/filters/http/ext_authz/v3",
     "extensions/filters/http/router/v3",
     "extensions/filters/http/fault/v3",
     "extensions/filters/http/cors/v3",
@@ -136,7 +141,7 @@ const ISTIO: &[(&str, &str)] = &[
     ),
     (
         "ferry/istio/authn.proto",
-        "syntax = \"proto3\";\npackage io.istio.network.authn;\nmessage Config {}\n",
+        "syntax = \"proto3\";\npackage io.istio.network.authn;\nmessage Config {\n  bool shared = 1;\n}\n",
     ),
     (
         "ferry/istio/workload.proto",

@@ -207,6 +207,19 @@ pub fn listeners(server: &Server) -> String {
         .collect()
 }
 
+/// Envoy's `/listeners?format=json`: each listener's name and local address.
+pub fn listeners_json(server: &Server) -> String {
+    let statuses: Vec<Json> = server
+        .listeners
+        .list()
+        .iter()
+        .map(|(name, a)| {
+            json!({"name": name, "local_address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}})
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({ "listener_statuses": statuses })).unwrap_or_default()
+}
+
 /// Resident set size from /proc.
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

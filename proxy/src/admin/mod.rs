@@ -234,7 +234,14 @@ fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             Some("json") => reply(StatusCode::OK, "application/json", clusters::json(server)),
             _ => text(StatusCode::OK, clusters::text(server)),
         },
-        "/listeners" => text(StatusCode::OK, dump::listeners(server)),
+        "/listeners" => match param("format").as_deref() {
+            Some("json") => reply(
+                StatusCode::OK,
+                "application/json",
+                dump::listeners_json(server),
+            ),
+            _ => text(StatusCode::OK, dump::listeners(server)),
+        },
         "/memory" => reply(StatusCode::OK, "application/json", dump::memory()),
         "/certs" => reply(
             StatusCode::OK,

@@ -104,7 +104,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts", "access_log", "~max_downstream_connection_duration"]),
     ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &["clusters"]),
     ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", &["name", "weight"]),
-    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", &["codec_type", "stat_prefix", "route_config", "rds", "http_filters", "server_name", "server_header_transformation", "use_remote_address", "skip_xff_append", "xff_num_trusted_hops", "via", "generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response", "upgrade_configs", "request_headers_timeout", "stream_idle_timeout", "request_timeout", "max_request_headers_kb", "common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "strip_matching_host_port", "strip_any_host_port", "internal_address_config", "merge_slashes", "normalize_path", "path_with_escaped_slashes_action", "access_log", "drain_timeout", "~delayed_close_timeout", "~stream_flush_timeout"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", &["codec_type", "stat_prefix", "route_config", "rds", "http_filters", "server_name", "server_header_transformation", "use_remote_address", "skip_xff_append", "xff_num_trusted_hops", "via", "generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response", "upgrade_configs", "request_headers_timeout", "stream_idle_timeout", "request_timeout", "max_request_headers_kb", "common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "strip_matching_host_port", "strip_any_host_port", "internal_address_config", "merge_slashes", "normalize_path", "path_with_escaped_slashes_action", "request_id_extension", "tracing", "access_log", "drain_timeout", "~delayed_close_timeout", "~stream_flush_timeout"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.Rds", &["config_source", "route_config_name"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", &["upgrade_type", "enabled"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig", &["cidr_ranges"]),
@@ -139,9 +139,16 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.http.rbac.v3.RBACPerRoute", &["rbac"]),
     ("envoy.config.rbac.v3.RBAC", &["action", "policies"]),
     ("envoy.config.rbac.v3.Policy", &["permissions", "principals"]),
-    ("envoy.config.rbac.v3.Permission", &["any", "and_rules", "or_rules", "not_rule", "header", "url_path", "destination_ip", "destination_port", "destination_port_range", "requested_server_name"]),
+    ("envoy.config.rbac.v3.Permission", &["any", "and_rules", "or_rules", "not_rule", "header", "url_path", "destination_ip", "destination_port", "destination_port_range", "requested_server_name", "metadata"]),
     ("envoy.config.rbac.v3.Permission.Set", &["rules"]),
-    ("envoy.config.rbac.v3.Principal", &["any", "and_ids", "or_ids", "not_id", "authenticated", "source_ip", "direct_remote_ip", "remote_ip", "header", "url_path", "filter_state"]),
+    ("envoy.type.matcher.v3.MetadataMatcher", &["filter", "path", "value", "invert"]),
+    ("envoy.type.matcher.v3.MetadataMatcher.PathSegment", &["key"]),
+    ("envoy.type.matcher.v3.ValueMatcher", &["null_match", "double_match", "string_match", "bool_match", "present_match", "list_match", "or_match"]),
+    ("envoy.type.matcher.v3.ValueMatcher.NullMatch", &["*"]),
+    ("envoy.type.matcher.v3.ListMatcher", &["one_of"]),
+    ("envoy.type.matcher.v3.OrMatcher", &["value_matchers"]),
+    ("envoy.type.matcher.v3.DoubleMatcher", &["*"]),
+    ("envoy.config.rbac.v3.Principal", &["any", "and_ids", "or_ids", "not_id", "authenticated", "source_ip", "direct_remote_ip", "remote_ip", "header", "url_path", "filter_state", "metadata"]),
     ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
     ("envoy.config.rbac.v3.Principal.Authenticated", &["principal_name"]),
     ("envoy.type.matcher.v3.PathMatcher", &["path"]),
@@ -245,6 +252,18 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.tcp.metadataexchange.config.MetadataExchange", &["*"]),
     ("envoy.config.cluster.v3.Filter", &["name", "typed_config"]),
     ("io.istio.http.peer_metadata.Config", &["*"]),
+    // Tracing settings without a provider (what Istio sets on every connection manager) only
+    // decide sampling for spans that are never sent: accepted; a provider is refused.
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing", &["~client_sampling", "~random_sampling", "~overall_sampling", "~verbose", "~max_path_tag_length", "~custom_tags", "~spawn_upstream_span"]),
+    // The UUID request id (what Istio configures): its options only concern trace sampling.
+    ("envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension", &["typed_config"]),
+    ("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", &["~pack_trace_reason", "~use_request_id_for_trace_sampling"]),
+    // Istio's null-VM Wasm plugins (mapped to the native ones; any other module is refused).
+    ("envoy.extensions.filters.http.wasm.v3.Wasm", &["config"]),
+    ("envoy.extensions.filters.network.wasm.v3.Wasm", &["config"]),
+    ("envoy.extensions.wasm.v3.PluginConfig", &["name", "root_id", "vm_config", "configuration", "fail_open", "failure_policy"]),
+    ("envoy.extensions.wasm.v3.VmConfig", &["vm_id", "runtime", "code", "~allow_precompiled", "~nack_on_code_cache_miss"]),
+    ("envoy.config.core.v3.AsyncDataSource", &["local"]),
     ("google.protobuf.Timestamp", &["*"]),
     ("google.protobuf.Struct", &["*"]),
     ("google.protobuf.Value", &["*"]),
@@ -264,6 +283,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
 fn is_opaque(name: &str) -> bool {
     name.starts_with("google.protobuf.")
         || name.starts_with("envoy.config.metrics.")
+        || name.starts_with("envoy.type.tracing.")
+        || name.starts_with("envoy.type.metadata.")
         || name.starts_with("envoy.config.accesslog.")
         || name.starts_with("envoy.extensions.access_loggers.")
         // Istio's configs that Ferry converts whole, refusing what it does not implement.

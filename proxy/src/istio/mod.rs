@@ -9,6 +9,7 @@ pub mod peer;
 pub mod proto;
 pub mod stats;
 pub mod tcp;
+pub mod wasm;
 
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 use std::sync::OnceLock;

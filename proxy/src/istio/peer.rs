@@ -28,6 +28,17 @@ pub struct PeerMetadataCfg {
 }
 
 impl PeerMetadataCfg {
+    /// The older Wasm `envoy.wasm.metadata_exchange` plugin: headers both ways, both sides.
+    pub fn exchange_all() -> PeerMetadataCfg {
+        PeerMetadataCfg {
+            downstream_headers: true,
+            upstream_headers: true,
+            downstream_propagation: true,
+            upstream_propagation: true,
+            skip_external: false,
+        }
+    }
+
     pub fn from_proto(c: &PeerMetadata, path: &str) -> Result<PeerMetadataCfg> {
         let mut cfg = PeerMetadataCfg::default();
         for (field, list, headers) in [

@@ -29,12 +29,18 @@ pub(super) fn decode<'a, T: Message + Default>(
     if any.type_url != want {
         return Err((None, format!("{kind}: unexpected type {}", any.type_url)));
     }
-    // A TypedStruct inside is turned into the message it names first.
+    // A TypedStruct inside is turned into the message it names first (the NACK names the
+    // resource, which the encoding as sent already tells).
     let normalized = if crate::config::typed_struct::may_hold(&any.value) {
-        let mut d = support::decode_any(want, &any.value, "")
-            .map_err(|e| (None, format!("{kind}: {e}")))?;
-        crate::config::typed_struct::normalize(&mut d, "")
-            .map_err(|e| (None, format!("{kind}: {e}")))?;
+        let named = |e: crate::config::ConfigError| match T::decode(any.value.as_slice()) {
+            Ok(t) => {
+                let n = name_of(&t).to_string();
+                (Some(n.clone()), format!("{kind} '{n}': {e}"))
+            }
+            Err(_) => (None, format!("{kind}: {e}")),
+        };
+        let mut d = support::decode_any(want, &any.value, "").map_err(named)?;
+        crate::config::typed_struct::normalize(&mut d, "").map_err(named)?;
         Some(prost::Message::encode_to_vec(&d))
     } else {
         None

@@ -205,6 +205,16 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
         ISTIO_ALPN => HttpFilter::IstioAlpn(Arc::new(
             crate::istio::alpn::AlpnOverride::from_proto(&any_to(any, path)?, path)?,
         )),
+        crate::istio::wasm::HTTP_WASM => {
+            let w: envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm =
+                any_to(any, path)?;
+            match crate::istio::wasm::plugin(&w.config, path)? {
+                crate::istio::wasm::Plugin::MetadataExchange => {
+                    HttpFilter::PeerMetadata(crate::istio::peer::PeerMetadataCfg::exchange_all())
+                }
+                crate::istio::wasm::Plugin::Stats(s) => HttpFilter::IstioStats(Arc::new(*s)),
+            }
+        }
         PEER_METADATA => HttpFilter::PeerMetadata(crate::istio::peer::PeerMetadataCfg::from_proto(
             &any_to(any, path)?,
             path,

@@ -174,6 +174,19 @@ pub fn net_filter(any: &Any, path: &str) -> Result<NetFilter> {
                 },
             )))
         }
+        crate::istio::wasm::NETWORK_WASM => {
+            let w: envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm =
+                any_to(any, path)?;
+            match crate::istio::wasm::plugin(&w.config, path)? {
+                crate::istio::wasm::Plugin::Stats(s) => {
+                    Ok(NetFilter::IstioStats(std::sync::Arc::new(*s)))
+                }
+                crate::istio::wasm::Plugin::MetadataExchange => err(
+                    path,
+                    "the metadata exchange plugin is an HTTP filter; TCP uses envoy.filters.network.metadata_exchange",
+                ),
+            }
+        }
         "io.istio.network.authn.Config" => Ok(NetFilter::IstioAuthn),
         crate::istio::mx::TYPE => Ok(NetFilter::MetadataExchange(
             crate::istio::mx::MxCfg::from_any(any, path)?,

@@ -71,6 +71,8 @@ pub enum Permission {
     /// `[start, end)`.
     DestinationPortRange(i64, i64),
     RequestedServerName(StringMatch),
+    /// `metadata` on a namespace no filter of Ferry's writes: its constant result.
+    Constant(bool),
 }
 
 #[derive(Debug)]
@@ -90,6 +92,8 @@ pub enum Principal {
     UrlPath(StringMatch),
     /// `filter_state` `io.istio.peer_principal`: the peer's SPIFFE identity.
     PeerPrincipal(StringMatch),
+    /// `metadata` on a namespace no filter of Ferry's writes: its constant result.
+    Constant(bool),
 }
 
 #[derive(Debug)]
@@ -105,6 +109,37 @@ pub struct Engine {
     pub policies: Vec<(String, Policy)>,
 }
 
+/// A `metadata` matcher on the dynamic metadata of Istio's request authentication
+/// (`istio_authn`, `envoy.filters.http.jwt_authn`: JWT claims). Ferry has no JWT filter, so that
+/// metadata is never set and the matcher sees an absent value, as Envoy does on a chain
+/// without one: its result is a constant. Matchers on any other namespace are refused.
+#[allow(deprecated)] // Principal.metadata is what istiod still writes
+fn metadata_constant(
+    m: &envoy_types::pb::envoy::r#type::matcher::v3::MetadataMatcher,
+    path: &str,
+) -> Result<bool> {
+    use envoy_types::pb::envoy::r#type::matcher::v3::value_matcher::MatchPattern as V;
+    if !matches!(
+        m.filter.as_str(),
+        "istio_authn" | "envoy.filters.http.jwt_authn"
+    ) {
+        return err(
+            &format!("{path}.filter"),
+            format!(
+                "metadata of '{}' is not supported by Ferry (only Istio's request authentication)",
+                m.filter
+            ),
+        );
+    }
+    let on_absent = match m.value.as_ref().and_then(|v| v.match_pattern.as_ref()) {
+        Some(V::NullMatch(_)) => true,
+        Some(V::PresentMatch(want)) => !*want,
+        Some(_) => false,
+        None => return err(&format!("{path}.value"), "a value matcher is required"),
+    };
+    Ok(on_absent != m.invert)
+}
+
 fn path_matcher(p: &PathMatcher, path: &str) -> Result<StringMatch> {
     match &p.rule {
         Some(path_matcher::Rule::Path(s)) => StringMatch::from_proto(s, &format!("{path}.path")),
@@ -116,6 +151,7 @@ fn cidr(c: &envoy_types::pb::envoy::config::core::v3::CidrRange, path: &str) -> 
     Cidr::from_proto(c, path)
 }
 
+#[allow(deprecated)] // the metadata rule is deprecated, and what istiod writes
 fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
     let set = |s: &pb::permission::Set, f: &str| -> Result<Vec<Permission>> {
         s.rules
@@ -151,11 +187,15 @@ fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
         Some(Rule::RequestedServerName(s)) => Permission::RequestedServerName(
             StringMatch::from_proto(s, &format!("{path}.requested_server_name"))?,
         ),
+        Some(Rule::Metadata(m)) => {
+            Permission::Constant(metadata_constant(m, &format!("{path}.metadata"))?)
+        }
         Some(Rule::Any(false)) | None => return err(path, "a permission rule is required"),
         Some(_) => return err(path, "this permission is not supported by Ferry"),
     })
 }
 
+#[allow(deprecated)] // the metadata principal is deprecated, and what istiod writes
 fn principal(p: &pb::Principal, path: &str) -> Result<Principal> {
     let set = |s: &pb::principal::Set, f: &str| -> Result<Vec<Principal>> {
         s.ids
@@ -200,6 +240,9 @@ fn principal(p: &pb::Principal, path: &str) -> Result<Principal> {
                 ),
                 _ => return err(&format!("{path}.filter_state"), "string_match is required"),
             }
+        }
+        Some(Identifier::Metadata(m)) => {
+            Principal::Constant(metadata_constant(m, &format!("{path}.metadata"))?)
         }
         Some(Identifier::Any(false)) | None => return err(path, "a principal is required"),
         Some(_) => return err(path, "this principal is not supported by Ferry"),

@@ -65,6 +65,7 @@ impl Subject<'_> {
             Permission::RequestedServerName(m) => {
                 m.matches(self.peer.and_then(|p| p.sni.as_deref()).unwrap_or(""))
             }
+            Permission::Constant(b) => *b,
         }
     }
 
@@ -91,6 +92,7 @@ impl Subject<'_> {
                 .peer
                 .and_then(|p| p.uris.first())
                 .is_some_and(|u| m.matches(u)),
+            Principal::Constant(b) => *b,
         }
     }
 
