@@ -30,10 +30,12 @@ pub fn normalize<B>(req: &mut http::Request<B>, hcm: &HttpConnMgr) -> Outcome {
     }
     if hcm.normalize_path {
         let cur = new.as_deref().unwrap_or(path);
-        match canonical(cur) {
-            Some(c) if c != cur => new = Some(c),
-            Some(_) => {}
-            None => return Outcome::Reject,
+        if !is_canonical(cur) {
+            match canonical(cur) {
+                Some(c) if c != cur => new = Some(c),
+                Some(_) => {}
+                None => return Outcome::Reject,
+            }
         }
     }
     if hcm.merge_slashes {
@@ -118,6 +120,24 @@ fn is_dot_dot(seg: &[u8]) -> bool {
         6 => one(&seg[..3]) && one(&seg[3..]),
         _ => false,
     }
+}
+
+/// A path [`canonical`] would leave as it is, told without allocating (the common case): no
+/// escapes, no backslashes, no dot segments, nothing to escape.
+fn is_canonical(path: &str) -> bool {
+    let p = path.as_bytes();
+    p.iter().enumerate().all(|(i, &c)| {
+        c > b' '
+            && c < 0x7f
+            && !matches!(
+                c,
+                b'%' | b'\\' | b'"' | b'#' | b'<' | b'>' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
+            && !(c == b'.'
+                && i > 0
+                && p[i - 1] == b'/'
+                && matches!(p.get(i + 1), None | Some(b'/' | b'.')))
+    })
 }
 
 /// Envoy's `normalize_path`: `\` is a separator, `.` and `..` segments (also escaped as
@@ -247,6 +267,14 @@ mod tests {
             assert_eq!(canonical(input).as_deref(), Some(want), "{input}");
         }
         assert_eq!(canonical("/a%00b"), None);
+        // The allocation-free check agrees: whatever it calls canonical is left unchanged.
+        for p in ["/", "/a/b", "/a/.b", "/a;b", "/a~b_c-d.e", "/a//b"] {
+            assert!(is_canonical(p), "{p}");
+            assert_eq!(canonical(p).as_deref(), Some(p));
+        }
+        for p in ["/a/./b", "/a/..", "/a/.", "/%41", "/a\\b", "/a{b"] {
+            assert!(!is_canonical(p), "{p}");
+        }
     }
 
     #[test]
