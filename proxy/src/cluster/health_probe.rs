@@ -30,7 +30,11 @@ pub(super) async fn check(c: &ClusterRt, host: &Host, conn: &mut Option<Conn>) -
             http2,
         } => {
             let authority = authority.clone().unwrap_or_else(|| c.cfg.name.clone());
-            let scheme = if c.tls.is_some() { "https" } else { "http" };
+            let scheme = if host.pool.tls().is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let mut req = http::Request::builder()
                 .method(method.clone())
                 .header(http::header::USER_AGENT, "Envoy/HC");
@@ -72,7 +76,11 @@ pub(super) async fn check(c: &ClusterRt, host: &Host, conn: &mut Option<Conn>) -
         }
         Check::Grpc { service, authority } => {
             let authority = authority.clone().unwrap_or_else(|| c.cfg.name.clone());
-            let scheme = if c.tls.is_some() { "https" } else { "http" };
+            let scheme = if host.pool.tls().is_some() {
+                "https"
+            } else {
+                "http"
+            };
             // grpc.health.v1.HealthCheckRequest { service = 1 } in one gRPC frame.
             let mut msg = Vec::with_capacity(service.len() + 8);
             if !service.is_empty() {
@@ -119,8 +127,13 @@ pub(super) async fn check(c: &ClusterRt, host: &Host, conn: &mut Option<Conn>) -
         Check::Tcp { send, receive } => {
             let mut stream = match conn.take() {
                 Some(Conn::Raw(s)) => s,
-                _ => match super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref(), None)
-                    .await
+                _ => match super::connect::open(
+                    host.addr,
+                    c.cfg.dial(),
+                    host.pool.tls().map(|t| &**t),
+                    None,
+                )
+                .await
                 {
                     Ok(s) => s,
                     Err(_) => return Verdict::Network,
@@ -163,9 +176,10 @@ async fn send(
         _ => false,
     };
     if !usable {
-        let stream = super::connect::open(host.addr, c.cfg.dial(), c.tls.as_deref(), None)
-            .await
-            .map_err(|_| Verdict::Network)?;
+        let stream =
+            super::connect::open(host.addr, c.cfg.dial(), host.pool.tls().map(|t| &**t), None)
+                .await
+                .map_err(|_| Verdict::Network)?;
         let io = TokioIo::new(stream);
         *conn = Some(if http2 {
             let (s, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())

@@ -73,10 +73,12 @@ pub struct Host {
     /// Active health checking: a session checks this host; it had its first result.
     pub(super) hc_session: AtomicBool,
     pub hc_checked: AtomicBool,
+    /// Which of its cluster's transport sockets its connections use.
+    pub socket: usize,
 }
 
 impl Host {
-    pub fn new(addr: SocketAddr, e: &EndpointCfg, pool: Arc<HostPool>) -> Host {
+    pub fn new(addr: SocketAddr, e: &EndpointCfg, pool: Arc<HostPool>, socket: usize) -> Host {
         let h = Host {
             addr,
             hostname: e.hostname.clone(),
@@ -94,6 +96,7 @@ impl Host {
             since: AtomicU64::new(now_ms()),
             hc_session: AtomicBool::new(false),
             hc_checked: AtomicBool::new(false),
+            socket,
         };
         h.update(e);
         h

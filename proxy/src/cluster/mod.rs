@@ -46,8 +46,9 @@ pub struct ClusterRt {
     pub limits: Arc<limits::Limits>,
     /// ORIGINAL_DST: hosts by address, read lock-free.
     dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
-    /// The TLS transport socket of upstream connections.
-    pub tls: Option<Arc<crate::tls::client::ClientTls>>,
+    /// The transport sockets of upstream connections: one per `transport_socket_matches`
+    /// entry, then the cluster's own `transport_socket` (TLS, or none for plaintext).
+    sockets: Vec<Socket>,
     /// RING_HASH: `ring_hash_lb.{size,min_hashes_per_host,max_hashes_per_host}`; MAGLEV:
     /// `maglev_lb.{min,max}_entries_per_host` (no size).
     table_gauges: Option<[Option<Gauge>; 3]>,
@@ -81,15 +82,7 @@ impl ClusterRt {
             .outlier
             .clone()
             .map(|o| outlier::Detector::new(&cfg.stat_name, o));
-        let tls = cfg.tls.clone().map(|t| {
-            let alpn: Vec<Vec<u8>> = match cfg.protocol {
-                UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
-                UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-                UpstreamProtocol::Downstream => Vec::new(),
-                UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-            };
-            Arc::new(crate::tls::client::ClientTls::new(t, alpn, &cfg.stat_name))
-        });
+        let sockets = Socket::all(&cfg);
         let rt = Arc::new(ClusterRt {
             cfg,
             hosts: ArcSwap::from_pointee(Vec::new()),
@@ -101,7 +94,7 @@ impl ClusterRt {
             stats,
             limits,
             dst_hosts: ArcSwap::default(),
-            tls,
+            sockets,
         });
         let endpoints = rt.cfg.endpoints.clone();
         rt.set_endpoints(&endpoints, rt.cfg.overprovisioning);
@@ -119,8 +112,12 @@ impl ClusterRt {
         let merged: Vec<Arc<Host>> = new
             .into_iter()
             .map(|(addr, e)| {
+                let socket = self.socket_of(e);
                 match old.iter().find(|o| {
-                    o.addr == addr && o.hostname == e.hostname && o.hash_key == e.hash_key
+                    o.addr == addr
+                        && o.hostname == e.hostname
+                        && o.hash_key == e.hash_key
+                        && o.socket == socket
                 }) {
                     Some(o) => {
                         o.update(e);
@@ -261,15 +258,28 @@ impl ClusterRt {
         health::Checker::spawn(self);
     }
 
+    /// Which of [`ClusterRt::sockets`] an endpoint's connections use.
+    fn socket_of(&self, e: &EndpointCfg) -> usize {
+        crate::config::cluster::socket_match::resolve(
+            &self.cfg.socket_matches,
+            e.socket_labels.as_ref(),
+            e.locality_socket_labels.as_ref(),
+        )
+        .unwrap_or(self.cfg.socket_matches.len())
+    }
+
     pub(crate) fn new_host(&self, addr: SocketAddr, e: &EndpointCfg) -> Arc<Host> {
+        let socket = self.socket_of(e);
+        let s = &self.sockets[socket];
+        s.matched.inc();
         let pool = Arc::new(pool::HostPool::new(
             addr,
             &self.cfg,
             self.stats.clone(),
             self.limits.clone(),
-            self.tls.clone(),
+            s.tls.clone(),
         ));
-        let h = Host::new(addr, e, pool);
+        let h = Host::new(addr, e, pool, socket);
         if self.health.is_some() {
             // Health-checked hosts start failed until their first check passes.
             h.set_flag(host::flag::FAILED_ACTIVE_HC, true);
@@ -281,6 +291,43 @@ impl ClusterRt {
         if self.uses_dns() {
             dns::resolve(self).await;
         }
+    }
+}
+
+/// One transport socket of a cluster and how many hosts took it.
+#[derive(Debug)]
+struct Socket {
+    tls: Option<Arc<crate::tls::client::ClientTls>>,
+    /// `cluster.<name>.<match name | default>.total_match_count`.
+    matched: crate::stats::Counter,
+}
+
+impl Socket {
+    fn all(cfg: &Cluster) -> Vec<Socket> {
+        let alpn: Vec<Vec<u8>> = match cfg.protocol {
+            UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+            UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+            UpstreamProtocol::Downstream => Vec::new(),
+            UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
+        let socket = |name: &str, tls: &Option<crate::config::tls::UpstreamTls>| Socket {
+            tls: tls.clone().map(|t| {
+                Arc::new(crate::tls::client::ClientTls::new(
+                    t,
+                    alpn.clone(),
+                    &cfg.stat_name,
+                ))
+            }),
+            matched: registry().counter(
+                Scope::Cluster(&cfg.stat_name),
+                &format!("{name}.total_match_count"),
+            ),
+        };
+        cfg.socket_matches
+            .iter()
+            .map(|m| socket(&m.name, &m.tls))
+            .chain(std::iter::once(socket("default", &cfg.tls)))
+            .collect()
     }
 }
 

@@ -122,7 +122,7 @@ impl Bootstrap {
                 );
             }
             let cluster = Cluster::from_proto(c, &path)?;
-            if let Some(t) = &cluster.tls {
+            for t in cluster.tls_contexts() {
                 check_static_secrets(
                     &t.common,
                     &static_names,

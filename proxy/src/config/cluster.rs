@@ -7,6 +7,7 @@ mod lb;
 pub mod limits;
 pub mod outlier;
 mod protocol;
+pub mod socket_match;
 pub use endpoints::{endpoints, Assignment};
 pub use endpoints::{EdsHealth, EndpointCfg, Locality};
 pub use lb::SlowStart;
@@ -142,6 +143,8 @@ pub struct Cluster {
     pub keepalive: Option<Keepalive>,
     /// The TLS transport socket (`UpstreamTlsContext`), none: plaintext.
     pub tls: Option<super::tls::UpstreamTls>,
+    /// `transport_socket_matches`: per-endpoint transport sockets, `tls` the fallback.
+    pub socket_matches: Vec<socket_match::SocketMatch>,
     pub circuit_breakers: limits::CircuitBreakerCfg,
     /// Connection pool limits.
     pub pool: PoolCfg,
@@ -179,6 +182,13 @@ impl Default for ZoneAware {
 }
 
 impl Cluster {
+    /// Every TLS context its connections may use: the transport socket's and its matches'.
+    pub fn tls_contexts(&self) -> impl Iterator<Item = &super::tls::UpstreamTls> {
+        self.tls
+            .iter()
+            .chain(self.socket_matches.iter().filter_map(|m| m.tls.as_ref()))
+    }
+
     /// How this cluster's upstream connections are opened.
     pub fn dial(&self) -> Dial {
         Dial {
@@ -346,6 +356,7 @@ impl Cluster {
         let tls = super::tls::transport_socket_any(&c.transport_socket, &tp, super::tls::UPSTREAM)?
             .map(|any| super::tls::UpstreamTls::from_any(any, &format!("{tp}.typed_config")))
             .transpose()?;
+        let socket_matches = socket_match::socket_matches(&c.transport_socket_matches, path)?;
         Ok(Cluster {
             name: c.name.clone(),
             metadata_exchange: upstream_filters(&c.filters, path)?,
@@ -376,6 +387,7 @@ impl Cluster {
             bind,
             keepalive: keepalive(c, path)?,
             tls,
+            socket_matches,
             circuit_breakers: limits::circuit_breakers(
                 &c.circuit_breakers,
                 &format!("{path}.circuit_breakers"),

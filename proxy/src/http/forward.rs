@@ -303,7 +303,7 @@ pub async fn forward(
             protocol: None,
             first_byte: None,
             peer_san: trail.peer_san.clone(),
-            local_san: cluster.tls.as_ref().and_then(|t| t.local_uri_cached()),
+            local_san: trail.local_san.clone(),
             service: cluster.cfg.istio_service.clone(),
         },
         attempts,

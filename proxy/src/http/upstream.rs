@@ -62,6 +62,8 @@ pub(super) struct Trail {
     pub host: Option<std::net::SocketAddr>,
     pub local: Option<std::net::SocketAddr>,
     pub peer_san: Option<Arc<str>>,
+    /// The identity this proxy presented on that connection (its TLS context's URI SAN).
+    pub local_san: Option<Arc<str>>,
     pub retries_exhausted: bool,
 }
 
@@ -290,6 +292,7 @@ pub(super) async fn exchange(
                     trail.local = c.local;
                     trail.peer_san = c.peer_san.clone();
                 }
+                trail.local_san = host.pool.tls().and_then(|t| t.local_uri_cached());
                 if attempt > 1 && !retriable {
                     cs.upstream_rq_retry_success.inc();
                 }

@@ -49,6 +49,7 @@ pub async fn handle(
         ));
     }
     let mut upstream = None;
+    let mut local_san = None;
     for _ in 0..cfg.max_connect_attempts {
         let lb = crate::cluster::LbContext {
             original_dst: down.original_dst,
@@ -77,7 +78,7 @@ pub async fn handle(
             crate::cluster::connect::open(
                 host.addr,
                 cluster.cfg.dial(),
-                cluster.tls.as_deref(),
+                host.pool.tls().map(|t| &**t),
                 None,
             ),
         )
@@ -85,6 +86,7 @@ pub async fn handle(
         {
             Ok(Ok(s)) => {
                 cluster.stats.connected(connecting);
+                local_san = host.pool.tls().and_then(|t| t.local_uri_cached());
                 upstream = Some(s);
                 break;
             }
@@ -123,7 +125,7 @@ pub async fn handle(
         if istio.is_some() {
             l.info.upstream.service = cluster.cfg.istio_service.clone();
             l.info.upstream.peer_san = upstream.upstream_peer_uri().map(Arc::from);
-            l.info.upstream.local_san = cluster.tls.as_ref().and_then(|t| t.local_uri_cached());
+            l.info.upstream.local_san = local_san;
         }
     }
     let _active = crate::stats::ActiveGuard::of(&cluster.stats, |s| &s.upstream_cx_active);

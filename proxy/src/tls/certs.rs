@@ -66,8 +66,8 @@ pub fn render(server: &Server) -> String {
         }
     }
     for c in server.snapshot.load().clusters.values() {
-        if let Some(t) = &c.tls {
-            out.push(context(&t.cfg.common, now));
+        for t in c.cfg.tls_contexts() {
+            out.push(context(&t.common, now));
         }
     }
     serde_json::to_string_pretty(&json!({ "certificates": out })).unwrap_or_default()

@@ -37,8 +37,7 @@ pub fn listener_refs(l: &Listener) -> Vec<SdsRef> {
 
 /// The SDS secrets a cluster's TLS context names.
 pub fn cluster_refs(c: &Cluster) -> Vec<SdsRef> {
-    c.tls
-        .iter()
+    c.tls_contexts()
         .flat_map(|t| refs(&t.common).cloned().collect::<Vec<_>>())
         .collect()
 }

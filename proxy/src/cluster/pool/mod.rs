@@ -98,6 +98,11 @@ impl HostPool {
         }
     }
 
+    /// The TLS its connections use (none: plaintext).
+    pub fn tls(&self) -> Option<&Arc<crate::tls::client::ClientTls>> {
+        self.tls.as_ref()
+    }
+
     /// A connection slot under the cluster's `max_connections`: granted when the limit allows,
     /// or when this host has no connection at all (counted as `upstream_cx_overflow` then).
     fn slot(self: &Arc<Self>, force: bool) -> Option<CxSlot> {

@@ -2,6 +2,7 @@
 
 use super::super::listener::socket_address;
 use super::super::{err, ConfigError, Result};
+use super::socket_match::{labels, Labels};
 use super::Discovery;
 use envoy_types::pb::envoy::config::core::v3::{
     address::Address as AddrKind, socket_address::PortSpecifier,
@@ -30,6 +31,9 @@ pub struct EndpointCfg {
     pub hash_key: Option<String>,
     /// Its locality's `load_balancing_weight` (locality-weighted balancing).
     pub locality_weight: Option<u32>,
+    /// Its `envoy.transport_socket_match` metadata, and its locality's.
+    pub socket_labels: Option<Labels>,
+    pub locality_socket_labels: Option<Labels>,
 }
 
 impl Default for EndpointCfg {
@@ -47,6 +51,8 @@ impl Default for EndpointCfg {
             locality: Locality::default(),
             hash_key: None,
             locality_weight: None,
+            socket_labels: None,
+            locality_socket_labels: None,
         }
     }
 }
@@ -134,6 +140,7 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
                 sub_zone: l.sub_zone.clone(),
             })
             .unwrap_or_default();
+        let locality_labels = labels(loc.metadata.as_ref());
         for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
             let ep = format!("{locp}.lb_endpoints[{ei}]");
             let weight = lbe.load_balancing_weight.as_ref().map_or(1, |w| w.value);
@@ -169,6 +176,8 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
                     locality: locality.clone(),
                     hash_key: hash_key.clone(),
                     locality_weight: loc.load_balancing_weight.map(|w| w.value),
+                    socket_labels: labels(lbe.metadata.as_ref()),
+                    locality_socket_labels: locality_labels.clone(),
                 });
                 continue;
             }
@@ -216,6 +225,8 @@ pub fn endpoints(la: &ClusterLoadAssignment, discovery: Discovery, lp: &str) -> 
                 locality: locality.clone(),
                 hash_key,
                 locality_weight: loc.load_balancing_weight.map(|w| w.value),
+                socket_labels: labels(lbe.metadata.as_ref()),
+                locality_socket_labels: locality_labels.clone(),
             });
         }
     }
