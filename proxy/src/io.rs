@@ -47,6 +47,16 @@ impl Stream {
 
     /// What a downstream TLS connection says of its peer: the SANs of its certificate and the
     /// SNI it asked for.
+    /// The DER certificate the TLS client presented, if any.
+    pub fn peer_cert(&self) -> Option<&[u8]> {
+        let Stream::Server(s) = self else { return None };
+        s.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref())
+    }
+
     pub fn peer(&self) -> Option<Peer> {
         let Stream::Server(s) = self else { return None };
         let conn = s.get_ref().1;

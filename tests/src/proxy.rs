@@ -66,6 +66,15 @@ pub fn envoy_or_skip() -> Option<PathBuf> {
     }
 }
 
+/// The proxies a differential test runs, Envoy first when it is there, Ferry last.
+pub fn kinds() -> Vec<(ProxyKind, PathBuf)> {
+    let mut kinds = vec![(ProxyKind::Ferry, ferry_bin())];
+    if let Some(envoy) = envoy_or_skip() {
+        kinds.insert(0, (ProxyKind::Envoy, envoy));
+    }
+    kinds
+}
+
 /// The Ferry binary: `FERRY_BIN`, else `<target>/debug/ferry`. Panics when
 /// it does not exist.
 pub fn ferry_bin() -> PathBuf {

@@ -253,6 +253,25 @@ impl Drop for XdsServer {
     }
 }
 
+/// A static HTTP/2 cluster `name` (YAML, a `clusters` list entry) whose one endpoint is the
+/// Unix socket at `socket`: how Istio's bootstrap reaches its agent (`xds-grpc`, `sds-grpc`).
+pub fn pipe_cluster(name: &str, socket: &std::path::Path) -> String {
+    format!(
+        r#"
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ pipe: {{ path: "{}" }} }} }} }}] }}]"#,
+        socket.display()
+    )
+}
+
 /// A bootstrap taking listeners and clusters over ADS from a control plane on a Unix socket
 /// (the `xds-grpc` pipe cluster of Istio's sidecar bootstrap), admin on 127.0.0.1:`admin`.
 pub fn ads_uds_bootstrap(
@@ -273,18 +292,8 @@ dynamic_resources:
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ pipe: {{ path: "{}" }} }} }} }}] }}]
+  clusters:{}
 "#,
-        socket.display()
+        pipe_cluster("xds-grpc", socket)
     )
 }

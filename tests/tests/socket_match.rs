@@ -6,9 +6,9 @@
 //! `cluster.<name>.<match>.total_match_count` counters.
 
 use ferry_tests::client::{self, HttpRequest};
+use ferry_tests::echo;
 use ferry_tests::proxy::{self, TempDir};
 use ferry_tests::tls::{self, spiffe, Ca};
-use ferry_tests::{echo, ProxyKind};
 
 /// Each request's status and the upstream that answered it.
 async fn call(port: u16, path: &str) -> String {
@@ -36,12 +36,8 @@ async fn endpoints_pick_their_transport_socket() {
         &[("server", &server), ("client", &client_cert)],
         &[("mesh", &root.root_pem)],
     );
-    let mut kinds = vec![(ProxyKind::Ferry, proxy::ferry_bin())];
-    if let Some(envoy) = proxy::envoy_or_skip() {
-        kinds.insert(0, (ProxyKind::Envoy, envoy));
-    }
     let mut results = Vec::new();
-    for (kind, bin) in kinds {
+    for (kind, bin) in proxy::kinds() {
         let l1 = ferry_tests::ports::free_port();
         let mut vars = files.clone();
         vars.insert("L1".into(), l1.to_string());

@@ -57,6 +57,8 @@ pub enum RouteSource {
 #[derive(Debug)]
 pub struct HttpConnMgr {
     pub stat_prefix: String,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`.
+    pub xfcc: super::xfcc::Xfcc,
     pub codec: Codec,
     pub routes: RouteSource,
     pub server_name: String,
@@ -317,6 +319,7 @@ impl HttpConnMgr {
             )
         };
         Ok(HttpConnMgr {
+            xfcc: super::xfcc::Xfcc::from_proto(h, path)?,
             access_logs: crate::access_log::AccessLog::list(
                 &h.access_log,
                 &format!("{path}.access_log"),

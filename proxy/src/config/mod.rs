@@ -23,6 +23,7 @@ mod tests;
 pub mod tls;
 pub mod typed_struct;
 pub mod xds;
+pub mod xfcc;
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use std::time::Duration;

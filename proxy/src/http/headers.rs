@@ -148,8 +148,6 @@ pub fn mutate_request(
     internal_only: &[HeaderName],
 ) {
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    // forward_client_cert_details SANITIZE (Envoy's default): the client's claim is dropped.
-    h.remove(&X_FORWARDED_CLIENT_CERT);
     // The trusted client address, as Envoy finds it: the connection's peer with
     // use_remote_address and no trusted hops, else the x-forwarded-for entry the trusted hops
     // point at (the Nth from the right with use_remote_address, the (N+1)th without); the

@@ -20,6 +20,7 @@ pub mod router;
 mod throttle;
 mod timeouts;
 mod upstream;
+mod xfcc;
 
 use crate::config::hcm::{Codec, HttpConnMgr};
 use crate::snapshot::Server;
@@ -143,6 +144,10 @@ pub struct ConnCtx {
     pub tls: bool,
     /// The TLS peer, kept when a filter reads it (RBAC).
     pub peer: Option<crate::io::Peer>,
+    /// The client presented a certificate (mTLS).
+    pub mtls: bool,
+    /// This hop's `x-forwarded-client-cert` entry, when the connection manager writes one.
+    pub xfcc: Option<http::HeaderValue>,
     pub activity: Arc<idle::Activity>,
     /// Envoy's downstream connection id (`%CONNECTION_ID%`).
     pub connection_id: u64,
@@ -196,6 +201,11 @@ pub async fn serve(
         } else {
             None
         },
+        mtls: stream.peer_cert().is_some(),
+        xfcc: stream
+            .peer_cert()
+            .filter(|_| hcm.xfcc.sets())
+            .and_then(|der| xfcc::entry(&hcm.xfcc, der, down.local_uri.as_deref())),
         activity: activity.clone(),
         connection_id: down.connection_id,
         inbound: down.inbound,

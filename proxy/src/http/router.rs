@@ -212,6 +212,7 @@ async fn dispatch(
         ctx.tls,
         &table.internal_only,
     );
+    super::xfcc::apply(req.headers_mut(), &hcm.xfcc, ctx.mtls, ctx.xfcc.as_ref());
     seen.request_id = req.headers().get(&X_REQUEST_ID).cloned();
     if seen.logging {
         seen.log.headers = Some(req.headers().clone());

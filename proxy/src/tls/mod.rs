@@ -8,6 +8,7 @@ pub mod san;
 pub mod sds;
 pub mod secrets;
 pub mod server;
+pub mod subject;
 pub mod verify;
 
 use crate::config::tls::{CommonTls, Source, Validation, ValidationSource, Version};

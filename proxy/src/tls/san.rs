@@ -13,7 +13,7 @@ pub enum San {
 }
 
 /// One DER element: (tag, contents, rest).
-fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = d.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -34,7 +34,7 @@ fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
-fn children(mut d: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+pub(crate) fn children(mut d: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     std::iter::from_fn(move || {
         let (tag, body, rest) = tlv(d)?;
         d = rest;
@@ -126,8 +126,9 @@ pub struct Details {
     pub names: Vec<San>,
 }
 
-/// Serial number, validity and names of a DER certificate.
-pub fn details(cert_der: &[u8]) -> Option<Details> {
+/// The fields of a DER certificate's `tbsCertificate` after its version: serial, signature,
+/// issuer, validity, subject, ...
+pub(crate) fn tbs_fields(cert_der: &[u8]) -> Option<impl Iterator<Item = (u8, &[u8])>> {
     let (SEQUENCE, cert, _) = tlv(cert_der)? else {
         return None;
     };
@@ -139,6 +140,12 @@ pub fn details(cert_der: &[u8]) -> Option<Details> {
     if parts.peek().is_some_and(|(t, _)| *t == 0xa0) {
         parts.next();
     }
+    Some(parts)
+}
+
+/// Serial number, validity and names of a DER certificate.
+pub fn details(cert_der: &[u8]) -> Option<Details> {
+    let mut parts = tbs_fields(cert_der)?;
     let (0x02, serial) = parts.next()? else {
         return None;
     };
