@@ -102,6 +102,21 @@ pub const CIPHERS: &[&str] = &[
     "ECDHE-RSA-CHACHA20-POLY1305",
 ];
 
+/// TLS 1.2 suites without forward secrecy or with CBC that Envoy's BoringSSL knows and rustls
+/// does not implement. Istio lists two of them (`AES256-GCM-SHA384`, `AES128-GCM-SHA256`) on
+/// every inbound listener: a list naming them is taken, and they are not offered.
+const NOT_OFFERED: &[&str] = &[
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "DES-CBC3-SHA",
+];
+
 pub const CURVES: &[&str] = &["X25519", "P-256", "P-384"];
 
 fn version(v: i32, path: &str, default: Version) -> Result<Version> {
@@ -118,10 +133,16 @@ fn version(v: i32, path: &str, default: Version) -> Result<Version> {
 }
 
 /// Envoy writes equal-preference groups as `[A|B]`; the names inside count one by one.
+/// Suites rustls lacks ([`NOT_OFFERED`]) are skipped, as long as one suite Ferry has remains.
 fn cipher_names(list: &[String], path: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for (i, entry) in list.iter().enumerate() {
         for name in entry.trim_matches(|c| c == '[' || c == ']').split('|') {
+            if NOT_OFFERED.contains(&name) {
+                skipped.push(name);
+                continue;
+            }
             if !CIPHERS.contains(&name) {
                 return err(
                     &format!("{path}[{i}]"),
@@ -133,6 +154,21 @@ fn cipher_names(list: &[String], path: &str) -> Result<Vec<String>> {
             }
             out.push(name.to_string());
         }
+    }
+    if !skipped.is_empty() {
+        if out.is_empty() {
+            return err(
+                path,
+                format!(
+                    "none of these cipher suites is supported by Ferry (supported: {})",
+                    CIPHERS.join(", ")
+                ),
+            );
+        }
+        tracing::info!(
+            "{path}: {} not offered (rustls has no static-RSA or CBC suites)",
+            skipped.join(", ")
+        );
     }
     Ok(out)
 }
@@ -334,5 +370,35 @@ pub fn transport_socket_any<'a>(
             &format!("{path}.typed_config"),
             format!("transport socket {other} is not supported here by Ferry"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cipher_names;
+
+    fn names(list: &[&str]) -> Result<Vec<String>, String> {
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        cipher_names(&list, "ciphers").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn istio_inbound_cipher_list_is_taken_without_rsa_key_exchange() {
+        let istio = [
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "AES256-GCM-SHA384",
+            "AES128-GCM-SHA256",
+        ];
+        assert_eq!(names(&istio).expect("taken"), istio[..4].to_vec());
+        let only_rsa = names(&["AES256-GCM-SHA384", "AES128-SHA"]).expect_err("nothing left");
+        assert!(
+            only_rsa.contains("none of these cipher suites"),
+            "{only_rsa}"
+        );
+        let typo = names(&["ECDHE-RSA-AES256-GCM-SHA385"]).expect_err("unknown");
+        assert!(typo.contains("ciphers[0]"), "{typo}");
     }
 }
