@@ -288,6 +288,24 @@ impl Report {
     }
 }
 
+/// Asserts that Envoy's and Ferry's lines of observations are the same, line by line, when
+/// both ran (`results` from [`crate::proxy::kinds`], Envoy first).
+pub fn assert_lines_equal(results: &[(crate::ProxyKind, Vec<String>)]) {
+    if let [(_, envoy), (_, ferry)] = results {
+        let diffs: Vec<String> = envoy
+            .iter()
+            .zip(ferry)
+            .filter(|(e, f)| e != f)
+            .map(|(e, f)| format!("envoy: {e}\nferry: {f}"))
+            .collect();
+        assert!(
+            diffs.is_empty() && envoy.len() == ferry.len(),
+            "Envoy and Ferry differ:\n{}",
+            diffs.join("\n")
+        );
+    }
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;

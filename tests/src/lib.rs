@@ -19,6 +19,7 @@
 //! ports: upstream ones are shared by both proxies, the others (ADMIN, L1,
 //! ...) are fresh for each proxy instance.
 
+pub mod authz;
 pub mod case;
 pub mod client;
 pub mod conn;

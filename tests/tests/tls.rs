@@ -227,19 +227,7 @@ async fn tls_termination_and_origination() {
             .any(|l| l.contains("\"uri\":\"spiffe://cluster.local/ns/default/sa/server\"")),
         "{ferry:#?}"
     );
-    if let [(_, envoy), (_, ferry)] = results.as_slice() {
-        let diffs: Vec<String> = envoy
-            .iter()
-            .zip(ferry)
-            .filter(|(e, f)| e != f)
-            .map(|(e, f)| format!("envoy: {e}\nferry: {f}"))
-            .collect();
-        assert!(
-            diffs.is_empty(),
-            "Envoy and Ferry differ:\n{}",
-            diffs.join("\n")
-        );
-    }
+    ferry_tests::diff::assert_lines_equal(&results);
 }
 
 /// Ferry originates mTLS to Envoy's listener and Envoy to Ferry's: the same certificates and

@@ -189,11 +189,13 @@ pub async fn serve(
         original_dst: down.original_dst,
         tls: stream.is_tls(),
         peer: if hcm.observes_streams()
-            || hcm
-                .filters
-                .iter()
-                .any(|f| matches!(f.filter, crate::config::filters::HttpFilter::Rbac(..)))
-        {
+            || hcm.filters.iter().any(|f| {
+                matches!(
+                    f.filter,
+                    crate::config::filters::HttpFilter::Rbac(..)
+                        | crate::config::filters::HttpFilter::ExtAuthz(..)
+                )
+            }) {
             stream.peer().map(|mut p| {
                 p.local_uri = down.local_uri.clone();
                 p

@@ -55,6 +55,9 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body>
     for (name, value) in effects.headers {
         resp.headers_mut().insert(name, value);
     }
+    for (name, value) in effects.added {
+        resp.headers_mut().append(name, value);
+    }
     if let Some(rate) = effects.throttle {
         let body = std::mem::replace(resp.body_mut(), Body::empty());
         *resp.body_mut() = Body::Throttled(Box::new(super::throttle::Throttle::new(body, rate)));
@@ -278,9 +281,14 @@ async fn dispatch(
                 remote: ctx.remote,
                 peer: ctx.peer.as_ref(),
             },
+            conn: ctx,
         };
         if let Some(r) = super::filters::decode(&hcm.filters, &freq, effects).await {
             return r;
+        }
+        if !effects.request.is_empty() {
+            let muts = std::mem::take(&mut effects.request);
+            super::filters::ext_authz::apply(req.headers_mut(), muts);
         }
     }
     let Some(vh) = vhost else {

@@ -3,6 +3,7 @@
 
 pub mod compressor;
 pub mod cors;
+pub mod ext_authz;
 pub mod fault;
 pub mod grpc_stats;
 pub mod network;
@@ -97,6 +98,8 @@ pub enum HttpFilter {
     PeerMetadata(crate::istio::peer::PeerMetadataCfg),
     /// Istio's `istio.alpn`: the upstream TLS ALPN list per HTTP version.
     IstioAlpn(Arc<crate::istio::alpn::AlpnOverride>),
+    /// `envoy.filters.http.ext_authz`: a gRPC authorization service decides.
+    ExtAuthz(Arc<ext_authz::ExtAuthzCfg>, Arc<ext_authz::ExtAuthzStats>),
 }
 
 /// The RBAC filter: its enforced and shadow engines (none: everything is allowed) and the
@@ -105,6 +108,9 @@ pub enum HttpFilter {
 pub struct RbacCfg {
     pub rules: Option<rbac::Engine>,
     pub shadow: Option<rbac::Engine>,
+    /// `shadow_rules_stat_prefix`: also the prefix of the dynamic metadata keys the shadow
+    /// engine writes (`<prefix>shadow_effective_policy_id`, `<prefix>shadow_engine_result`).
+    pub shadow_prefix: String,
 }
 
 /// `http.<prefix>.rbac.[<rules_stat_prefix>.]{allowed,denied}` and the shadow pair.
@@ -146,6 +152,7 @@ fn rbac_cfg(
         return err(path, "RBAC matchers are not supported by Ferry (use rules)");
     }
     Ok(RbacCfg {
+        shadow_prefix: r.shadow_rules_stat_prefix.clone(),
         rules: r
             .rules
             .as_ref()
@@ -238,6 +245,11 @@ pub fn http_filter(name: &str, any: &Any, stat_prefix: &str, path: &str) -> Resu
                 HttpFilter::LocalRateLimit(Some(Arc::new(RateLimitCfg::from_proto(&l, path)?)))
             }
         }
+        ext_authz::TYPE => {
+            let cfg = ext_authz::ExtAuthzCfg::from_any(any, path)?;
+            let stats = ext_authz::ExtAuthzStats::new(stat_prefix, &cfg.stat_prefix);
+            HttpFilter::ExtAuthz(Arc::new(cfg), Arc::new(stats))
+        }
         other => {
             return err(
                 path,
@@ -259,6 +271,7 @@ pub enum PerFilter {
     /// `RBACPerRoute`: its RBAC config (none: everything is allowed).
     Rbac(Arc<RbacCfg>),
     Cors(Arc<cors::CorsPolicy>),
+    ExtAuthz(Arc<ext_authz::PerRoute>),
     /// `FilterConfig { disabled: true }`: the filter is skipped.
     Disabled,
 }
@@ -281,6 +294,9 @@ pub fn per_filter_configs(m: &HashMap<String, Any>, path: &str) -> Result<PerFil
 fn per_filter(any: &Any, path: &str) -> Result<PerFilter> {
     Ok(match type_name(any) {
         FAULT => PerFilter::Fault(Arc::new(FaultCfg::from_proto(&any_to(any, path)?, path)?)),
+        ext_authz::PER_ROUTE => {
+            PerFilter::ExtAuthz(Arc::new(ext_authz::PerRoute::from_any(any, path)?))
+        }
         CORS_POLICY => PerFilter::Cors(Arc::new(cors::CorsPolicy::from_proto(
             &any_to(any, path)?,
             path,
@@ -291,6 +307,7 @@ fn per_filter(any: &Any, path: &str) -> Result<PerFilter> {
             PerFilter::Rbac(Arc::new(match &r.rbac {
                 Some(c) => rbac_cfg(c, &format!("{path}.rbac"))?,
                 None => RbacCfg {
+                    shadow_prefix: String::new(),
                     rules: None,
                     shadow: None,
                 },

@@ -95,6 +95,7 @@ pub fn net_filter(any: &Any, path: &str) -> Result<NetFilter> {
             let scope = r.stat_prefix.trim_end_matches('.').to_string();
             Ok(NetFilter::Rbac(
                 RbacCfg {
+                    shadow_prefix: r.shadow_rules_stat_prefix.clone(),
                     rules: engine(&r.rules, "rules")?,
                     shadow: engine(&r.shadow_rules, "shadow_rules")?,
                 },

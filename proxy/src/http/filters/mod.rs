@@ -3,6 +3,7 @@
 //! it (a delay), or add headers to the response.
 
 mod cors;
+pub mod ext_authz;
 mod fault;
 mod ratelimit;
 pub mod rbac;
@@ -19,6 +20,12 @@ pub struct Effects {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Send the body no faster than this many bytes a second.
     pub throttle: Option<u64>,
+    /// Headers added to the response alongside any it has.
+    pub added: Vec<(HeaderName, HeaderValue)>,
+    /// Changes to the request before it is forwarded (ext_authz).
+    pub request: Vec<ext_authz::Mutation>,
+    /// Dynamic metadata the filters wrote: (namespace, key, string value).
+    pub metadata: Vec<(&'static str, String, String)>,
 }
 
 /// What the filters know of the request.
@@ -32,6 +39,7 @@ pub struct FilterRequest<'a> {
     /// For header values computed from the request and connection.
     pub format: FormatCtx<'a>,
     pub subject: rbac::Subject<'a>,
+    pub conn: &'a super::ConnCtx,
 }
 
 impl FilterRequest<'_> {
@@ -98,7 +106,7 @@ pub async fn decode(
                     Some(PerFilter::Rbac(c)) => c,
                     _ => cfg,
                 };
-                if let Some(r) = rbac::decode(cfg, stats, req) {
+                if let Some(r) = rbac::decode(cfg, stats, req, effects) {
                     return Some(r);
                 }
             }
@@ -107,6 +115,15 @@ pub async fn decode(
             | HttpFilter::IstioStats(_)
             | HttpFilter::PeerMetadata(_)
             | HttpFilter::IstioAlpn(_) => {}
+            HttpFilter::ExtAuthz(cfg, stats) => {
+                let per = match per {
+                    Some(PerFilter::ExtAuthz(p)) => Some(&**p),
+                    _ => None,
+                };
+                if let Some(r) = ext_authz::decode(cfg, stats, per, req, effects).await {
+                    return Some(r);
+                }
+            }
             HttpFilter::Cors(stats) => {
                 let policies = req.all_per_filter(&f.name);
                 if let Some(r) = cors::decode(stats, &policies, req, &mut effects.headers) {

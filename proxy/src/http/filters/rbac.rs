@@ -98,15 +98,21 @@ impl Subject<'_> {
 
     /// Whether the engine lets this through.
     pub fn allowed(&self, e: &Engine) -> bool {
-        let matched = e.policies.iter().any(|(_, p)| {
+        self.verdict(e).0
+    }
+
+    /// Whether the engine lets this through, and the policy that matched.
+    fn verdict<'e>(&self, e: &'e Engine) -> (bool, Option<&'e str>) {
+        let matched = e.policies.iter().find(|(_, p)| {
             p.permissions.iter().any(|x| self.permission(x))
                 && p.principals.iter().any(|x| self.principal(x))
         });
-        match e.action {
-            Action::Allow => matched,
-            Action::Deny => !matched,
+        let allowed = match e.action {
+            Action::Allow => matched.is_some(),
+            Action::Deny => matched.is_none(),
             Action::Log => true,
-        }
+        };
+        (allowed, matched.map(|(name, _)| name.as_str()))
     }
 }
 
@@ -131,7 +137,30 @@ pub fn check(cfg: &RbacCfg, stats: &RbacStats, s: &Subject<'_>) -> bool {
     }
 }
 
-pub fn decode(cfg: &RbacCfg, stats: &RbacStats, req: &FilterRequest<'_>) -> Option<Response<Body>> {
+pub fn decode(
+    cfg: &RbacCfg,
+    stats: &RbacStats,
+    req: &FilterRequest<'_>,
+    effects: &mut super::Effects,
+) -> Option<Response<Body>> {
+    // The shadow engine's result as dynamic metadata (Istio's CUSTOM policy gates ext_authz
+    // on the policy id).
+    if let Some(e) = &cfg.shadow {
+        let (allowed, policy) = req.subject.verdict(e);
+        let ns = super::ext_authz::RBAC_NAMESPACE;
+        if let Some(p) = policy {
+            effects.metadata.push((
+                ns,
+                format!("{}shadow_effective_policy_id", cfg.shadow_prefix),
+                p.to_string(),
+            ));
+        }
+        effects.metadata.push((
+            ns,
+            format!("{}shadow_engine_result", cfg.shadow_prefix),
+            if allowed { "allowed" } else { "denied" }.to_string(),
+        ));
+    }
     if check(cfg, stats, &req.subject) {
         return None;
     }

@@ -1,0 +1,160 @@
+//! An external authorization service (`envoy.service.auth.v3.Authorization`, gRPC) for ext_authz
+//! tests. It records every CheckRequest and decides by the request path:
+//! - contains `allow`: OK, setting `x-authz-set`, appending to `x-app`, removing `x-drop`,
+//!   and adding `x-authz-response` (set) and `x-authz-added` (appended) to the response;
+//! - contains `deny`: PERMISSION_DENIED with a 401 `denied by authz` and `x-authz-why: test`;
+//! - contains `fail`: a gRPC UNAVAILABLE error;
+//! - contains `slow`: OK after 1.5 s;
+//! - anything else: PERMISSION_DENIED without a denied response.
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{
+    check_response::HttpResponse, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::rpc::Status;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::{Arc, Mutex};
+use tonic::codegen::Service;
+
+#[derive(Clone, Default)]
+struct Svc(Arc<Mutex<Vec<CheckRequest>>>);
+
+fn header(k: &str, v: &str, append: Option<bool>) -> HeaderValueOption {
+    #[allow(deprecated)] // `append` is what ext_authz reads
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        }),
+        append: append.map(|value| BoolValue { value }),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for Svc {
+    async fn check(
+        &self,
+        req: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let req = req.into_inner();
+        let path = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map(|h| h.path.clone())
+            .unwrap_or_default();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+        if path.contains("fail") {
+            return Err(tonic::Status::unavailable("authz is down"));
+        }
+        if path.contains("slow") {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        }
+        let resp = if path.contains("allow") || path.contains("slow") {
+            CheckResponse {
+                status: Some(Status::default()),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: vec![
+                        header("x-authz-set", "yes", None),
+                        header("x-app", "from-authz", Some(true)),
+                        header("x-absent", "dropped", Some(true)),
+                    ],
+                    headers_to_remove: vec!["x-drop".into()],
+                    response_headers_to_add: vec![
+                        header("x-authz-response", "set", Some(false)),
+                        header("x-authz-added", "added", Some(true)),
+                    ],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        } else if path.contains("deny") {
+            CheckResponse {
+                status: Some(Status {
+                    code: 7,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus { code: 401 }),
+                    headers: vec![
+                        header("x-authz-why", "test", None),
+                        header("x-authz-dropped", "appended", Some(true)),
+                    ],
+                    body: "denied by authz".into(),
+                })),
+                ..Default::default()
+            }
+        } else {
+            CheckResponse {
+                status: Some(Status {
+                    code: 7,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        };
+        Ok(tonic::Response::new(resp))
+    }
+}
+
+/// A running authorization service on 127.0.0.1; stops when dropped.
+pub struct AuthzServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<CheckRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AuthzServer {
+    pub async fn start() -> AuthzServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the authz server");
+        let port = listener.local_addr().expect("local_addr").port();
+        let svc = Svc::default();
+        let seen = svc.0.clone();
+        let server = AuthorizationServer::new(svc);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let mut s = server.clone();
+                            async move { s.call(req).await }
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        AuthzServer { port, seen, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The CheckRequests received so far, and forgets them.
+    pub fn take(&self) -> Vec<CheckRequest> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for AuthzServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,201 @@
+//! ext_authz over gRPC against Envoy (`configs/ext_authz.yaml`): Istio's CUSTOM authorization
+//! (a shadow RBAC policy gating the check through dynamic metadata), OK with request and
+//! response header changes, denials with and without a denied response, service errors and
+//! timeouts, per-route disabling and context extensions, failing open, a missing cluster; the
+//! CheckRequests the service received; the `ext_authz` and RBAC shadow counters.
+
+use envoy_types::pb::envoy::config::core::v3::{address, Address};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use ferry_tests::authz::AuthzServer;
+use ferry_tests::client::{self, HttpRequest};
+use ferry_tests::echo;
+use ferry_tests::proxy;
+
+fn ip(a: &Option<Address>) -> String {
+    match a.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(address::Address::SocketAddress(s)) => s.address.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// What a CheckRequest says, without the values that differ from run to run.
+fn summary(c: &CheckRequest) -> String {
+    let Some(a) = &c.attributes else {
+        return "no attributes".into();
+    };
+    let http = a.request.as_ref().and_then(|r| r.http.as_ref());
+    let mut headers: Vec<String> = http
+        .map(|h| {
+            h.headers
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "x-request-id" => format!("{k}=<id>"),
+                    _ => format!("{k}={v}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    headers.sort();
+    let mut ext: Vec<String> = a
+        .context_extensions
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    ext.sort();
+    format!(
+        "{} {} host={} scheme={} protocol={} size={} id={} src={} dst={} principals=[{}|{}] headers={headers:?} ext={ext:?} metadata={} route_metadata={} time={}",
+        http.map_or("", |h| h.method.as_str()),
+        http.map_or("", |h| h.path.as_str()),
+        http.map_or("", |h| h.host.as_str()),
+        http.map_or("", |h| h.scheme.as_str()),
+        http.map_or("", |h| h.protocol.as_str()),
+        http.map_or(-2, |h| h.size),
+        http.is_some_and(|h| h.id.parse::<u64>().is_ok()),
+        a.source.as_ref().map_or("-".into(), |p| ip(&p.address)),
+        a.destination.as_ref().map_or("-".into(), |p| ip(&p.address)),
+        a.source.as_ref().map_or("", |p| p.principal.as_str()),
+        a.destination.as_ref().map_or("", |p| p.principal.as_str()),
+        a.metadata_context.is_some(),
+        a.route_metadata_context.is_some(),
+        a.request.as_ref().is_some_and(|r| r.time.is_some()),
+    )
+}
+
+/// Status, the headers ext_authz touches, and what the upstream saw.
+fn outcome(r: &client::HttpResponse) -> String {
+    let mut out = format!("{}", r.status);
+    for h in [
+        "x-authz-response",
+        "x-authz-added",
+        "x-authz-why",
+        "x-authz-dropped",
+        "content-type",
+        "content-length",
+    ] {
+        let all: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == h)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if !all.is_empty() {
+            out.push_str(&format!(" {h}={all:?}"));
+        }
+    }
+    if r.status == 200 {
+        let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        for h in [
+            "x-authz-set",
+            "x-app",
+            "x-drop",
+            "x-absent",
+            "x-envoy-auth-failure-mode-allowed",
+        ] {
+            let v = &seen["headers"][h];
+            if !v.is_null() {
+                out.push_str(&format!(" upstream {h}={v}"));
+            }
+        }
+    } else {
+        out.push_str(&format!(" body={:?}", r.text()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ext_authz_grpc_against_envoy() {
+    let up = echo::start_http("echo").await;
+    let authz = AuthzServer::start().await;
+    let mut results = Vec::new();
+    for (kind, bin) in proxy::kinds() {
+        let vars = std::collections::BTreeMap::from([
+            ("UP_ECHO".to_string(), up.port().to_string()),
+            ("AUTHZ".to_string(), authz.port().to_string()),
+        ]);
+        let px = proxy::start(
+            kind,
+            &bin,
+            include_str!("../configs/ext_authz.yaml"),
+            &vars,
+            &[],
+        )
+        .await;
+        authz.take();
+        let mut got = Vec::new();
+        let cases: &[(&str, &str)] = &[
+            ("L1", "/other"),
+            ("L1", "/secure/allow"),
+            ("L1", "/secure/deny"),
+            ("L1", "/secure/nothing"),
+            ("L1", "/secure/fail"),
+            ("L1", "/secure/slow"),
+            ("L1", "/secure/off/allow"),
+            ("L1", "/secure/ctx/allow?q=1"),
+            ("L2", "/fail"),
+            ("L2", "/allow"),
+            ("L3", "/allow"),
+        ];
+        for (listener, path) in cases {
+            let mut req = HttpRequest::get(path);
+            req.headers.push(("x-app".into(), "orig".into()));
+            req.headers.push(("x-drop".into(), "gone".into()));
+            let line = match client::send(px.port(listener), &req).await {
+                Ok(r) => outcome(&r),
+                Err(e) => format!("error {e}"),
+            };
+            got.push(format!("{listener} {path}: {line}"));
+        }
+        for c in authz.take() {
+            got.push(format!("check: {}", summary(&c)));
+        }
+        let mut names = Vec::new();
+        for (hcm, prefix) in [("istio", ""), ("open", "fo."), ("missing", "")] {
+            for s in ["ok", "denied", "error", "disabled", "failure_mode_allowed"] {
+                names.push(format!("http.{hcm}.ext_authz.{prefix}{s}"));
+            }
+        }
+        for s in ["ok", "denied", "error", "failure_mode_allowed"] {
+            names.push(format!("cluster.echo.ext_authz.{s}"));
+            names.push(format!("cluster.echo.ext_authz.fo.{s}"));
+        }
+        names.push("http.istio.rbac.istio_ext_authz_.shadow_denied".into());
+        names.push("http.istio.rbac.istio_ext_authz_.shadow_allowed".into());
+        for n in &names {
+            got.push(format!(
+                "{n}: {}",
+                ferry_tests::conn::stat(px.admin_port(), n).await
+            ));
+        }
+        if std::env::var_os("FERRY_TESTS_DUMP").is_some() {
+            eprintln!("{kind:?}: {got:#?}");
+        }
+        results.push((kind, got));
+    }
+    let ferry = &results.last().expect("ferry ran").1;
+    for want in [
+        "L1 /other: 200",
+        "L1 /secure/allow: 200 x-authz-response=[\"set\"] x-authz-added=[\"added\"]",
+        "L1 /secure/deny: 401 x-authz-why=[\"test\"] content-type=[\"text/plain\"]",
+        "L1 /secure/nothing: 403",
+        "L1 /secure/fail: 403",
+        "L1 /secure/slow: 403",
+        "L3 /allow: 503",
+        "http.istio.ext_authz.disabled: 1",
+        "http.open.ext_authz.fo.failure_mode_allowed: 1",
+    ] {
+        assert!(
+            ferry.iter().any(|l| l.starts_with(want)),
+            "missing {want:?} in {ferry:#?}"
+        );
+    }
+    assert!(
+        ferry
+            .iter()
+            .any(|l| l.contains("upstream x-authz-set=[\"yes\"]")
+                && l.contains("upstream x-app=[\"orig,from-authz\"]")
+                && !l.contains("x-drop")
+                && !l.contains("x-absent")),
+        "{ferry:#?}"
+    );
+    ferry_tests::diff::assert_lines_equal(&results);
+}
