@@ -158,3 +158,108 @@ impl Drop for AuthzServer {
         self.task.abort();
     }
 }
+
+/// The same decisions over HTTP (`http_service`), by the path it is asked for:
+/// - `allow`: 200 with `x-authz-set`, `x-app`, `x-client-ok`, `x-other` and
+///   `x-envoy-auth-headers-to-remove: x-drop`;
+/// - `deny`: 401 `denied by http authz` with `www-authenticate`, `x-authz-why`,
+///   `content-type: text/html` and `set-cookie`;
+/// - `redirect`: 302 to `/login`, no body; `fail`: 503; anything else: 403.
+///
+/// It records each request as `METHOD path` and its headers, sorted.
+pub struct HttpAuthzServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn http_check(
+    seen: Arc<Mutex<Vec<String>>>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    let path = req.uri().to_string();
+    let mut headers: Vec<String> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| format!("{n}={}", v.to_str().unwrap_or("?")))
+        .collect();
+    headers.sort();
+    let method = req.method().to_string();
+    let body = http_body_util::BodyExt::collect(req.into_body())
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    seen.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+        "{method} {path} body={:?} headers={headers:?}",
+        String::from_utf8_lossy(&body)
+    ));
+    let r = http::Response::builder();
+    let r = if path.contains("allow") {
+        r.status(200)
+            .header("x-authz-set", "yes")
+            .header("x-app", "from-authz")
+            .header("x-client-ok", "yes")
+            .header("x-other", "no")
+            .header("x-envoy-auth-headers-to-remove", "x-drop")
+            .body(Default::default())
+    } else if path.contains("deny") {
+        r.status(401)
+            .header("www-authenticate", "Basic realm=\"ferry\"")
+            .header("x-authz-why", "test")
+            .header("content-type", "text/html")
+            .header("set-cookie", "a=b")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"denied by http authz",
+            )))
+    } else if path.contains("redirect") {
+        r.status(302)
+            .header("location", "/login")
+            .body(Default::default())
+    } else if path.contains("fail") {
+        r.status(503).body(Default::default())
+    } else {
+        r.status(403).body(Default::default())
+    };
+    Ok(r.unwrap_or_default())
+}
+
+impl HttpAuthzServer {
+    pub async fn start() -> HttpAuthzServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the HTTP authz server");
+        let port = listener.local_addr().expect("local_addr").port();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| http_check(s.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        HttpAuthzServer { port, seen, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The requests received so far, and forgets them.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for HttpAuthzServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

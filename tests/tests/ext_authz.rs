@@ -1,4 +1,4 @@
-//! ext_authz over gRPC against Envoy (`configs/ext_authz.yaml`): Istio's CUSTOM authorization
+//! ext_authz over gRPC and HTTP against Envoy (`configs/ext_authz.yaml`): Istio's CUSTOM authorization
 //! (a shadow RBAC policy gating the check through dynamic metadata), OK with request and
 //! response header changes, denials with and without a denied response, service errors and
 //! timeouts, per-route disabling and context extensions, failing open, a missing cluster; the
@@ -6,7 +6,7 @@
 
 use envoy_types::pb::envoy::config::core::v3::{address, Address};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use ferry_tests::authz::AuthzServer;
+use ferry_tests::authz::{AuthzServer, HttpAuthzServer};
 use ferry_tests::client::{self, HttpRequest};
 use ferry_tests::echo;
 use ferry_tests::proxy;
@@ -43,13 +43,15 @@ fn summary(c: &CheckRequest) -> String {
         .collect();
     ext.sort();
     format!(
-        "{} {} host={} scheme={} protocol={} size={} id={} src={} dst={} principals=[{}|{}] headers={headers:?} ext={ext:?} metadata={} route_metadata={} time={}",
+        "{} {} host={} scheme={} protocol={} size={} body={:?} raw_body={:?} id={} src={} dst={} principals=[{}|{}] headers={headers:?} ext={ext:?} metadata={} route_metadata={} time={}",
         http.map_or("", |h| h.method.as_str()),
         http.map_or("", |h| h.path.as_str()),
         http.map_or("", |h| h.host.as_str()),
         http.map_or("", |h| h.scheme.as_str()),
         http.map_or("", |h| h.protocol.as_str()),
         http.map_or(-2, |h| h.size),
+        http.map_or("", |h| h.body.as_str()),
+        http.map_or(String::new(), |h| String::from_utf8_lossy(&h.raw_body).into_owned()),
         http.is_some_and(|h| h.id.parse::<u64>().is_ok()),
         a.source.as_ref().map_or("-".into(), |p| ip(&p.address)),
         a.destination.as_ref().map_or("-".into(), |p| ip(&p.address)),
@@ -69,6 +71,11 @@ fn outcome(r: &client::HttpResponse) -> String {
         "x-authz-added",
         "x-authz-why",
         "x-authz-dropped",
+        "www-authenticate",
+        "location",
+        "set-cookie",
+        "x-client-ok",
+        "x-other",
         "content-type",
         "content-length",
     ] {
@@ -81,6 +88,13 @@ fn outcome(r: &client::HttpResponse) -> String {
         if !all.is_empty() {
             out.push_str(&format!(" {h}={all:?}"));
         }
+    }
+    if r.headers
+        .iter()
+        .any(|(n, _)| n == "x-envoy-upstream-service-time")
+        && r.status != 200
+    {
+        out.push_str(" x-envoy-upstream-service-time");
     }
     if r.status == 200 {
         let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
@@ -103,14 +117,16 @@ fn outcome(r: &client::HttpResponse) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ext_authz_grpc_against_envoy() {
+async fn ext_authz_against_envoy() {
     let up = echo::start_http("echo").await;
     let authz = AuthzServer::start().await;
+    let http_authz = HttpAuthzServer::start().await;
     let mut results = Vec::new();
     for (kind, bin) in proxy::kinds() {
         let vars = std::collections::BTreeMap::from([
             ("UP_ECHO".to_string(), up.port().to_string()),
             ("AUTHZ".to_string(), authz.port().to_string()),
+            ("AUTHZ_HTTP".to_string(), http_authz.port().to_string()),
         ]);
         let px = proxy::start(
             kind,
@@ -121,9 +137,21 @@ async fn ext_authz_grpc_against_envoy() {
         )
         .await;
         authz.take();
+        http_authz.take();
         let mut got = Vec::new();
         let cases: &[(&str, &str)] = &[
             ("L1", "/other"),
+            ("L1", "POST /secure/allow"),
+            ("L2", "POST /allow"),
+            ("L4", "POST /allow"),
+            ("L4", "POST /allow/short"),
+            ("L5", "/allow?x=1"),
+            ("L5", "POST /allow"),
+            ("L5", "/deny"),
+            ("L5", "/redirect"),
+            ("L5", "/fail"),
+            ("L5", "/other"),
+            ("L6", "/deny"),
             ("L1", "/secure/allow"),
             ("L1", "/secure/deny"),
             ("L1", "/secure/nothing"),
@@ -136,7 +164,19 @@ async fn ext_authz_grpc_against_envoy() {
             ("L3", "/allow"),
         ];
         for (listener, path) in cases {
-            let mut req = HttpRequest::get(path);
+            let mut req = match path.strip_prefix("POST ") {
+                Some(p) => {
+                    let mut r = HttpRequest::get(p);
+                    r.method = "POST".into();
+                    r.body = if p.ends_with("short") {
+                        b"tiny".to_vec()
+                    } else {
+                        b"a body of 24 bytes here!".to_vec()
+                    };
+                    r
+                }
+                None => HttpRequest::get(path),
+            };
             req.headers.push(("x-app".into(), "orig".into()));
             req.headers.push(("x-drop".into(), "gone".into()));
             let line = match client::send(px.port(listener), &req).await {
@@ -148,8 +188,20 @@ async fn ext_authz_grpc_against_envoy() {
         for c in authz.take() {
             got.push(format!("check: {}", summary(&c)));
         }
+        for c in http_authz.take() {
+            got.push(format!(
+                "http check: {}",
+                c.replace(&up.port().to_string(), "UP")
+            ));
+        }
         let mut names = Vec::new();
-        for (hcm, prefix) in [("istio", ""), ("open", "fo."), ("missing", "")] {
+        for (hcm, prefix) in [
+            ("istio", ""),
+            ("open", "fo."),
+            ("missing", ""),
+            ("http_authz", ""),
+            ("http_authz_few", ""),
+        ] {
             for s in ["ok", "denied", "error", "disabled", "failure_mode_allowed"] {
                 names.push(format!("http.{hcm}.ext_authz.{prefix}{s}"));
             }

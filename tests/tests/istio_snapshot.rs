@@ -8,7 +8,10 @@
 
 use ferry::config::load;
 use ferry_tests::proxy::{self, Proxy, ProxyKind, TempDir};
-use ferry_tests::xds_server::{ads_uds_bootstrap, XdsServer, CLUSTER, LISTENER, ROUTE};
+use ferry_tests::tls::{spiffe, Ca};
+use ferry_tests::xds_server::{
+    ads_uds_bootstrap, pipe_cluster, resources, XdsServer, CLUSTER, LISTENER, ROUTE, SECRET,
+};
 use ferry_tests::{client, fixtures, ports};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,11 +19,6 @@ use std::time::Duration;
 
 /// Listeners Ferry refuses, and the reason its NACK must give for each.
 const REFUSED: &[(&str, &str)] = &[
-    // ext_authz (Istio's CUSTOM authorization) is not implemented.
-    (
-        "virtualInbound",
-        "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz is not supported",
-    ),
     // Ambient's HBONE tunnels: internal listeners and Istio's CONNECT extensions.
     (
         "connect_originate",
@@ -104,12 +102,23 @@ async fn istiod_sidecar_listeners_over_ads() {
     xds.set(ROUTE, routes);
     let version = xds.set(LISTENER, resources);
     let admin = ports::free_port();
+    // The agent's SDS (the same socket here): the workload certificate and root the inbound
+    // and HBONE listeners name.
+    let root = Ca::root("cluster.local");
+    let me = root.issue(&spiffe("default", "bookinfo-productpage"), &[]);
+    xds.set(
+        SECRET,
+        vec![
+            resources::secret_cert("default", &me.chain, &me.key),
+            resources::secret_ca("ROOTCA", &root.root_pem),
+        ],
+    );
     let boot = ads_uds_bootstrap(
         &socket,
         "sidecar~10.244.0.12~productpage-v1-6b8d.default~default.svc.cluster.local",
         "productpage.default",
         admin,
-    );
+    ) + &pipe_cluster("sds-grpc", &socket);
     let ports = BTreeMap::from([("ADMIN".to_string(), admin)]);
     let ferry = Proxy::spawn(ProxyKind::Ferry, &proxy::ferry_bin(), &boot, ports, &[]);
     // One response, answered once: ACK or NACK.
@@ -169,8 +178,9 @@ async fn istiod_sidecar_listeners_over_ads() {
     );
     assert!(
         failures.is_empty(),
-        "{}\nNACK: {nack}\nin force: {active:?}\nstderr:\n{}",
+        "{}\nNACK: {nack}\nin force: {active:?}\nxDS: {}\nstderr:\n{}",
         failures.join("\n"),
+        xds.dump(),
         ferry.stderr()
     );
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::HeaderMap;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -14,7 +14,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What an upstream request carries.
 pub enum ReqBody {
     /// The downstream body, as it arrives.
-    Stream(Incoming),
+    Stream(super::down::DownBody),
     /// The downstream body with a copy kept for another attempt.
     Replay(ReplayBody),
     /// A mirrored copy of a [`ReplayBody`], as it arrives.
@@ -102,7 +102,7 @@ struct Superseded;
 
 struct Shared {
     /// The downstream body; `None` once it has ended.
-    src: Option<Incoming>,
+    src: Option<super::down::DownBody>,
     /// Every data frame read so far, while they fit in `limit`.
     kept: Vec<Bytes>,
     kept_len: usize,
@@ -128,7 +128,7 @@ pub struct ReplayBody {
 
 impl ReplayBody {
     /// The first attempt's body; up to `limit` bytes of it are kept.
-    pub fn new(src: Incoming, limit: usize) -> ReplayBody {
+    pub fn new(src: super::down::DownBody, limit: usize) -> ReplayBody {
         let size_hint = src.size_hint();
         let src = (!src.is_end_stream()).then_some(src);
         ReplayBody {

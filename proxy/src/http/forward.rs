@@ -16,7 +16,7 @@ use crate::config::headers::HeaderMutation;
 use crate::config::route::{Forward, HostRewrite, Route, RouteTable, Target, VirtualHost};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::Instant;
 
 pub async fn forward(
     ctx: &Arc<ConnCtx>,
-    mut req: Request<Incoming>,
+    mut req: Request<super::down::DownBody>,
     table: &RouteTable,
     vh: &VirtualHost,
     route: &Route,

@@ -4,6 +4,7 @@
 mod attempt;
 pub mod body;
 mod compress;
+pub mod down;
 pub(crate) mod filters;
 mod forward;
 mod grpc_stats;

@@ -110,10 +110,11 @@ fn protocol_name(v: Version) -> &'static str {
 
 async fn dispatch(
     ctx: &Arc<ConnCtx>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     seen: &mut Seen,
     effects: &mut super::filters::Effects,
 ) -> Response<Body> {
+    let mut req = req.map(super::down::DownBody::new);
     let hcm = &ctx.hcm;
     ctx.stats.rq_total.inc();
     // `stop_accepting_requests`: new requests get Envoy's 503 while the action is saturated.
@@ -260,8 +261,9 @@ async fn dispatch(
     let route = vhost.and_then(|vh| vh.routes.iter().find(|r| r.matcher.matches(&view)));
     // The filters before the router see the request whether or not a route matched.
     if !hcm.filters.is_empty() {
+        let (parts, mut body) = req.into_parts();
         let freq = super::filters::FilterRequest {
-            headers: req.headers(),
+            headers: &parts.headers,
             table,
             vhost,
             route,
@@ -272,10 +274,10 @@ async fn dispatch(
                 },
                 _ => None,
             }),
-            format: format_ctx(ctx, req.headers(), req.version()),
+            format: format_ctx(ctx, &parts.headers, parts.version),
             subject: super::filters::rbac::Subject {
-                headers: Some(req.headers()),
-                method: req.method().as_str(),
+                headers: Some(&parts.headers),
+                method: parts.method.as_str(),
                 path: &path,
                 local: ctx.local,
                 remote: ctx.remote,
@@ -283,7 +285,9 @@ async fn dispatch(
             },
             conn: ctx,
         };
-        if let Some(r) = super::filters::decode(&hcm.filters, &freq, effects).await {
+        let reply = super::filters::decode(&hcm.filters, &freq, effects, &mut body).await;
+        req = Request::from_parts(parts, body);
+        if let Some(r) = reply {
             return r;
         }
         if !effects.request.is_empty() {

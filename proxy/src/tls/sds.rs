@@ -87,8 +87,20 @@ impl Handler for SdsHandler {
                 "resource type {type_url} is not expected on an SDS stream"
             ));
         }
-        apply(version, &resources)
+        let r = apply(version, &resources);
+        if let Some(hook) = SECRETS_HOOK.get() {
+            hook();
+        }
+        r
     }
+}
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+static SECRETS_HOOK: OnceLock<Hook> = OnceLock::new();
+
+/// What runs after secrets arrive from an SDS server (the xDS state re-runs its listeners).
+pub fn on_secrets(hook: Hook) {
+    let _ = SECRETS_HOOK.set(hook);
 }
 
 /// The streams to separate SDS servers, by cluster, with the names each is asked for.

@@ -335,6 +335,17 @@ impl XdsState {
         )
     }
 
+    /// Secrets came from an SDS server: listeners waiting for them start.
+    pub(super) fn secrets_arrived(&self) {
+        let mut res = self.res.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(server) = self.server() {
+            let wanted = res.listeners.clone();
+            for (name, e) in self.run_listeners(&mut res, &server, &wanted) {
+                tracing::warn!(listener = %name, "cannot start listener: {e}");
+            }
+        }
+    }
+
     /// SDS secrets over ADS: stored by name; listeners waiting for them start.
     pub(super) fn apply_secrets(
         &self,

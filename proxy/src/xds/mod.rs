@@ -96,6 +96,13 @@ impl XdsState {
             lds_requested: std::sync::atomic::AtomicBool::new(false),
             asked: Mutex::new(BTreeSet::new()),
         });
+        // Secrets from separate SDS servers (Istio's agent): listeners waiting for them start.
+        let weak = Arc::downgrade(&state);
+        crate::tls::sds::on_secrets(Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                s.secrets_arrived();
+            }
+        }));
         // Envoy asks for clusters first and for listeners once the clusters are initialised.
         let mut wildcard = Vec::new();
         if dynamic.cds {

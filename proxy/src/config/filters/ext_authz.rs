@@ -14,6 +14,27 @@ pub const PER_ROUTE: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
 
 /// `filter_enabled_metadata`: a string at a path of a filter's dynamic metadata.
 #[derive(Debug)]
+pub struct HttpCfg {
+    pub path_prefix: String,
+    /// `authorization_request.allowed_headers`: more request headers sent to the service.
+    pub allowed_headers: Vec<StringMatch>,
+    pub headers_to_add: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `authorization_response`: which of the service's headers go where.
+    pub upstream: Vec<StringMatch>,
+    pub upstream_append: Vec<StringMatch>,
+    /// `allowed_client_headers` (none: all of them, on a denial).
+    pub client: Option<Vec<StringMatch>>,
+    pub client_on_success: Vec<StringMatch>,
+}
+
+#[derive(Debug)]
+pub struct BodySettings {
+    pub max: usize,
+    pub allow_partial: bool,
+    pub pack_as_bytes: bool,
+}
+
+#[derive(Debug)]
 pub struct MetadataGate {
     pub filter: String,
     pub key: String,
@@ -37,7 +58,10 @@ pub struct ExtAuthzCfg {
     pub filter_enabled_metadata: Option<MetadataGate>,
     /// Deny (403) when the filter is disabled by its runtime fraction or metadata.
     pub deny_at_disable: bool,
-    pub include_peer_certificate: bool,
+    /// `with_request_body`.
+    pub body: Option<BodySettings>,
+    /// `http_service`: the check is an HTTP request (none: gRPC).
+    pub http: Option<Box<HttpCfg>>,
     /// `stat_prefix`: `http.<hcm>.ext_authz.<stat_prefix>.*`.
     pub stat_prefix: String,
 }
@@ -46,30 +70,35 @@ pub struct ExtAuthzCfg {
 #[derive(Debug)]
 pub enum PerRoute {
     Disabled(bool),
-    /// `check_settings.context_extensions`, sorted by key.
-    ContextExtensions(Vec<(String, String)>),
+    /// `check_settings`: `context_extensions` sorted by key, and
+    /// `disable_request_body_buffering`.
+    Check {
+        extensions: Vec<(String, String)>,
+        no_body: bool,
+    },
 }
 
 impl ExtAuthzCfg {
     pub fn from_any(any: &Any, path: &str) -> Result<ExtAuthzCfg> {
         let c: pb::ExtAuthz = any_to(any, path)?;
-        if c.with_request_body.is_some() {
-            return err(
-                &format!("{path}.with_request_body"),
-                "with_request_body is not supported by Ferry yet",
-            );
-        }
         if c.clear_route_cache {
             return err(
                 &format!("{path}.clear_route_cache"),
                 "clear_route_cache is not supported by Ferry yet",
             );
         }
-        let Some(pb::ext_authz::Services::GrpcService(g)) = &c.services else {
+        if c.include_peer_certificate {
             return err(
-                &format!("{path}.http_service"),
-                "ext_authz over HTTP is not supported by Ferry yet (use grpc_service)",
+                &format!("{path}.include_peer_certificate"),
+                "include_peer_certificate is not supported by Ferry yet",
             );
+        }
+        let g = match &c.services {
+            Some(pb::ext_authz::Services::GrpcService(g)) => g,
+            Some(pb::ext_authz::Services::HttpService(h)) => {
+                return http_service(c.clone(), h, path);
+            }
+            None => return err(path, "grpc_service or http_service is required"),
         };
         let gp = format!("{path}.grpc_service");
         let Some(TargetSpecifier::EnvoyGrpc(eg)) = &g.target_specifier else {
@@ -118,10 +147,114 @@ impl ExtAuthzCfg {
                 .as_ref()
                 .and_then(|d| d.default_value.as_ref())
                 .is_some_and(|b| b.value),
-            include_peer_certificate: c.include_peer_certificate,
+            body: body_settings(&c),
+            http: None,
             stat_prefix: c.stat_prefix.clone(),
         })
     }
+}
+
+fn body_settings(c: &pb::ExtAuthz) -> Option<BodySettings> {
+    c.with_request_body.as_ref().map(|b| BodySettings {
+        max: b.max_request_bytes as usize,
+        allow_partial: b.allow_partial_message,
+        pack_as_bytes: b.pack_as_bytes,
+    })
+}
+
+fn matchers(
+    l: &Option<envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher>,
+    path: &str,
+) -> Result<Option<Vec<StringMatch>>> {
+    l.as_ref()
+        .map(|l| {
+            l.patterns
+                .iter()
+                .enumerate()
+                .map(|(i, m)| StringMatch::from_proto(m, &format!("{path}.patterns[{i}]")))
+                .collect()
+        })
+        .transpose()
+}
+
+/// `http_service`: the cluster and timeout of `server_uri`, the rest of the filter as for gRPC.
+#[allow(deprecated)] // authorization_request.allowed_headers is what Istio writes
+fn http_service(mut c: pb::ExtAuthz, h: &pb::HttpService, path: &str) -> Result<ExtAuthzCfg> {
+    use envoy_types::pb::envoy::config::core::v3::http_uri::HttpUpstreamType;
+    let hp = format!("{path}.http_service");
+    let Some(uri) = &h.server_uri else {
+        return err(&format!("{hp}.server_uri"), "server_uri is required");
+    };
+    let Some(HttpUpstreamType::Cluster(cluster)) = &uri.http_upstream_type else {
+        return err(&format!("{hp}.server_uri.cluster"), "cluster is required");
+    };
+    super::super::opt_duration(&uri.timeout, &format!("{hp}.server_uri.timeout"))?;
+    let mut headers_to_add = Vec::new();
+    let mut allowed_headers = Vec::new();
+    if let Some(r) = &h.authorization_request {
+        let rp = format!("{hp}.authorization_request");
+        allowed_headers =
+            matchers(&r.allowed_headers, &format!("{rp}.allowed_headers"))?.unwrap_or_default();
+        for (i, hv) in r.headers_to_add.iter().enumerate() {
+            let n = http::HeaderName::from_bytes(hv.key.as_bytes());
+            let v = http::HeaderValue::from_str(&hv.value);
+            match (n, v) {
+                (Ok(n), Ok(v)) => headers_to_add.push((n, v)),
+                _ => {
+                    return err(
+                        &format!("{rp}.headers_to_add[{i}]"),
+                        "invalid header name or value",
+                    )
+                }
+            }
+        }
+    }
+    let rp = format!("{hp}.authorization_response");
+    let r = h.authorization_response.clone().unwrap_or_default();
+    let http = HttpCfg {
+        path_prefix: h.path_prefix.clone(),
+        allowed_headers,
+        headers_to_add,
+        upstream: matchers(
+            &r.allowed_upstream_headers,
+            &format!("{rp}.allowed_upstream_headers"),
+        )?
+        .unwrap_or_default(),
+        upstream_append: matchers(
+            &r.allowed_upstream_headers_to_append,
+            &format!("{rp}.allowed_upstream_headers_to_append"),
+        )?
+        .unwrap_or_default(),
+        client: matchers(
+            &r.allowed_client_headers,
+            &format!("{rp}.allowed_client_headers"),
+        )?,
+        client_on_success: matchers(
+            &r.allowed_client_headers_on_success,
+            &format!("{rp}.allowed_client_headers_on_success"),
+        )?
+        .unwrap_or_default(),
+    };
+    // The rest reads as for gRPC: borrow that path with this cluster and timeout.
+    c.services = Some(pb::ext_authz::Services::GrpcService(
+        envoy_types::pb::envoy::config::core::v3::GrpcService {
+            target_specifier: Some(TargetSpecifier::EnvoyGrpc(
+                envoy_types::pb::envoy::config::core::v3::grpc_service::EnvoyGrpc {
+                    cluster_name: cluster.clone(),
+                    ..Default::default()
+                },
+            )),
+            timeout: uri.timeout,
+            ..Default::default()
+        },
+    ));
+    let any = Any {
+        type_url: format!("type.googleapis.com/{TYPE}"),
+        value: prost::Message::encode_to_vec(&c),
+    };
+    let mut cfg = ExtAuthzCfg::from_any(&any, path)?;
+    cfg.http = Some(Box::new(http));
+    Ok(cfg)
 }
 
 fn gate(
@@ -159,15 +292,13 @@ impl PerRoute {
         match c.r#override {
             Some(pb::ext_authz_per_route::Override::Disabled(d)) => Ok(PerRoute::Disabled(d)),
             Some(pb::ext_authz_per_route::Override::CheckSettings(s)) => {
-                if s.disable_request_body_buffering {
-                    return err(
-                        &format!("{path}.check_settings.disable_request_body_buffering"),
-                        "request bodies are not sent by Ferry yet",
-                    );
-                }
-                let mut ext: Vec<(String, String)> = s.context_extensions.into_iter().collect();
-                ext.sort();
-                Ok(PerRoute::ContextExtensions(ext))
+                let mut extensions: Vec<(String, String)> =
+                    s.context_extensions.into_iter().collect();
+                extensions.sort();
+                Ok(PerRoute::Check {
+                    extensions,
+                    no_body: s.disable_request_body_buffering,
+                })
             }
             None => err(path, "disabled or check_settings is required"),
         }

@@ -4,6 +4,8 @@
 
 mod cors;
 pub mod ext_authz;
+mod ext_authz_grpc;
+mod ext_authz_http;
 mod fault;
 mod ratelimit;
 pub mod rbac;
@@ -85,6 +87,7 @@ pub async fn decode(
     filters: &[FilterEntry],
     req: &FilterRequest<'_>,
     effects: &mut Effects,
+    body: &mut crate::http::down::DownBody,
 ) -> Option<Response<Body>> {
     for f in filters {
         let per = req.per_filter(&f.name);
@@ -120,7 +123,7 @@ pub async fn decode(
                     Some(PerFilter::ExtAuthz(p)) => Some(&**p),
                     _ => None,
                 };
-                if let Some(r) = ext_authz::decode(cfg, stats, per, req, effects).await {
+                if let Some(r) = ext_authz::decode(cfg, stats, per, req, effects, body).await {
                     return Some(r);
                 }
             }
