@@ -164,6 +164,9 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     for (name, secret) in &bootstrap.secrets {
         crate::tls::secrets::store().set(name, Some(secret.clone()), "");
     }
+    if let Some(path) = &bootstrap.outlier_event_log {
+        crate::cluster::outlier_log::open(path);
+    }
     if let Some(local) = &bootstrap.local_cluster {
         crate::cluster::zone::set_local(local.clone(), bootstrap.node.locality.clone());
     }

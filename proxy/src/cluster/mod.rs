@@ -13,6 +13,7 @@ pub mod limits;
 mod original_dst;
 pub mod outlier;
 mod outlier_rules;
+pub mod outlier_log;
 mod picker;
 pub mod pool;
 mod priority;
@@ -81,7 +82,7 @@ impl ClusterRt {
         let outlier = cfg
             .outlier
             .clone()
-            .map(|o| outlier::Detector::new(&cfg.stat_name, o));
+            .map(|o| outlier::Detector::new(&cfg.stat_name, &cfg.name, o));
         let sockets = Socket::all(&cfg);
         let rt = Arc::new(ClusterRt {
             cfg,

@@ -3,6 +3,7 @@
 //! brings ejected hosts back after `base_ejection_time` × their ejection count.
 
 use super::host::{flag, Host};
+use super::outlier_log::{self, Detail};
 use super::outlier_rules::{ejection_allowed, success_rate_threshold, Kind};
 use super::ClusterRt;
 use crate::config::cluster::outlier::OutlierCfg;
@@ -43,6 +44,8 @@ pub struct HostRecord {
     backoff: AtomicU32,
     jitter_ms: AtomicU64,
     pub num_ejections: AtomicU32,
+    /// What ejected it last (a [`Kind`]), for the event log.
+    last_kind: std::sync::atomic::AtomicU8,
     /// The success rates of the last sweep, in hundredths of a percent (-1 when not computed).
     success_rate: AtomicU64,
     local_success_rate: AtomicU64,
@@ -84,10 +87,12 @@ pub struct Detector {
     /// The last sweep's success-rate average and ejection threshold, in hundredths (+1; 0:
     /// not computed), external then local origin.
     pub sweep: [AtomicU64; 4],
+    /// The cluster's name, in the event log.
+    name: String,
 }
 
 impl Detector {
-    pub fn new(cluster: &str, cfg: OutlierCfg) -> Detector {
+    pub fn new(cluster: &str, name: &str, cfg: OutlierCfg) -> Detector {
         let r = registry();
         let c = |s: &str| r.counter(Scope::Cluster(cluster), &format!("outlier_detection.{s}"));
         let stats = Stats {
@@ -111,6 +116,7 @@ impl Detector {
         };
         c("ejections_detected_degradation");
         Detector {
+            name: name.to_string(),
             cfg,
             stats,
             epoch: Instant::now(),
@@ -132,7 +138,7 @@ impl Detector {
             r.local_failed.fetch_add(1, Relaxed);
             let n = r.consecutive_local.fetch_add(1, Relaxed) + 1;
             if n == c.consecutive_local_origin_failure {
-                self.detected(cluster, host, Kind::ConsecutiveLocal);
+                self.detected(cluster, host, Kind::ConsecutiveLocal, Detail::Consecutive);
             }
             return;
         }
@@ -154,14 +160,14 @@ impl Detector {
             if matches!(code, 502..=504) {
                 let n = r.consecutive_gateway.fetch_add(1, Relaxed) + 1;
                 if n == c.consecutive_gateway_failure {
-                    self.detected(cluster, host, Kind::ConsecutiveGateway);
+                    self.detected(cluster, host, Kind::ConsecutiveGateway, Detail::Consecutive);
                 }
             } else {
                 r.consecutive_gateway.store(0, Relaxed);
             }
             let n = r.consecutive_5xx.fetch_add(1, Relaxed) + 1;
             if n == c.consecutive_5xx {
-                self.detected(cluster, host, Kind::Consecutive5xx);
+                self.detected(cluster, host, Kind::Consecutive5xx, Detail::Consecutive);
             }
         } else {
             r.consecutive_5xx.store(0, Relaxed);
@@ -171,7 +177,7 @@ impl Detector {
 
     /// A detected outlier: ejected if the ejection limit allows and the enforcement roll
     /// says so.
-    fn detected(&self, cluster: &ClusterRt, host: &Host, kind: Kind) {
+    fn detected(&self, cluster: &ClusterRt, host: &Host, kind: Kind, detail: Detail) {
         let r = &host.outlier;
         if r.ejected() {
             return;
@@ -203,9 +209,24 @@ impl Detector {
             self.stats.total.inc();
         }
         let enforcing = kind.enforcing(&self.cfg);
-        if enforcing == 0 || fastrand::u32(0..100) >= enforcing {
+        let enforced = enforcing != 0 && fastrand::u32(0..100) < enforcing;
+        if outlier_log::enabled() {
+            let back = r.unejected_at.load(Relaxed);
+            outlier_log::log(&outlier_log::Event {
+                kind,
+                cluster: &self.name,
+                host: host.addr,
+                eject: true,
+                num_ejections: r.num_ejections.load(Relaxed) + u32::from(enforced),
+                enforced,
+                since_last: (back != 0).then(|| (self.now_ms() - back) / 1000),
+                detail: Some(detail),
+            });
+        }
+        if !enforced {
             return;
         }
+        r.last_kind.store(kind as u8, Relaxed);
         let c = &self.cfg;
         r.ejected_at.store(self.now_ms(), Relaxed);
         r.num_ejections.fetch_add(1, Relaxed);
@@ -228,6 +249,19 @@ impl Detector {
     /// Brings `host` back into service (its consecutive counts start over).
     fn uneject(&self, host: &Host) {
         let r = &host.outlier;
+        let at = r.ejected_at.load(Relaxed);
+        if outlier_log::enabled() {
+            outlier_log::log(&outlier_log::Event {
+                kind: Kind::ALL[usize::from(r.last_kind.load(Relaxed)) % Kind::ALL.len()],
+                cluster: &self.name,
+                host: host.addr,
+                eject: false,
+                num_ejections: r.num_ejections.load(Relaxed),
+                enforced: false,
+                since_last: (at != 0).then(|| (self.now_ms().saturating_sub(at)) / 1000),
+                detail: None,
+            });
+        }
         r.ejected_at.store(0, Relaxed);
         r.unejected_at.store(self.now_ms(), Relaxed);
         r.consecutive_5xx.store(0, Relaxed);
@@ -354,7 +388,12 @@ impl Detector {
                 self.sweep[slot + 1].store((threshold.max(0.0) * 100.0) as u64 + 1, Relaxed);
                 for (h, r) in hosts.iter().zip(&rates) {
                     if r.is_some_and(|v| v < threshold) {
-                        self.detected(cluster, h, kind_sr);
+                        let detail = Detail::SuccessRate {
+                            host: r.unwrap_or(0.0) as u32,
+                            average: mean as u32,
+                            threshold: threshold.max(0.0) as u32,
+                        };
+                        self.detected(cluster, h, kind_sr, detail);
                     }
                 }
             }
@@ -373,7 +412,10 @@ impl Detector {
         if eligible.iter().flatten().count() >= c.failure_percentage_minimum_hosts as usize {
             for (h, f) in hosts.iter().zip(&eligible) {
                 if f.is_some_and(|f| f >= f64::from(c.failure_percentage_threshold)) {
-                    self.detected(cluster, h, kind_fp);
+                    let detail = Detail::FailurePercentage {
+                        host: (100.0 - f.unwrap_or(0.0)) as u32,
+                    };
+                    self.detected(cluster, h, kind_fp, detail);
                 }
             }
         }

@@ -35,6 +35,8 @@ pub struct Bootstrap {
     /// `cluster_manager.local_cluster_name`: the cluster of this proxy's own service, whose
     /// spread over localities drives zone-aware routing.
     pub local_cluster: Option<String>,
+    /// `cluster_manager.outlier_detection.event_log_path`.
+    pub outlier_event_log: Option<String>,
     /// `static_resources.secrets`, by name.
     pub secrets: Vec<(String, super::tls::Secret)>,
     /// Tuning-only fields that were set and are not acted on.
@@ -189,6 +191,12 @@ impl Bootstrap {
             }
         }
         Ok(Bootstrap {
+            outlier_event_log: b
+                .cluster_manager
+                .as_ref()
+                .and_then(|m| m.outlier_detection.as_ref())
+                .map(|o| o.event_log_path.clone())
+                .filter(|p| !p.is_empty()),
             local_cluster,
             secrets,
             node: node.unwrap_or_default(),
