@@ -3,8 +3,8 @@
 //! give the same JSON lines, timestamps and elapsed seconds aside.
 
 use ferry_tests::client::{self, HttpRequest};
-use ferry_tests::proxy::{self, TempDir};
 use ferry_tests::echo;
+use ferry_tests::proxy::{self, TempDir};
 use std::time::Duration;
 
 /// An event line without the values that depend on the clock.
@@ -75,6 +75,10 @@ async fn outlier_event_log_against_envoy() {
     // Envoy's second un-ejection may or may not have come by the time the file is read.
     let n = ferry.len().min(3);
     if let [(_, envoy), (_, ferry)] = results.as_slice() {
-        assert_eq!(envoy[..n.min(envoy.len())], ferry[..n], "Envoy and Ferry differ");
+        assert_eq!(
+            envoy[..n.min(envoy.len())],
+            ferry[..n],
+            "Envoy and Ferry differ"
+        );
     }
 }

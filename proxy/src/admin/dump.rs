@@ -203,7 +203,12 @@ pub fn listeners(server: &Server) -> String {
         .listeners
         .list()
         .iter()
-        .map(|(name, address)| format!("{name}::{address}\n"))
+        .flat_map(|(name, address, more)| {
+            std::iter::once(address)
+                .chain(more)
+                .map(move |a| format!("{name}::{a}\n"))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -213,8 +218,15 @@ pub fn listeners_json(server: &Server) -> String {
         .listeners
         .list()
         .iter()
-        .map(|(name, a)| {
-            json!({"name": name, "local_address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}})
+        .map(|(name, a, more)| {
+            let sa = |a: &std::net::SocketAddr| {
+                json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
+            };
+            let mut l = json!({"name": name, "local_address": sa(a)});
+            if !more.is_empty() {
+                l["additional_local_addresses"] = more.iter().map(sa).collect();
+            }
+            l
         })
         .collect();
     serde_json::to_string_pretty(&json!({ "listener_statuses": statuses })).unwrap_or_default()

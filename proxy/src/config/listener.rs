@@ -15,6 +15,9 @@ use std::sync::Arc;
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
+    /// `additional_addresses`: more sockets for the same listener (Istio's dual-stack IPv4 and
+    /// IPv6 listeners).
+    pub additional: Vec<SocketAddr>,
     pub chains: Vec<FilterChain>,
     pub default_chain: Option<FilterChain>,
     pub inbound: bool,
@@ -118,6 +121,17 @@ impl Listener {
             return err(&format!("{path}.name"), "listener name is required");
         }
         let address = socket_address(&l.address, &format!("{path}.address"))?;
+        let additional = l
+            .additional_addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                socket_address(
+                    &a.address,
+                    &format!("{path}.additional_addresses[{i}].address"),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         let chains = l
             .filter_chains
             .iter()
@@ -141,6 +155,7 @@ impl Listener {
         Ok(Listener {
             name: l.name.clone(),
             address,
+            additional,
             chains,
             default_chain,
             inbound: l.traffic_direction == 1,

@@ -76,7 +76,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.SocketAddress", &["address", "port_value", "protocol", "ipv4_compat"]),
     ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
     // listeners
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "ignore_global_conn_limit", "bypass_overload_manager", "use_original_dst", "bind_to_port", "transparent", "freebind", "access_log"]),
+    ("envoy.config.listener.v3.Listener", &["name", "address", "additional_addresses", "filter_chains", "default_filter_chain", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "~stat_prefix", "per_connection_buffer_limit_bytes", "~metadata", "traffic_direction", "~drain_type", "~socket_options", "~enable_reuse_port", "~reuse_port", "~tcp_fast_open_queue_length", "~tcp_backlog_size", "ignore_global_conn_limit", "bypass_overload_manager", "use_original_dst", "bind_to_port", "transparent", "freebind", "access_log"]),
     ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config", "filter_disabled"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate", &["or_match", "and_match", "not_match", "any_match", "destination_port_range"]),
     ("envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet", &["rules"]),
@@ -84,6 +84,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.listener.original_dst.v3.OriginalDst", &["*"]),
     ("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", &["~initial_read_buffer_size", "~enable_ja3_fingerprinting"]),
     ("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", &["*"]),
+    ("envoy.config.listener.v3.AdditionalAddress", &["address"]),
     ("envoy.config.listener.v3.FilterChain", &["filter_chain_match", "filters", "name", "~metadata", "~transport_socket_connect_timeout", "transport_socket"]),
     // TLS
     ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),

@@ -63,6 +63,7 @@ impl Manager {
             if let Some(r) = running.get(&l.name) {
                 let cur = r.target.cfg.load();
                 if r.address == l.address
+                    && cur.additional == l.additional
                     && r.dynamic == dynamic
                     && cur.bind_to_port == l.bind_to_port
                     && cur.transparent == l.transparent
@@ -76,16 +77,20 @@ impl Manager {
                     old.retire();
                 }
             }
-            let sock = if l.bind_to_port {
-                match bind_listener(l) {
-                    Ok(s) => Some(s),
+            let socks = if l.bind_to_port {
+                match std::iter::once(l.address)
+                    .chain(l.additional.iter().copied())
+                    .map(|a| bind_listener(l, a).map_err(|e| format!("cannot bind {a}: {e}")))
+                    .collect::<Result<Vec<_>, String>>()
+                {
+                    Ok(s) => s,
                     Err(e) => {
-                        errors.push((l.name.clone(), format!("cannot bind {}: {e}", l.address)));
+                        errors.push((l.name.clone(), e));
                         continue;
                     }
                 }
             } else {
-                None
+                Vec::new()
             };
             let (stop, removed) = watch::channel(false);
             let (drain, drain_rx) = watch::channel(false);
@@ -94,7 +99,7 @@ impl Manager {
                 stats: ListenerStats::new(&l.address, l.chains.iter().any(|c| c.tls.is_some())),
                 drain: drain_rx,
             });
-            spawn(server.clone(), target.clone(), sock, removed);
+            spawn(server.clone(), target.clone(), socks, removed);
             running.insert(
                 l.name.clone(),
                 Running {
@@ -109,7 +114,13 @@ impl Manager {
         self.by_addr.store(Arc::new(
             running
                 .values()
-                .map(|r| (r.address, r.target.clone()))
+                .flat_map(|r| {
+                    let extra = r.target.cfg.load().additional.clone();
+                    std::iter::once(r.address)
+                        .chain(extra)
+                        .map(|a| (a, r.target.clone()))
+                        .collect::<Vec<_>>()
+                })
                 .collect(),
         ));
         errors
@@ -135,12 +146,12 @@ impl Manager {
         running.values().map(|r| r.target.cfg.load_full()).collect()
     }
 
-    /// `(name, address)` of every running listener.
-    pub fn list(&self) -> Vec<(String, SocketAddr)> {
+    /// `(name, address, additional addresses)` of every running listener.
+    pub fn list(&self) -> Vec<(String, SocketAddr, Vec<SocketAddr>)> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running
             .iter()
-            .map(|(n, r)| (n.clone(), r.address))
+            .map(|(n, r)| (n.clone(), r.address, r.target.cfg.load().additional.clone()))
             .collect()
     }
 }

@@ -94,8 +94,9 @@ pub struct Target {
 
 /// Binds a listener socket the way Envoy does: SO_REUSEADDR, IPv6 sockets IPv6-only;
 /// `transparent` (IP_TRANSPARENT, for TPROXY) and `freebind` when the listener asks.
-pub fn bind_listener(l: &Listener) -> std::io::Result<TcpListener> {
-    bind_with(l.address, l.transparent, l.freebind)
+/// Binds one of a listener's addresses with its socket options.
+pub fn bind_listener(l: &Listener, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind_with(addr, l.transparent, l.freebind)
 }
 
 /// Binds a plain listening socket (the admin listener).
@@ -141,18 +142,53 @@ fn bind_with(addr: SocketAddr, transparent: bool, freebind: bool) -> std::io::Re
 pub fn spawn(
     server: Arc<Server>,
     target: Arc<Target>,
+    socks: Vec<TcpListener>,
+    removed: watch::Receiver<bool>,
+) {
+    server.stats.listener_added.inc();
+    server.stats.total_listeners_active.inc();
+    // One accept loop per socket (`additional_addresses`); the listener is gone with the last.
+    let open = Arc::new(OpenListener(server.clone(), target.cfg.load().name.clone()));
+    if socks.is_empty() {
+        accept_loop(server, target, None, removed, open);
+        return;
+    }
+    for s in socks {
+        accept_loop(
+            server.clone(),
+            target.clone(),
+            Some(s),
+            removed.clone(),
+            open.clone(),
+        );
+    }
+}
+
+/// Counts a running listener until its last accept loop ends.
+struct OpenListener(Arc<Server>, String);
+
+impl Drop for OpenListener {
+    fn drop(&mut self) {
+        self.0.stats.total_listeners_active.dec();
+        tracing::info!(listener = %self.1, "listener closed");
+    }
+}
+
+fn accept_loop(
+    server: Arc<Server>,
+    target: Arc<Target>,
     tcp: Option<TcpListener>,
     mut removed: watch::Receiver<bool>,
+    open: Arc<OpenListener>,
 ) {
     let first = target.cfg.load_full();
     let local = tcp
         .as_ref()
         .and_then(|t| t.local_addr().ok())
         .unwrap_or(first.address);
-    server.stats.listener_added.inc();
-    server.stats.total_listeners_active.inc();
     let mut stop = server.stop_listeners.subscribe();
     tokio::spawn(async move {
+        let _open = open;
         let accept = || async {
             match &tcp {
                 Some(t) if target.cfg.load().bypass_overload => t.accept().await,
@@ -197,8 +233,6 @@ pub fn spawn(
                 }
             }
         }
-        server.stats.total_listeners_active.dec();
-        tracing::info!(listener = %first.name, "listener closed");
     });
 }
 
