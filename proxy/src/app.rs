@@ -164,6 +164,9 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     for (name, secret) in &bootstrap.secrets {
         crate::tls::secrets::store().set(name, Some(secret.clone()), "");
     }
+    for s in &bootstrap.sinks.statsd {
+        crate::stats::statsd::start(s, bootstrap.sinks.flush_interval);
+    }
     if let Some(path) = &bootstrap.outlier_event_log {
         crate::cluster::outlier_log::open(path);
     }

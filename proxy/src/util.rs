@@ -169,6 +169,22 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Runs `f` every `interval` (the first time one interval from now) until it returns `false`.
+pub fn every(interval: std::time::Duration, mut f: impl FnMut() -> bool + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + interval,
+            interval.max(std::time::Duration::from_millis(1)),
+        );
+        loop {
+            tick.tick().await;
+            if !f() {
+                return;
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod base64_tests {
     #[test]

@@ -10,7 +10,7 @@ use crate::config::cluster::outlier::OutlierCfg;
 use crate::stats::{registry, Counter, Gauge, Scope};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What an upstream request ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,18 +425,14 @@ impl Detector {
         let Some(d) = &cluster.outlier else { return };
         let interval = d.cfg.interval;
         let weak = Arc::downgrade(cluster);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(
-                tokio::time::Instant::now() + interval,
-                interval.max(Duration::from_millis(1)),
-            );
-            loop {
-                tick.tick().await;
-                let Some(c) = weak.upgrade() else { return };
-                if let Some(d) = &c.outlier {
-                    d.sweep(&c);
-                }
+        crate::util::every(interval, move || {
+            let Some(c) = weak.upgrade() else {
+                return false;
+            };
+            if let Some(d) = &c.outlier {
+                d.sweep(&c);
             }
+            true
         });
     }
 }

@@ -47,6 +47,8 @@ pub struct Bootstrap {
     pub overload: Option<super::overload::Overload>,
     /// `stats_config`: tag extraction and which stats exist.
     pub stats: std::sync::Arc<crate::stats::StatsSettings>,
+    /// `stats_sinks` and `stats_flush_interval`.
+    pub sinks: super::sinks::Sinks,
     /// The bootstrap as given (encoded, so that it holds no descriptor pool), for
     /// `/config_dump`, `/server_info` and the node sent to the control plane.
     pub raw: Vec<u8>,
@@ -100,6 +102,7 @@ impl Bootstrap {
             _ => None,
         };
         let admin_access_logs = admin_logs(b.admin.as_ref())?;
+        let sinks = super::sinks::sinks(&b)?;
         let sr = b.static_resources.unwrap_or_default();
         let mut secrets = Vec::with_capacity(sr.secrets.len());
         for (i, sec) in sr.secrets.iter().enumerate() {
@@ -191,6 +194,7 @@ impl Bootstrap {
             }
         }
         Ok(Bootstrap {
+            sinks,
             outlier_event_log: b
                 .cluster_manager
                 .as_ref()

@@ -15,6 +15,7 @@ pub mod matcher;
 pub mod overload;
 pub mod route;
 pub mod server;
+pub mod sinks;
 pub mod stats;
 pub mod support;
 pub mod tcp_proxy;

@@ -14,11 +14,13 @@ use std::sync::OnceLock;
 /// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
-    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "~stats_flush_interval", "~layered_runtime", "~watchdog", "~watchdogs", "overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "stats_flush_interval", "stats_sinks", "~layered_runtime", "~watchdog", "~watchdogs", "overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", &["log_format"]),
     ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "histogram_bucket_settings", "allow_default_tag_overrides"]),
     ("envoy.config.metrics.v3.TagSpecifier", &["tag_name", "regex", "fixed_value"]),
     ("envoy.config.metrics.v3.StatsMatcher", &["reject_all", "exclusion_list", "inclusion_list"]),
+    ("envoy.config.metrics.v3.StatsSink", &["name", "typed_config"]),
+    ("envoy.config.metrics.v3.StatsdSink", &["address", "tcp_cluster_name", "prefix"]),
     ("envoy.type.matcher.v3.ListStringMatcher", &["patterns"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig.LogFormat", &["text_format", "json_format"]),
     ("envoy.extensions.bootstrap.internal_listener.v3.InternalListener", &["~buffer_size_kb"]),

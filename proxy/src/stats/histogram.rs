@@ -169,10 +169,13 @@ impl Snapshot {
 pub struct Lazy(OnceLock<Histogram>);
 
 impl Lazy {
-    pub fn record(&self, full_name: impl FnOnce() -> String, v: u64) {
+    pub fn record(&self, full_name: impl Fn() -> String, v: u64) {
         self.0
             .get_or_init(|| Histogram::new(super::settings().buckets_for(&full_name())))
             .record(v);
+        if super::statsd::active() {
+            super::statsd::histogram(full_name, v);
+        }
     }
 
     pub fn get(&self) -> Option<&Histogram> {

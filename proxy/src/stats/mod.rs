@@ -8,6 +8,7 @@
 
 pub mod histogram;
 mod render;
+pub mod statsd;
 pub mod tagged;
 pub mod tags;
 
@@ -202,6 +203,7 @@ pub struct ActiveGuard<T: Send + Sync + 'static = Stat> {
 
 impl ActiveGuard<Stat> {
     pub fn new(g: &Gauge) -> Self {
+        g.mark();
         Self::of(g, |s| &s.cell)
     }
 }
