@@ -164,6 +164,15 @@ async fn serve(cli: Cli, bootstrap: Bootstrap, concurrency: usize) -> ExitCode {
     for (name, secret) in &bootstrap.secrets {
         crate::tls::secrets::store().set(name, Some(secret.clone()), "");
     }
+    crate::trace::init(
+        crate::trace::Local {
+            node_id: bootstrap.node.id.clone(),
+            service: bootstrap.node.cluster.clone(),
+            zone: bootstrap.node.locality.zone.clone(),
+            ip: crate::util::local_address(),
+        },
+        bootstrap.tracer.clone(),
+    );
     for s in &bootstrap.sinks.statsd {
         crate::stats::statsd::start(s, bootstrap.sinks.flush_interval);
     }

@@ -20,6 +20,7 @@ pub mod stats;
 pub mod stream_info;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod trace;
 pub mod util;
 pub mod xds;
 

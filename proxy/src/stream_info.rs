@@ -199,11 +199,14 @@ pub struct StreamInfo {
     /// The workloads at either end, as Istio's metadata exchange found them.
     pub downstream_peer: Option<Box<crate::istio::Workload>>,
     pub upstream_peer: Option<Box<crate::istio::Workload>>,
+    /// The request's span, reported when the stream ends.
+    pub span: Option<Box<crate::trace::Span>>,
 }
 
 impl StreamInfo {
     pub fn new(log_type: LogType, downstream: Downstream) -> StreamInfo {
         StreamInfo {
+            span: None,
             log_type,
             start: SystemTime::now(),
             started: Instant::now(),

@@ -35,6 +35,8 @@ pub struct Bootstrap {
     /// `cluster_manager.local_cluster_name`: the cluster of this proxy's own service, whose
     /// spread over localities drives zone-aware routing.
     pub local_cluster: Option<String>,
+    /// `tracing.http`: the tracer of connection managers that name none.
+    pub tracer: Option<std::sync::Arc<super::trace::ZipkinCfg>>,
     /// `cluster_manager.outlier_detection.event_log_path`.
     pub outlier_event_log: Option<String>,
     /// `static_resources.secrets`, by name.
@@ -193,7 +195,25 @@ impl Bootstrap {
                 );
             }
         }
+        #[allow(deprecated)] // the bootstrap's tracer is deprecated, and what Istio renders
+        let tracer = match b.tracing.as_ref().and_then(|t| t.http.as_ref()) {
+            Some(h) => match &h.config_type {
+                Some(envoy_types::pb::envoy::config::trace::v3::tracing::http::ConfigType::TypedConfig(any)) => {
+                    let z = super::trace::ZipkinCfg::from_any(any, "tracing.http")?;
+                    if !clusters.iter().any(|c| c.name == z.collector_cluster) {
+                        return err(
+                            "tracing.http.typed_config.collector_cluster",
+                            format!("envoy.tracers.zipkin: unknown cluster '{}'", z.collector_cluster),
+                        );
+                    }
+                    Some(z)
+                }
+                None => return err("tracing.http.typed_config", "typed_config is required"),
+            },
+            None => None,
+        };
         Ok(Bootstrap {
+            tracer,
             sinks,
             outlier_event_log: b
                 .cluster_manager

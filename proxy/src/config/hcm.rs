@@ -59,6 +59,10 @@ pub struct HttpConnMgr {
     pub stat_prefix: String,
     /// `forward_client_cert_details` and `set_current_client_cert_details`.
     pub xfcc: super::xfcc::Xfcc,
+    /// `tracing`: sampling, tags and the tracer (none: no tracing).
+    pub tracing: Option<Arc<super::trace::TracingCfg>>,
+    /// `http.<prefix>.tracing.*` (every connection manager has them).
+    pub tracing_stats: Arc<crate::trace::TracingStats>,
     pub codec: Codec,
     pub routes: RouteSource,
     pub server_name: String,
@@ -115,7 +119,14 @@ pub struct HttpConnMgr {
 impl HttpConnMgr {
     /// A stream's info is gathered (for access logs or Istio's metrics).
     pub fn observes_streams(&self) -> bool {
-        !self.access_logs.is_empty() || self.istio_stats.is_some()
+        !self.access_logs.is_empty() || self.istio_stats.is_some() || self.traces()
+    }
+
+    /// Requests may be traced: tracing is configured and there is a tracer for it.
+    pub fn traces(&self) -> bool {
+        self.tracing
+            .as_ref()
+            .is_some_and(|t| t.provider.is_some() || crate::trace::bootstrap_tracer())
     }
 }
 
@@ -319,6 +330,13 @@ impl HttpConnMgr {
             )
         };
         Ok(HttpConnMgr {
+            tracing: h
+                .tracing
+                .as_ref()
+                .map(|t| super::trace::TracingCfg::from_proto(t, &format!("{path}.tracing")))
+                .transpose()?
+                .map(Arc::new),
+            tracing_stats: Arc::new(crate::trace::TracingStats::new(&h.stat_prefix)),
             xfcc: super::xfcc::Xfcc::from_proto(h, path)?,
             access_logs: crate::access_log::AccessLog::list(
                 &h.access_log,

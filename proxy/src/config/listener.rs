@@ -21,6 +21,8 @@ pub struct Listener {
     pub chains: Vec<FilterChain>,
     pub default_chain: Option<FilterChain>,
     pub inbound: bool,
+    /// `traffic_direction: OUTBOUND` (its requests' spans are CLIENT spans).
+    pub outbound: bool,
     /// Listener filters: what to inspect before choosing a filter chain.
     pub inspectors: Inspectors,
     /// `use_original_dst`: a redirected connection goes to the listener of its original
@@ -159,6 +161,7 @@ impl Listener {
             chains,
             default_chain,
             inbound: l.traffic_direction == 1,
+            outbound: l.traffic_direction == 2,
             inspectors,
             use_original_dst,
             bind_to_port: l.bind_to_port.is_none_or(|b| b.value),

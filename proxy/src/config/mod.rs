@@ -22,6 +22,7 @@ pub mod tcp_proxy;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+pub mod trace;
 pub mod typed_struct;
 pub mod xds;
 pub mod xfcc;

@@ -48,6 +48,8 @@ pub struct VirtualHost {
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    /// `decorator.operation`: the name of its requests' spans.
+    pub operation: Option<String>,
     pub matcher: RouteMatch,
     pub action: Action,
     pub request: HeaderMutation,
@@ -296,6 +298,11 @@ impl Route {
             }
         };
         Ok(Route {
+            operation: r
+                .decorator
+                .as_ref()
+                .map(|d| d.operation.clone())
+                .filter(|o| !o.is_empty()),
             per_filter: per_filter_configs(&r.typed_per_filter_config, path)?,
             name: r.name.clone(),
             matcher,

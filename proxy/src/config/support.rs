@@ -14,7 +14,11 @@ use std::sync::OnceLock;
 /// `(message, fields)`: `"*"` accepts every field of a message (plain data such as Duration).
 const SUPPORTED: &[(&str, &[&str])] = &[
     // bootstrap
-    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "stats_flush_interval", "stats_sinks", "~layered_runtime", "~watchdog", "~watchdogs", "overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["cluster_manager", "node", "static_resources", "dynamic_resources", "admin", "stats_config", "stats_flush_interval", "stats_sinks", "~layered_runtime", "~watchdog", "~watchdogs", "overload_manager", "~enable_dispatcher_stats", "application_log_config", "bootstrap_extensions", "~deferred_stat_options", "tracing"]),
+    ("envoy.config.trace.v3.Tracing", &["http"]),
+    ("envoy.config.trace.v3.Tracing.Http", &["name", "typed_config"]),
+    ("envoy.config.trace.v3.ZipkinConfig", &["collector_cluster", "collector_endpoint", "trace_id_128bit", "shared_span_context", "collector_endpoint_version", "collector_hostname", "split_spans_for_request", "trace_context_option", "collector_service"]),
+    ("envoy.config.core.v3.HttpService", &["http_uri", "request_headers_to_add"]),
     ("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", &["log_format"]),
     ("envoy.config.metrics.v3.StatsConfig", &["stats_tags", "use_all_default_tags", "stats_matcher", "histogram_bucket_settings", "allow_default_tag_overrides"]),
     ("envoy.config.metrics.v3.TagSpecifier", &["tag_name", "regex", "fixed_value"]),
@@ -122,7 +126,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     // routes
     ("envoy.config.route.v3.RouteConfiguration", &["name", "virtual_hosts", "typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "validate_clusters", "internal_only_headers", "ignore_port_in_host_matching", "~max_direct_response_body_size_bytes"]),
     ("envoy.config.route.v3.VirtualHost", &["name", "domains", "routes", "request_mirror_policies", "typed_per_filter_config", "retry_policy", "include_request_attempt_count", "include_attempt_count_in_response", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata"]),
-    ("envoy.config.route.v3.Route", &["name", "match", "route", "typed_per_filter_config", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata", "~decorator"]),
+    ("envoy.config.route.v3.Route", &["name", "match", "route", "typed_per_filter_config", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "~metadata", "decorator"]),
     ("envoy.config.route.v3.Decorator", &["*"]),
     ("envoy.config.route.v3.RouteMatch", &["prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters", "grpc"]),
     ("envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", &["*"]),
@@ -268,7 +272,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("io.istio.http.peer_metadata.Config", &["*"]),
     // Tracing settings without a provider (what Istio sets on every connection manager) only
     // decide sampling for spans that are never sent: accepted; a provider is refused.
-    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing", &["~client_sampling", "~random_sampling", "~overall_sampling", "~verbose", "~max_path_tag_length", "~custom_tags", "~spawn_upstream_span"]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing", &["client_sampling", "random_sampling", "overall_sampling", "~verbose", "max_path_tag_length", "custom_tags", "spawn_upstream_span", "provider"]),
     // The UUID request id (what Istio configures): its options only concern trace sampling.
     ("envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension", &["typed_config"]),
     ("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", &["~pack_trace_reason", "~use_request_id_for_trace_sampling"]),

@@ -60,6 +60,7 @@ pub struct Seen {
     pub route: Option<Arc<str>>,
     pub downstream_peer: Option<Box<crate::istio::Workload>>,
     pub upstream_peer: Option<Box<crate::istio::Workload>>,
+    pub span: Option<Box<crate::trace::Span>>,
 }
 
 /// A stream being logged: logs at its end even if it never gets a response.
@@ -109,6 +110,7 @@ impl Pending {
         info.route_name = seen.route;
         info.downstream_peer = seen.downstream_peer;
         info.upstream_peer = seen.upstream_peer;
+        info.span = seen.span;
         let mut meter = None;
         let tag = resp.extensions_mut().remove::<Tag>();
         if let Some(rep) = resp.extensions_mut().remove::<UpstreamReport>() {
@@ -156,6 +158,13 @@ impl Drop for Pending {
                 i.record(&info);
             }
         }
+    }
+}
+
+/// The end of a logged stream: its span, if it has one.
+fn end_span(info: &mut StreamInfo) {
+    if let Some(s) = info.span.take() {
+        crate::trace::finish(&s, info);
     }
 }
 
@@ -220,6 +229,7 @@ impl Logged {
             if let Some(i) = &self.istio {
                 i.record(&info);
             }
+            end_span(&mut info);
         }
     }
 }

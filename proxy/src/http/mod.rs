@@ -154,6 +154,8 @@ pub struct ConnCtx {
     pub connection_id: u64,
     /// The listener's traffic direction is INBOUND.
     pub inbound: bool,
+    /// The listener's traffic direction is OUTBOUND.
+    pub outbound: bool,
     /// The listener's `bypass_overload_manager`.
     pub bypass_overload: bool,
     /// The listener's `per_connection_buffer_limit_bytes`: the request body kept for retries
@@ -212,6 +214,7 @@ pub async fn serve(
         activity: activity.clone(),
         connection_id: down.connection_id,
         inbound: down.inbound,
+        outbound: down.outbound,
         bypass_overload: down.bypass_overload,
         buffer_limit: down.buffer_limit,
     });

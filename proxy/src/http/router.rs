@@ -259,6 +259,24 @@ async fn dispatch(
         scheme: if ctx.tls { "https" } else { "http" },
     };
     let route = vhost.and_then(|vh| vh.routes.iter().find(|r| r.matcher.matches(&view)));
+    if let Some(tc) = hcm.tracing.as_deref().filter(|_| hcm.traces()) {
+        let start = crate::trace::Start {
+            cfg: tc,
+            stats: &hcm.tracing_stats,
+            server: &ctx.server,
+            internal: req
+                .headers()
+                .get("x-envoy-internal")
+                .is_some_and(|v| v == "true"),
+            outbound: ctx.outbound,
+            operation: route.and_then(|r| r.operation.as_deref()),
+        };
+        seen.log.span = crate::trace::start(&start, req.headers_mut());
+        seen.request_id = req.headers().get(&X_REQUEST_ID).cloned();
+        if seen.logging {
+            seen.log.headers = Some(req.headers().clone());
+        }
+    }
     // The filters before the router see the request whether or not a route matched.
     if !hcm.filters.is_empty() {
         let (parts, mut body) = req.into_parts();
@@ -286,6 +304,9 @@ async fn dispatch(
             conn: ctx,
         };
         let reply = super::filters::decode(&hcm.filters, &freq, effects, &mut body).await;
+        if let (Some(s), Some(tc)) = (seen.log.span.as_mut(), hcm.tracing.as_deref()) {
+            s.metadata_tags(tc, &effects.metadata);
+        }
         req = Request::from_parts(parts, body);
         if let Some(r) = reply {
             return r;

@@ -377,6 +377,7 @@ async fn handle(
         original_dst: restored,
         connection_id: crate::stream_info::next_connection_id(),
         inbound: cfg.inbound,
+        outbound: cfg.outbound,
         local_uri: chain.tls.as_ref().and_then(|t| t.local_uri()),
         bypass_overload: cfg.bypass_overload,
         buffer_limit: cfg.buffer_limit,
@@ -435,6 +436,8 @@ pub struct Downstream {
     pub connection_id: u64,
     /// The listener's traffic direction is INBOUND.
     pub inbound: bool,
+    /// The listener's traffic direction is OUTBOUND.
+    pub outbound: bool,
     /// Ferry's own identity on a TLS connection (its certificate's first URI SAN).
     pub local_uri: Option<String>,
     /// The listener's `bypass_overload_manager`.
