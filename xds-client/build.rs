@@ -32,6 +32,7 @@ const ROOTS: &[&str] = &[
     "extensions/request_id/uuid/v3",
     // Named so that a NACK can say what is not supported rather than "unknown type".
     "extensions/filters/http/ext_authz/v3",
+    "extensions/filters/network/ext_authz/v3",
     "extensions/filters/http/router/v3",
     "extensions/filters/http/fault/v3",
     "extensions/filters/http/cors/v3",

@@ -6,6 +6,9 @@
 //! - contains `fail`: a gRPC UNAVAILABLE error;
 //! - contains `slow`: OK after 1.5 s;
 //! - anything else: PERMISSION_DENIED without a denied response.
+//!
+//! A check without an HTTP request (the network filter's) is allowed or denied as
+//! [`AuthzServer::set_tcp_allow`] says (denied at first).
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
@@ -22,7 +25,10 @@ use std::sync::{Arc, Mutex};
 use tonic::codegen::Service;
 
 #[derive(Clone, Default)]
-struct Svc(Arc<Mutex<Vec<CheckRequest>>>);
+struct Svc(
+    Arc<Mutex<Vec<CheckRequest>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 fn header(k: &str, v: &str, append: Option<bool>) -> HeaderValueOption {
     #[allow(deprecated)] // `append` is what ext_authz reads
@@ -51,7 +57,18 @@ impl Authorization for Svc {
             .and_then(|r| r.http.as_ref())
             .map(|h| h.path.clone())
             .unwrap_or_default();
+        let tcp = req.attributes.as_ref().is_some_and(|a| a.request.is_none());
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+        if tcp {
+            let allow = self.1.load(std::sync::atomic::Ordering::Relaxed);
+            return Ok(tonic::Response::new(CheckResponse {
+                status: Some(Status {
+                    code: if allow { 0 } else { 7 },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }));
+        }
         if path.contains("fail") {
             return Err(tonic::Status::unavailable("authz is down"));
         }
@@ -109,6 +126,7 @@ impl Authorization for Svc {
 pub struct AuthzServer {
     port: u16,
     seen: Arc<Mutex<Vec<CheckRequest>>>,
+    tcp_allow: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -120,6 +138,7 @@ impl AuthzServer {
         let port = listener.local_addr().expect("local_addr").port();
         let svc = Svc::default();
         let seen = svc.0.clone();
+        let tcp_allow = svc.1.clone();
         let server = AuthorizationServer::new(svc);
         let task = tokio::spawn(async move {
             loop {
@@ -140,11 +159,22 @@ impl AuthzServer {
                 });
             }
         });
-        AuthzServer { port, seen, task }
+        AuthzServer {
+            port,
+            seen,
+            tcp_allow,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether connections (checks without an HTTP request) are allowed.
+    pub fn set_tcp_allow(&self, allow: bool) {
+        self.tcp_allow
+            .store(allow, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The CheckRequests received so far, and forgets them.

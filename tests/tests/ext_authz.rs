@@ -116,17 +116,34 @@ fn outcome(r: &client::HttpResponse) -> String {
     out
 }
 
+/// Writes `ping` on a new connection and reads what comes back until it closes (or 2 s).
+async fn ping(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return "refused".into();
+    };
+    let _ = s.write_all(b"ping").await;
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => "closed".into(),
+        Ok(Ok(n)) => format!("echoed {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(_) => "open, nothing back".into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext_authz_against_envoy() {
     let up = echo::start_http("echo").await;
     let authz = AuthzServer::start().await;
     let http_authz = HttpAuthzServer::start().await;
+    let tcp_echo = echo::start_tcp_echo("tcp").await;
     let mut results = Vec::new();
     for (kind, bin) in proxy::kinds() {
         let vars = std::collections::BTreeMap::from([
             ("UP_ECHO".to_string(), up.port().to_string()),
             ("AUTHZ".to_string(), authz.port().to_string()),
             ("AUTHZ_HTTP".to_string(), http_authz.port().to_string()),
+            ("TCP_ECHO".to_string(), tcp_echo.port().to_string()),
         ]);
         let px = proxy::start(
             kind,
@@ -185,6 +202,15 @@ async fn ext_authz_against_envoy() {
             };
             got.push(format!("{listener} {path}: {line}"));
         }
+        // Connections: denied, then allowed; L8's never checked.
+        for (listener, allow) in [("L7", false), ("L7", true), ("L8", false)] {
+            authz.set_tcp_allow(allow);
+            got.push(format!(
+                "{listener} tcp (service allows: {allow}): {}",
+                ping(px.port(listener)).await
+            ));
+        }
+        authz.set_tcp_allow(false);
         for c in authz.take() {
             got.push(format!("check: {}", summary(&c)));
         }
@@ -209,6 +235,16 @@ async fn ext_authz_against_envoy() {
         for s in ["ok", "denied", "error", "failure_mode_allowed"] {
             names.push(format!("cluster.echo.ext_authz.{s}"));
             names.push(format!("cluster.echo.ext_authz.fo.{s}"));
+        }
+        // Not `disabled`: Envoy counts it on every read of an ungated connection (two for
+        // L8's: its data and its close), Ferry once per connection (checked below).
+        for s in ["total", "ok", "denied", "error", "cx_closed", "active"] {
+            names.push(format!("ext_authz.tcp..{s}"));
+        }
+        if kind == ferry_tests::ProxyKind::Ferry {
+            let n = "ext_authz.tcp..disabled";
+            let v = ferry_tests::conn::stat(px.admin_port(), n).await;
+            assert_eq!(v, "1", "{n}");
         }
         names.push("http.istio.rbac.istio_ext_authz_.shadow_denied".into());
         names.push("http.istio.rbac.istio_ext_authz_.shadow_allowed".into());

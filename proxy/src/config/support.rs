@@ -157,6 +157,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest", &["allowed_headers", "headers_to_add"]),
     ("envoy.extensions.filters.http.ext_authz.v3.AuthorizationResponse", &["allowed_upstream_headers", "allowed_upstream_headers_to_append", "allowed_client_headers", "allowed_client_headers_on_success"]),
     ("envoy.extensions.filters.http.ext_authz.v3.BufferSettings", &["max_request_bytes", "allow_partial_message", "pack_as_bytes"]),
+    ("envoy.extensions.filters.network.ext_authz.v3.ExtAuthz", &["stat_prefix", "grpc_service", "failure_mode_allow", "include_peer_certificate", "transport_api_version", "filter_enabled_metadata", "bootstrap_metadata_labels_key", "include_tls_session", "send_tls_alert_on_denial", "metadata_context_namespaces"]),
     ("envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", &["disabled", "check_settings"]),
     ("envoy.extensions.filters.http.ext_authz.v3.CheckSettings", &["context_extensions", "disable_request_body_buffering"]),
     ("envoy.type.matcher.v3.MetadataMatcher.PathSegment", &["key"]),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod ext_authz;
 mod inspect;
 pub mod manager;
 mod original_dst;
@@ -371,6 +372,27 @@ async fn handle(
             return;
         }
     }
+    if chain
+        .network
+        .iter()
+        .any(|f| matches!(f, NetFilter::ExtAuthz(..)))
+    {
+        let peer = stream.peer();
+        let local_uri = chain.tls.as_ref().and_then(|t| t.local_uri());
+        if !ext_authz::admit(
+            &server,
+            &chain.network,
+            local,
+            remote,
+            peer.as_ref(),
+            local_uri.as_deref(),
+        )
+        .await
+        {
+            tracing::debug!(listener = %cfg.name, %remote, "ext_authz: connection denied");
+            return;
+        }
+    }
     let down = Downstream {
         local,
         remote,
@@ -406,14 +428,7 @@ fn network_filters_admit(
                 return false;
             }
             (NetFilter::Rbac(cfg, stats), Some((local, remote, peer))) => {
-                let subject = crate::http::filters::rbac::Subject {
-                    headers: None,
-                    method: "",
-                    path: "",
-                    local,
-                    remote,
-                    peer,
-                };
+                let subject = crate::http::filters::rbac::Subject::connection(local, remote, peer);
                 if !crate::http::filters::rbac::check(cfg, stats, &subject) {
                     return false;
                 }

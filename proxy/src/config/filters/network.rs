@@ -23,6 +23,11 @@ pub enum NetFilter {
     MetadataExchange(crate::istio::mx::MxCfg),
     /// Istio's `istio.stats` for TCP.
     IstioStats(std::sync::Arc<crate::istio::stats::IstioStats>),
+    /// `envoy.filters.network.ext_authz`: the authorization service decides each connection.
+    ExtAuthz(
+        std::sync::Arc<super::ext_authz::ExtAuthzCfg>,
+        std::sync::Arc<super::ext_authz::NetExtAuthzStats>,
+    ),
     /// `envoy.filters.network.connection_limit`: at most so many connections at once on the
     /// chain; one over is closed (after the configured delay).
     ConnectionLimit(std::sync::Arc<ConnectionLimit>),
@@ -73,6 +78,14 @@ pub const LOCAL_RATE_LIMIT: &str =
 /// The network filter of `any` at `path` (not a terminal one).
 pub fn net_filter(any: &Any, path: &str) -> Result<NetFilter> {
     match type_name(any) {
+        super::ext_authz::NETWORK => {
+            let cfg = super::ext_authz::network(any, path)?;
+            let stats = super::ext_authz::NetExtAuthzStats::new(&cfg.stat_prefix);
+            Ok(NetFilter::ExtAuthz(
+                std::sync::Arc::new(cfg),
+                std::sync::Arc::new(stats),
+            ))
+        }
         RBAC => {
             let r: Rbac = any_to(any, path)?;
             if r.stat_prefix.is_empty() {

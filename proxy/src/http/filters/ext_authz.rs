@@ -61,7 +61,7 @@ pub async fn decode(
         Some(h) => super::ext_authz_http::call(cfg, h, req, sent.as_ref().map(|(a, _)| a)).await,
         None => {
             let check = check_request(req, ext, sent);
-            grpc_outcome(cfg, call(cfg, req, check).await)
+            grpc_outcome(cfg, call(cfg, &req.conn.server, check).await)
         }
     };
     match outcome {
@@ -206,14 +206,14 @@ fn upgrades(h: &HeaderMap) -> bool {
 }
 
 /// The service's cluster and a host of it (none: no such cluster, or no healthy host).
-pub(super) fn service_host(
+pub(crate) fn service_host(
     cfg: &ExtAuthzCfg,
-    req: &FilterRequest<'_>,
+    server: &crate::snapshot::Server,
 ) -> Option<(
     std::sync::Arc<crate::cluster::ClusterRt>,
     std::sync::Arc<crate::cluster::Host>,
 )> {
-    let snapshot = req.conn.server.snapshot.load();
+    let snapshot = server.snapshot.load();
     let cluster = snapshot.cluster(&cfg.cluster)?.clone();
     let lb = crate::cluster::LbContext {
         original_dst: None,

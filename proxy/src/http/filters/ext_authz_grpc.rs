@@ -23,7 +23,7 @@ use prost::Message;
 use std::collections::HashMap;
 
 /// What the service said.
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     Ok(Box<CheckResponse>),
     Denied(Box<CheckResponse>),
     Error(Option<Box<CheckResponse>>),
@@ -159,7 +159,7 @@ pub(super) fn tagged(
     crate::http::logged::tag(r, Some(Flag::UnauthorizedExternalService), details)
 }
 
-fn socket(a: std::net::SocketAddr) -> Address {
+pub(crate) fn socket(a: std::net::SocketAddr) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: a.ip().to_canonical().to_string(),
@@ -263,12 +263,12 @@ pub(super) fn check_request(
 }
 
 /// One gRPC call to the service's cluster, within the timeout.
-pub(super) async fn call(
+pub(crate) async fn call(
     cfg: &ExtAuthzCfg,
-    req: &FilterRequest<'_>,
+    server: &crate::snapshot::Server,
     check: CheckRequest,
 ) -> Verdict {
-    match tokio::time::timeout(cfg.timeout, exchange(cfg, req, check)).await {
+    match tokio::time::timeout(cfg.timeout, exchange(cfg, server, check)).await {
         Ok(Some(resp)) => {
             let code = resp.status.as_ref().map_or(0, |s| s.code);
             match (code, &resp.http_response) {
@@ -283,10 +283,10 @@ pub(super) async fn call(
 
 async fn exchange(
     cfg: &ExtAuthzCfg,
-    req: &FilterRequest<'_>,
+    server: &crate::snapshot::Server,
     check: CheckRequest,
 ) -> Option<CheckResponse> {
-    let (_, host) = service_host(cfg, req)?;
+    let (_, host) = service_host(cfg, server)?;
     let msg = check.encode_to_vec();
     let mut frame = BytesMut::with_capacity(5 + msg.len());
     frame.put_u8(0);

@@ -109,7 +109,7 @@ async fn exchange(
     req: &FilterRequest<'_>,
     sent: Option<&ReadAhead>,
 ) -> Option<(StatusCode, HeaderMap, bytes::Bytes)> {
-    let (cluster, host) = super::ext_authz::service_host(cfg, req)?;
+    let (cluster, host) = super::ext_authz::service_host(cfg, &req.conn.server)?;
     let path = format!("{}{}", h.path_prefix, req.subject.path);
     let h2 = cluster.cfg.protocol == UpstreamProtocol::Http2;
     let authority = req

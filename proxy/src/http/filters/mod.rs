@@ -4,7 +4,7 @@
 
 mod cors;
 pub mod ext_authz;
-mod ext_authz_grpc;
+pub(crate) mod ext_authz_grpc;
 mod ext_authz_http;
 mod fault;
 mod ratelimit;

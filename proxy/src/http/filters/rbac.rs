@@ -18,7 +18,23 @@ pub struct Subject<'a> {
     pub peer: Option<&'a crate::io::Peer>,
 }
 
-impl Subject<'_> {
+impl<'a> Subject<'a> {
+    /// A connection's subject (network filters): no request.
+    pub fn connection(
+        local: SocketAddr,
+        remote: SocketAddr,
+        peer: Option<&'a crate::io::Peer>,
+    ) -> Subject<'a> {
+        Subject {
+            headers: None,
+            method: "",
+            path: "",
+            local,
+            remote,
+            peer,
+        }
+    }
+
     fn header(&self, h: &Header) -> bool {
         let Some(headers) = self.headers else {
             return false;
@@ -102,7 +118,7 @@ impl Subject<'_> {
     }
 
     /// Whether the engine lets this through, and the policy that matched.
-    fn verdict<'e>(&self, e: &'e Engine) -> (bool, Option<&'e str>) {
+    pub(crate) fn verdict<'e>(&self, e: &'e Engine) -> (bool, Option<&'e str>) {
         let matched = e.policies.iter().find(|(_, p)| {
             p.permissions.iter().any(|x| self.permission(x))
                 && p.principals.iter().any(|x| self.principal(x))
