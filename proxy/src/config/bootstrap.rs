@@ -36,7 +36,7 @@ pub struct Bootstrap {
     /// spread over localities drives zone-aware routing.
     pub local_cluster: Option<String>,
     /// `tracing.http`: the tracer of connection managers that name none.
-    pub tracer: Option<std::sync::Arc<super::trace::ZipkinCfg>>,
+    pub tracer: Option<super::trace::Tracer>,
     /// `cluster_manager.outlier_detection.event_log_path`.
     pub outlier_event_log: Option<String>,
     /// `static_resources.secrets`, by name.
@@ -199,14 +199,14 @@ impl Bootstrap {
         let tracer = match b.tracing.as_ref().and_then(|t| t.http.as_ref()) {
             Some(h) => match &h.config_type {
                 Some(envoy_types::pb::envoy::config::trace::v3::tracing::http::ConfigType::TypedConfig(any)) => {
-                    let z = super::trace::ZipkinCfg::from_any(any, "tracing.http")?;
-                    if !clusters.iter().any(|c| c.name == z.collector_cluster) {
+                    let t = super::trace::Tracer::from_any(any, "tracing.http")?;
+                    if !clusters.iter().any(|c| c.name == t.collector_cluster()) {
                         return err(
-                            "tracing.http.typed_config.collector_cluster",
-                            format!("envoy.tracers.zipkin: unknown cluster '{}'", z.collector_cluster),
+                            "tracing.http.typed_config",
+                            format!("{}: unknown cluster '{}'", h.name, t.collector_cluster()),
                         );
                     }
-                    Some(z)
+                    Some(t)
                 }
                 None => return err("tracing.http.typed_config", "typed_config is required"),
             },

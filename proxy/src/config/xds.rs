@@ -64,6 +64,10 @@ pub fn sds_source(cs: &ConfigSource, path: &str) -> Result<super::tls::SdsSource
                 return err(&format!("{ap}.api_type"), "only GRPC is supported for SDS");
             }
             match a.grpc_services.as_slice() {
+                [g] if !g.initial_metadata.is_empty() => err(
+                    &format!("{ap}.grpc_services[0].initial_metadata"),
+                    "initial_metadata on the SDS stream is not supported by Ferry yet",
+                ),
                 [g] => match &g.target_specifier {
                     Some(TargetSpecifier::EnvoyGrpc(e)) if !e.cluster_name.is_empty() => {
                         Ok(SdsSource::Api {
@@ -109,6 +113,12 @@ pub fn dynamic(d: &DynamicResources, path: &str) -> Result<Dynamic> {
         return err(
             &format!("{ap}.grpc_services"),
             "exactly one grpc_service is required",
+        );
+    }
+    if !ads.grpc_services[0].initial_metadata.is_empty() {
+        return err(
+            &format!("{ap}.grpc_services[0].initial_metadata"),
+            "initial_metadata on the xDS stream is not supported by Ferry yet",
         );
     }
     let cluster = match &ads.grpc_services[0].target_specifier {

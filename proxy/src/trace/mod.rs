@@ -2,9 +2,12 @@
 //! decision (stamped into `x-request-id`), B3 propagation to the upstream, and one span per
 //! sampled request, reported when the stream ends.
 
+mod batch;
+pub mod otel;
+pub mod otlp;
 pub mod zipkin;
 
-use crate::config::trace::{TagValue, TracingCfg, ZipkinCfg};
+use crate::config::trace::{TagValue, Tracer, TracingCfg};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -25,10 +28,12 @@ pub struct Local {
 }
 
 static LOCAL: OnceLock<Local> = OnceLock::new();
-static BOOTSTRAP_TRACER: OnceLock<Arc<ZipkinCfg>> = OnceLock::new();
+static BOOTSTRAP_TRACER: OnceLock<Tracer> = OnceLock::new();
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Set once at start-up: the node, and the bootstrap's `tracing.http` tracer.
-pub fn init(local: Local, tracer: Option<Arc<ZipkinCfg>>) {
+pub fn init(local: Local, tracer: Option<Tracer>) {
     let _ = LOCAL.set(local);
     if let Some(t) = tracer {
         let _ = BOOTSTRAP_TRACER.set(t);
@@ -79,7 +84,16 @@ pub struct Span {
     max_path: usize,
     /// Custom tags resolved at the start of the request.
     tags: Vec<(String, String)>,
-    reporter: Arc<zipkin::Reporter>,
+    /// W3C `tracestate` (OpenTelemetry).
+    trace_state: String,
+    reporter: Reporter,
+}
+
+/// Where a span goes when it ends.
+#[derive(Debug, Clone)]
+enum Reporter {
+    Zipkin(Arc<zipkin::Reporter>),
+    Otel(Arc<otel::Reporter>),
 }
 
 /// The first 8 hex digits of an `x-request-id`, as Envoy samples on them.
@@ -195,10 +209,15 @@ pub struct Start<'a> {
     pub operation: Option<&'a str>,
 }
 
-/// Decides, propagates B3 in `h`, and returns the span to finish when the request is sampled.
+/// Decides, propagates the trace context in `h` (B3 for Zipkin, W3C for OpenTelemetry), and
+/// returns the span to finish when the request is sampled.
 pub fn start(s: &Start<'_>, h: &mut HeaderMap) -> Option<Box<Span>> {
     let tracer = s.cfg.provider.as_ref().or(BOOTSTRAP_TRACER.get())?;
     let decided = decide(s.cfg, h, s.internal, s.stats);
+    let tracer = match tracer {
+        Tracer::Zipkin(z) => z,
+        Tracer::Otel(o) => return start_otel(s, o, decided, h),
+    };
     let Ok((ctx, sampled_in)) = incoming(h) else {
         return None;
     };
@@ -241,12 +260,112 @@ pub fn start(s: &Start<'_>, h: &mut HeaderMap) -> Option<Box<Span>> {
     if !sampled {
         return None;
     }
-    let host = h
-        .get(http::header::HOST)
+    let host = host_of(h);
+    Some(Box::new(Span {
+        trace_hi,
+        trace_lo,
+        id,
+        parent,
+        shared,
+        name: s.operation.map_or_else(|| host.to_string(), str::to_string),
+        client: !server_span,
+        start: SystemTime::now(),
+        started: std::time::Instant::now(),
+        max_path: s.cfg.max_path_tag_length,
+        tags: start_tags(s, h),
+        trace_state: String::new(),
+        reporter: Reporter::Zipkin(zipkin::Reporter::for_tracer(tracer, s.server)),
+    }))
+}
+
+/// W3C `traceparent`: (trace hi, trace lo, parent span id, sampled).
+fn traceparent(v: &str) -> Option<(u64, u64, u64, bool)> {
+    let parts: Vec<&str> = v.split('-').collect();
+    let [version, trace, span, flags] = parts.as_slice() else {
+        return None;
+    };
+    if version.len() != 2 || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(version, 16).ok()?;
+    let hi = u64::from_str_radix(&trace[..16], 16).ok()?;
+    let lo = u64::from_str_radix(&trace[16..], 16).ok()?;
+    let p = u64::from_str_radix(span, 16).ok()?;
+    let f = u8::from_str_radix(flags, 16).ok()?;
+    ((hi, lo) != (0, 0) && p != 0).then_some((hi, lo, p, f & 1 == 1))
+}
+
+/// OpenTelemetry: W3C trace context in and out; sampled only when both this proxy's decision
+/// and the caller's flag say so.
+fn start_otel(
+    s: &Start<'_>,
+    o: &Arc<crate::config::trace::OtelCfg>,
+    decided: bool,
+    h: &mut HeaderMap,
+) -> Option<Box<Span>> {
+    let incoming = match h.get(&TRACEPARENT) {
+        Some(v) => Some(traceparent(v.to_str().ok()?)?),
+        None => None,
+    };
+    let state = if incoming.is_some() {
+        h.get_all(&TRACESTATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        String::new()
+    };
+    let id = fastrand::u64(..);
+    let (trace_hi, trace_lo, parent, sampled) = match incoming {
+        Some((hi, lo, p, flag)) => (hi, lo, Some(p), decided && flag),
+        None => (fastrand::u64(..), fastrand::u64(..), None, decided),
+    };
+    let tp = format!(
+        "00-{trace_hi:016x}{trace_lo:016x}-{id:016x}-{}",
+        if sampled { "01" } else { "00" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&tp) {
+        h.insert(TRACEPARENT.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&state) {
+        h.insert(TRACESTATE.clone(), v);
+    }
+    if !sampled {
+        return None;
+    }
+    let host = host_of(h);
+    let name = match (s.operation, s.outbound) {
+        (Some(op), _) => op.to_string(),
+        (None, true) => format!("egress {host}"),
+        (None, false) => "ingress".to_string(),
+    };
+    Some(Box::new(Span {
+        trace_hi,
+        trace_lo,
+        id,
+        parent,
+        shared: false,
+        name,
+        client: s.outbound,
+        start: SystemTime::now(),
+        started: std::time::Instant::now(),
+        max_path: s.cfg.max_path_tag_length,
+        tags: start_tags(s, h),
+        trace_state: state,
+        reporter: Reporter::Otel(otel::Reporter::for_tracer(o, s.server)),
+    }))
+}
+
+fn host_of(h: &HeaderMap) -> &str {
+    h.get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let tags = s
-        .cfg
+        .unwrap_or("")
+}
+
+/// The custom tags known when the request starts (literals, environment, headers).
+fn start_tags(s: &Start<'_>, h: &HeaderMap) -> Vec<(String, String)> {
+    s.cfg
         .custom_tags
         .iter()
         .filter_map(|(name, v)| {
@@ -262,21 +381,7 @@ pub fn start(s: &Start<'_>, h: &mut HeaderMap) -> Option<Box<Span>> {
             }?;
             Some((name.clone(), value))
         })
-        .collect();
-    Some(Box::new(Span {
-        trace_hi,
-        trace_lo,
-        id,
-        parent,
-        shared,
-        name: s.operation.map_or_else(|| host.to_string(), str::to_string),
-        client: !server_span,
-        start: SystemTime::now(),
-        started: std::time::Instant::now(),
-        max_path: s.cfg.max_path_tag_length,
-        tags,
-        reporter: zipkin::Reporter::for_tracer(tracer, s.server),
-    }))
+        .collect()
 }
 
 impl Span {
@@ -304,5 +409,81 @@ impl Span {
 
 /// Reports a finished stream's span.
 pub fn finish(span: &Span, info: &crate::stream_info::StreamInfo) {
-    span.reporter.push(zipkin::span_json(span, info));
+    match &span.reporter {
+        Reporter::Zipkin(r) => r.push(zipkin::span_json(span, info)),
+        Reporter::Otel(r) => r.push(otel::span(span, info)),
+    }
+}
+
+/// The tags Envoy puts on a request's span, in Envoy's OpenTelemetry order (Zipkin's JSON
+/// object has no order).
+pub(crate) fn request_tags(
+    span: &Span,
+    info: &crate::stream_info::StreamInfo,
+) -> Vec<(String, String)> {
+    let local = LOCAL.get();
+    let mut tags: Vec<(String, String)> = Vec::with_capacity(24);
+    let mut tag = |k: &str, v: String| tags.push((k.to_string(), v));
+    if let Some(l) = local {
+        tag("node_id", l.node_id.clone());
+        tag("zone", l.zone.clone());
+    }
+    let header = |n: &str| {
+        info.request
+            .as_ref()
+            .and_then(|r| r.headers.get(n))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if let Some(r) = &info.request {
+        tag(
+            "guid:x-request-id",
+            header("x-request-id").unwrap_or_default(),
+        );
+        let host = header("host").unwrap_or_default();
+        let path: String = r.path.chars().take(span.max_path).collect();
+        tag("http.url", format!("{}://{host}{path}", r.scheme));
+        tag("http.method", r.method.clone());
+    }
+    tag(
+        "downstream_cluster",
+        header("x-envoy-downstream-service-cluster").unwrap_or_else(|| "-".into()),
+    );
+    tag(
+        "user_agent",
+        header("user-agent").unwrap_or_else(|| "-".into()),
+    );
+    tag("http.protocol", info.protocol.unwrap_or("").to_string());
+    tag(
+        "peer.address",
+        info.downstream.remote.ip().to_canonical().to_string(),
+    );
+    tag("request_size", info.bytes_received.to_string());
+    tag("response_size", info.bytes_sent.to_string());
+    tag("component", "proxy".into());
+    if let Some((name, observed)) = &info.upstream.cluster {
+        tag("upstream_cluster", name.to_string());
+        tag("upstream_cluster.name", observed.to_string());
+    }
+    tag("http.status_code", info.code.to_string());
+    let flags: Vec<&str> = info.flags.iter().map(|f| f.code()).collect();
+    tag(
+        "response_flags",
+        if flags.is_empty() {
+            "-".into()
+        } else {
+            flags.join(",")
+        },
+    );
+    if info.code >= 500 {
+        tag("error", "true".into());
+    }
+    for (k, v) in &span.tags {
+        if let Some(t) = tags.iter_mut().find(|(n, _)| n == k) {
+            t.1 = v.clone();
+        } else {
+            tags.push((k.clone(), v.clone()));
+        }
+    }
+    tags
 }

@@ -2,6 +2,7 @@
 //! cluster when five are waiting or every five seconds, as Envoy does; only a 202 counts as
 //! sent, and nothing is retried.
 
+use super::batch::{shared, Pending, Pushed};
 use super::Span;
 use crate::config::trace::ZipkinCfg;
 use crate::stats::{registry, Counter, Scope};
@@ -10,8 +11,6 @@ use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
-const MIN_FLUSH_SPANS: usize = 5;
-const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Stats {
@@ -43,7 +42,7 @@ fn stats() -> &'static Stats {
 pub struct Reporter {
     cfg: Arc<ZipkinCfg>,
     server: Weak<crate::snapshot::Server>,
-    pending: Mutex<Vec<Value>>,
+    pending: Pending<Value>,
 }
 
 impl Reporter {
@@ -53,44 +52,28 @@ impl Reporter {
         server: &Arc<crate::snapshot::Server>,
     ) -> Arc<Reporter> {
         static ALL: OnceLock<Mutex<Vec<Arc<Reporter>>>> = OnceLock::new();
-        let mut all = ALL
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = all.iter().find(|r| *r.cfg == **cfg) {
-            return r.clone();
-        }
-        let r = Arc::new(Reporter {
-            cfg: cfg.clone(),
-            server: Arc::downgrade(server),
-            pending: Mutex::default(),
-        });
-        let weak = Arc::downgrade(&r);
-        crate::util::every(FLUSH_INTERVAL, move || {
-            let Some(r) = weak.upgrade() else {
-                return false;
-            };
-            stats().timer_flushed.inc();
-            r.flush();
-            true
-        });
-        all.push(r.clone());
-        r
+        shared(
+            ALL.get_or_init(Default::default),
+            |r| *r.cfg == **cfg,
+            || Reporter {
+                cfg: cfg.clone(),
+                server: Arc::downgrade(server),
+                pending: Pending::new(usize::MAX),
+            },
+            |r| {
+                stats().timer_flushed.inc();
+                r.send(r.pending.take());
+            },
+        )
     }
 
     pub fn push(self: &Arc<Self>, span: Value) {
-        let full = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.push(span);
-            p.len() >= MIN_FLUSH_SPANS
-        };
-        if full {
-            self.flush();
+        if let Pushed::Full(spans) | Pushed::Dropped(spans) = self.pending.push(span) {
+            self.send(spans);
         }
     }
 
-    fn flush(&self) {
-        let spans = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    fn send(&self, spans: Vec<Value>) {
         if spans.is_empty() {
             return;
         }
@@ -155,67 +138,10 @@ fn micros(t: std::time::SystemTime) -> u64 {
 /// The span of a finished stream, in Zipkin's v2 JSON.
 pub fn span_json(span: &Span, info: &StreamInfo) -> Value {
     let local = super::LOCAL.get();
-    let mut tags = Map::new();
-    let mut tag = |k: &str, v: String| {
-        tags.insert(k.to_string(), Value::String(v));
-    };
-    tag("component", "proxy".into());
-    if let Some(l) = local {
-        tag("node_id", l.node_id.clone());
-        tag("zone", l.zone.clone());
-    }
-    let header = |n: &str| {
-        info.request
-            .as_ref()
-            .and_then(|r| r.headers.get(n))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    if let Some(r) = &info.request {
-        tag(
-            "guid:x-request-id",
-            header("x-request-id").unwrap_or_default(),
-        );
-        let host = header("host").unwrap_or_default();
-        let path: String = r.path.chars().take(span.max_path).collect();
-        tag("http.url", format!("{}://{host}{path}", r.scheme));
-        tag("http.method", r.method.clone());
-    }
-    tag("http.protocol", info.protocol.unwrap_or("").to_string());
-    tag(
-        "downstream_cluster",
-        header("x-envoy-downstream-service-cluster").unwrap_or_else(|| "-".into()),
-    );
-    tag(
-        "user_agent",
-        header("user-agent").unwrap_or_else(|| "-".into()),
-    );
-    tag(
-        "peer.address",
-        info.downstream.remote.ip().to_canonical().to_string(),
-    );
-    tag("request_size", info.bytes_received.to_string());
-    tag("response_size", info.bytes_sent.to_string());
-    let flags: Vec<&str> = info.flags.iter().map(|f| f.code()).collect();
-    tag(
-        "response_flags",
-        if flags.is_empty() {
-            "-".into()
-        } else {
-            flags.join(",")
-        },
-    );
-    if let Some((name, observed)) = &info.upstream.cluster {
-        tag("upstream_cluster", name.to_string());
-        tag("upstream_cluster.name", observed.to_string());
-    }
-    tag("http.status_code", info.code.to_string());
-    if info.code >= 500 {
-        tag("error", "true".into());
-    }
-    for (k, v) in &span.tags {
-        tag(k, v.clone());
-    }
+    let tags: Map<String, Value> = super::request_tags(span, info)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
     let duration = span.started.elapsed().as_micros() as u64;
     let mut endpoint = json!({
         "serviceName": local.map_or("", |l| l.service.as_str()),

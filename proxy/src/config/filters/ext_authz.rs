@@ -50,6 +50,8 @@ pub struct ExtAuthzCfg {
     pub authority: String,
     /// `grpc_service.timeout` (default 200 ms).
     pub timeout: Duration,
+    /// `grpc_service.initial_metadata`: headers of every call.
+    pub metadata: Vec<(http::HeaderName, http::HeaderValue)>,
     pub failure_mode_allow: bool,
     pub failure_mode_allow_header_add: bool,
     /// `status_on_error` (default 403).
@@ -129,7 +131,23 @@ impl ExtAuthzCfg {
             .as_ref()
             .map(|m| gate(m, &format!("{path}.filter_enabled_metadata")))
             .transpose()?;
+        let mut metadata = Vec::new();
+        for (i, h) in g.initial_metadata.iter().enumerate() {
+            match (
+                http::HeaderName::from_bytes(h.key.as_bytes()),
+                http::HeaderValue::from_str(&h.value),
+            ) {
+                (Ok(n), Ok(v)) => metadata.push((n, v)),
+                _ => {
+                    return err(
+                        &format!("{gp}.initial_metadata[{i}]"),
+                        "invalid header name or value",
+                    )
+                }
+            }
+        }
         Ok(ExtAuthzCfg {
+            metadata,
             cluster: eg.cluster_name.clone(),
             authority: if eg.authority.is_empty() {
                 eg.cluster_name.clone()

@@ -303,6 +303,9 @@ async fn exchange(
     .header("grpc-timeout", format!("{ms}m"))
     .header("x-envoy-internal", "true")
     .header("x-envoy-expected-rq-timeout-ms", ms.to_string());
+    for (n, v) in &cfg.metadata {
+        r = r.header(n, v);
+    }
     if let Some(ip) = crate::util::local_address() {
         r = r.header("x-forwarded-for", ip.to_string());
     }
