@@ -4,7 +4,7 @@
 
 use ferry_tests::client::{self, HttpRequest};
 use ferry_tests::echo;
-use ferry_tests::proxy::{self, TempDir};
+use ferry_tests::proxy;
 use std::time::Duration;
 
 /// An event line without the values that depend on the clock.
@@ -39,12 +39,7 @@ async fn outlier_event_log_against_envoy() {
     let up = echo::start_http("flaky").await;
     let mut results = Vec::new();
     for (kind, bin) in proxy::kinds() {
-        let dir = TempDir::new("outlier-events");
-        let events = dir.path().join("events.log");
-        let vars = std::collections::BTreeMap::from([
-            ("UP".to_string(), up.port().to_string()),
-            ("EVENTS".to_string(), events.display().to_string()),
-        ]);
+        let vars = std::collections::BTreeMap::from([("UP".to_string(), up.port().to_string())]);
         let px = proxy::start(
             kind,
             &bin,
@@ -54,6 +49,7 @@ async fn outlier_event_log_against_envoy() {
         )
         .await;
         let port = px.port("L1");
+        let events = px.dir().join("events.log");
         // Two 503s eject the host; it comes back after a second; two more eject it again.
         fail(port, 2).await;
         tokio::time::sleep(Duration::from_millis(1700)).await;
