@@ -62,10 +62,15 @@ impl Stream {
         let conn = s.get_ref().1;
         let mut peer = Peer {
             sni: conn.server_name().map(str::to_string),
+            version: crate::tls::version_name(conn),
+            cipher: conn
+                .negotiated_cipher_suite()
+                .map(|s| crate::tls::cipher_name(s.suite())),
             ..Peer::default()
         };
         if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
             peer.authenticated = true;
+            peer.cert = Some(std::sync::Arc::from(cert.as_ref()));
             for n in crate::tls::san::names(cert) {
                 match n {
                     crate::tls::san::San::Uri(u) => peer.uris.push(u),
@@ -88,6 +93,11 @@ pub struct Peer {
     pub sni: Option<String>,
     /// The first URI SAN of Ferry's own certificate on this connection.
     pub local_uri: Option<String>,
+    /// The negotiated version and cipher suite, by Envoy's names.
+    pub version: Option<&'static str>,
+    pub cipher: Option<&'static str>,
+    /// The client's certificate (DER), for the access log's certificate operators.
+    pub cert: Option<std::sync::Arc<[u8]>>,
 }
 
 macro_rules! delegate {

@@ -7,6 +7,7 @@ pub mod format;
 mod ops;
 mod render;
 pub mod sink;
+mod tls_ops;
 
 use crate::config::{any_to, err, type_name, Result};
 use crate::stream_info::StreamInfo;

@@ -104,6 +104,8 @@ pub enum Op {
     ConnectionId,
     GrpcStatus(GrpcForm),
     DownstreamPeerUriSan,
+    /// The downstream TLS operators (`tls_ops.rs`).
+    Tls(super::tls_ops::TlsOp),
 }
 
 /// An operator's value.
@@ -150,6 +152,9 @@ impl Op {
         }
         if let Some(a) = addr("UPSTREAM_REMOTE_ADDRESS") {
             return no_arg(Op::UpstreamRemoteAddress(a));
+        }
+        if let Some(t) = super::tls_ops::TlsOp::parse(name) {
+            return no_arg(Op::Tls(t));
         }
         let op = match name {
             "START_TIME" => return Ok(Op::StartTime(arg.filter(|a| !a.is_empty()).map(str::to_string))),
@@ -283,6 +288,7 @@ impl Op {
             },
             Op::ConnectionId => Val::Num(s.downstream.connection_id),
             Op::GrpcStatus(form) => grpc_status(s, *form),
+            Op::Tls(t) => t.eval(s),
             Op::DownstreamPeerUriSan => match s.downstream.peer.as_ref() {
                 Some(p) if !p.uris.is_empty() => Val::Str(Cow::Owned(p.uris.join(","))),
                 _ => Val::None,
@@ -305,16 +311,9 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "RESPONSE_HEADERS_BYTES",
     "RESPONSE_TRAILERS_BYTES",
     "REQUEST_TX_DURATION",
-    "DOWNSTREAM_TLS_VERSION",
-    "DOWNSTREAM_TLS_CIPHER",
     "DOWNSTREAM_TLS_SESSION_ID",
-    "DOWNSTREAM_PEER_SUBJECT",
-    "DOWNSTREAM_PEER_ISSUER",
-    "DOWNSTREAM_LOCAL_URI_SAN",
     "DOWNSTREAM_LOCAL_SUBJECT",
-    "DOWNSTREAM_PEER_DNS_SAN",
     "DOWNSTREAM_LOCAL_DNS_SAN",
-    "DOWNSTREAM_PEER_FINGERPRINT_256",
     "DOWNSTREAM_PEER_CERT",
     "UPSTREAM_PEER_URI_SAN",
     "UPSTREAM_PEER_SUBJECT",

@@ -18,6 +18,15 @@ use rustls::{CipherSuite, SupportedCipherSuite};
 use std::sync::Arc;
 
 /// Envoy's name of a cipher suite (BoringSSL's), as its stats and config use it.
+/// The negotiated TLS version by Envoy's name (`TLSv1.3`).
+pub fn version_name(conn: &rustls::CommonState) -> Option<&'static str> {
+    Some(match conn.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "unknown",
+    })
+}
+
 pub fn cipher_name(s: CipherSuite) -> &'static str {
     match s {
         CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
@@ -221,12 +230,7 @@ impl SslScope {
     /// A completed handshake: `ssl.handshake`, version, cipher and curve counters.
     pub fn handshake(&self, conn: &rustls::CommonState) {
         self.inc("handshake");
-        if let Some(v) = conn.protocol_version() {
-            let v = match v {
-                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-                _ => "unknown",
-            };
+        if let Some(v) = version_name(conn) {
             self.inc(&format!("versions.{v}"));
         }
         if let Some(s) = conn.negotiated_cipher_suite() {

@@ -12,12 +12,17 @@ const OID: u8 = 0x06;
 
 /// The subject of a DER certificate; empty when it has none (or is malformed).
 pub fn subject(cert_der: &[u8]) -> String {
-    name(cert_der).unwrap_or_default()
+    // serial, signature, issuer, validity, subject
+    name(cert_der, 4).unwrap_or_default()
 }
 
-fn name(cert_der: &[u8]) -> Option<String> {
-    // serial, signature, issuer, validity, subject
-    let (SEQUENCE, subject) = super::san::tbs_fields(cert_der)?.nth(4)? else {
+/// The issuer of a DER certificate, in the same form.
+pub fn issuer(cert_der: &[u8]) -> String {
+    name(cert_der, 2).unwrap_or_default()
+}
+
+fn name(cert_der: &[u8], field: usize) -> Option<String> {
+    let (SEQUENCE, subject) = super::san::tbs_fields(cert_der)?.nth(field)? else {
         return None;
     };
     let rdns: Vec<&[u8]> = children(subject)
