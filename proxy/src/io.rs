@@ -47,6 +47,18 @@ impl Stream {
 
     /// What a downstream TLS connection says of its peer: the SANs of its certificate and the
     /// SNI it asked for.
+    /// The certificates the TLS client presented, its own first (empty: none).
+    pub fn peer_chain(&self) -> Vec<&[u8]> {
+        let Stream::Server(s) = self else {
+            return Vec::new();
+        };
+        s.get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.as_ref()).collect())
+            .unwrap_or_default()
+    }
+
     /// The DER certificate the TLS client presented, if any.
     pub fn peer_cert(&self) -> Option<&[u8]> {
         let Stream::Server(s) = self else { return None };

@@ -43,7 +43,7 @@ fn summary(c: &CheckRequest) -> String {
         .collect();
     ext.sort();
     format!(
-        "{} {} host={} scheme={} protocol={} size={} body={:?} raw_body={:?} id={} src={} dst={} principals=[{}|{}] headers={headers:?} ext={ext:?} metadata={} route_metadata={} time={}",
+        "{} {} host={} scheme={} protocol={} size={} body={:?} raw_body={:?} cert={:?} id={} src={} dst={} principals=[{}|{}] headers={headers:?} ext={ext:?} metadata={} route_metadata={} time={}",
         http.map_or("", |h| h.method.as_str()),
         http.map_or("", |h| h.path.as_str()),
         http.map_or("", |h| h.host.as_str()),
@@ -52,6 +52,9 @@ fn summary(c: &CheckRequest) -> String {
         http.map_or(-2, |h| h.size),
         http.map_or("", |h| h.body.as_str()),
         http.map_or(String::new(), |h| String::from_utf8_lossy(&h.raw_body).into_owned()),
+        a.source
+            .as_ref()
+            .map_or(String::new(), |p| p.certificate.clone()),
         http.is_some_and(|h| h.id.parse::<u64>().is_ok()),
         a.source.as_ref().map_or("-".into(), |p| ip(&p.address)),
         a.destination.as_ref().map_or("-".into(), |p| ip(&p.address)),
@@ -137,9 +140,22 @@ async fn ext_authz_against_envoy() {
     let authz = AuthzServer::start().await;
     let http_authz = HttpAuthzServer::start().await;
     let tcp_echo = echo::start_tcp_echo("tcp").await;
+    let dir = ferry_tests::proxy::TempDir::new("ext-authz-pki");
+    let root = ferry_tests::tls::Ca::root("mesh root");
+    let server = root.issue(
+        &ferry_tests::tls::spiffe("default", "server"),
+        &["server.example.com"],
+    );
+    let client_cert = root.issue(&ferry_tests::tls::spiffe("default", "client"), &[]);
+    let pki = ferry_tests::tls::write_files(
+        dir.path(),
+        &[("server", &server)],
+        &[("mesh", &root.root_pem)],
+    );
     let mut results = Vec::new();
     for (kind, bin) in proxy::kinds() {
-        let vars = std::collections::BTreeMap::from([
+        let mut vars = pki.clone();
+        vars.extend([
             ("UP_ECHO".to_string(), up.port().to_string()),
             ("AUTHZ".to_string(), authz.port().to_string()),
             ("AUTHZ_HTTP".to_string(), http_authz.port().to_string()),
@@ -202,6 +218,17 @@ async fn ext_authz_against_envoy() {
             };
             got.push(format!("{listener} {path}: {line}"));
         }
+        // mTLS: the client's certificate goes in the check.
+        let cfg =
+            ferry_tests::tls::client_config(&root.root_pem, Some(&client_cert), &["http/1.1"]);
+        let o = ferry_tests::tls::get(px.port("L9"), cfg, "server.example.com", "/allow").await;
+        got.push(format!(
+            "L9 mtls /allow: {}",
+            match o {
+                ferry_tests::tls::Outcome::Ok { status, .. } => status.to_string(),
+                ferry_tests::tls::Outcome::Refused => "refused".into(),
+            }
+        ));
         // Connections: denied, then allowed; L8's never checked.
         for (listener, allow) in [("L7", false), ("L7", true), ("L8", false)] {
             authz.set_tcp_allow(allow);

@@ -51,6 +51,7 @@ async fn forward_client_cert_modes() {
             "L_APPEND_BARE",
             "L_SET",
             "L_ALWAYS",
+            "L_SET_CERT",
         ] {
             for (who, cfg) in [("mtls", &mtls), ("no cert", &no_cert)] {
                 // The client claims `By=forged`.
@@ -107,6 +108,14 @@ async fn forward_client_cert_modes() {
         let line = format!("{prefix}{want}");
         assert!(ferry.contains(&line), "missing {line}\nin {ferry:#?}");
     }
+    // SANITIZE_SET with every detail: Envoy's order and its URL-encoded PEM.
+    assert!(
+        ferry.iter().any(|l| l.starts_with("L_SET_CERT mtls: 200 ")
+            && l.contains(";Cert=\\\"-----BEGIN%20CERTIFICATE-----%0A")
+            && l.contains("%0A-----END%20CERTIFICATE-----%0A\\\";Chain=")
+            && l.contains(";Subject=")),
+        "{ferry:#?}"
+    );
     if let [(_, envoy), (_, ferry)] = results.as_slice() {
         assert_eq!(envoy, ferry, "Envoy and Ferry differ");
     }

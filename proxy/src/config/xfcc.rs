@@ -25,6 +25,10 @@ pub enum Mode {
 /// One field `set_current_client_cert_details` adds to this hop's entry, in Envoy's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detail {
+    /// The client certificate, PEM, URL-encoded.
+    Cert,
+    /// The client's whole chain, likewise.
+    Chain,
     Subject,
     Uri,
     Dns,
@@ -59,18 +63,19 @@ impl Xfcc {
         let mut details = Vec::new();
         if let Some(s) = &h.set_current_client_cert_details {
             let sp = format!("{path}.set_current_client_cert_details");
-            for (set, field) in [
-                (s.cert, "cert"),
-                (s.chain, "chain"),
-                (s.issuer, "issuer"),
-                (s.format != 0, "format"),
-            ] {
+            for (set, field) in [(s.issuer, "issuer"), (s.format != 0, "format")] {
                 if set {
                     return err(
                         &format!("{sp}.{field}"),
                         format!("{field} is not supported by Ferry yet"),
                     );
                 }
+            }
+            if s.cert {
+                details.push(Detail::Cert);
+            }
+            if s.chain {
+                details.push(Detail::Chain);
             }
             if s.subject.is_some_and(|b| b.value) {
                 details.push(Detail::Subject);

@@ -21,7 +21,7 @@ pub mod router;
 mod throttle;
 mod timeouts;
 mod upstream;
-mod xfcc;
+pub(crate) mod xfcc;
 
 use crate::config::hcm::{Codec, HttpConnMgr};
 use crate::snapshot::Server;
@@ -207,10 +207,11 @@ pub async fn serve(
             None
         },
         mtls: stream.peer_cert().is_some(),
-        xfcc: stream
-            .peer_cert()
-            .filter(|_| hcm.xfcc.sets())
-            .and_then(|der| xfcc::entry(&hcm.xfcc, der, down.local_uri.as_deref())),
+        xfcc: if hcm.xfcc.sets() && stream.peer_cert().is_some() {
+            xfcc::entry(&hcm.xfcc, &stream.peer_chain(), down.local_uri.as_deref())
+        } else {
+            None
+        },
         activity: activity.clone(),
         connection_id: down.connection_id,
         inbound: down.inbound,

@@ -8,9 +8,34 @@ use std::fmt::Write;
 
 static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
-/// This hop's entry for a client that presented `peer_der`: `By=` this proxy's identity,
-/// `Hash=` the SHA-256 of the client's certificate, then the configured details.
-pub fn entry(cfg: &Xfcc, peer_der: &[u8], local_uri: Option<&str>) -> Option<HeaderValue> {
+/// PEM certificates, URL-encoded as Envoy writes them in `Cert=` and `Chain=`.
+pub fn url_encoded_pem(certs: &[&[u8]]) -> String {
+    let mut pem = String::new();
+    for c in certs {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = crate::util::base64_encode(c);
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    let mut out = String::with_capacity(pem.len() * 5 / 4);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// This hop's entry for a client that presented `chain` (its certificate first): `By=` this
+/// proxy's identity, `Hash=` the SHA-256 of the client's certificate, then the configured
+/// details.
+pub fn entry(cfg: &Xfcc, chain: &[&[u8]], local_uri: Option<&str>) -> Option<HeaderValue> {
+    let peer_der = *chain.first()?;
     let mut parts: Vec<String> = Vec::new();
     if let Some(by) = local_uri {
         parts.push(format!("By={by}"));
@@ -24,6 +49,8 @@ pub fn entry(cfg: &Xfcc, peer_der: &[u8], local_uri: Option<&str>) -> Option<Hea
     let names = crate::tls::san::names(peer_der);
     for d in &cfg.details {
         match d {
+            Detail::Cert => parts.push(format!("Cert=\"{}\"", url_encoded_pem(&chain[..1]))),
+            Detail::Chain => parts.push(format!("Chain=\"{}\"", url_encoded_pem(chain))),
             Detail::Subject => parts.push(format!(
                 "Subject=\"{}\"",
                 crate::tls::subject::subject(peer_der)

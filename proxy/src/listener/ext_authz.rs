@@ -86,6 +86,10 @@ async fn check(
                 principal: peer
                     .and_then(|p| p.uris.first().cloned())
                     .unwrap_or_default(),
+                certificate: crate::http::filters::ext_authz_grpc::peer_certificate(
+                    peer,
+                    cfg.include_peer_certificate,
+                ),
                 ..Default::default()
             }),
             destination: Some(attribute_context::Peer {

@@ -62,6 +62,8 @@ pub struct ExtAuthzCfg {
     pub deny_at_disable: bool,
     /// `with_request_body`.
     pub body: Option<BodySettings>,
+    /// `include_peer_certificate`: the client's certificate in `source.certificate`.
+    pub include_peer_certificate: bool,
     /// `http_service`: the check is an HTTP request (none: gRPC).
     pub http: Option<Box<HttpCfg>>,
     /// `stat_prefix`: `http.<hcm>.ext_authz.<stat_prefix>.*`.
@@ -87,12 +89,6 @@ impl ExtAuthzCfg {
             return err(
                 &format!("{path}.clear_route_cache"),
                 "clear_route_cache is not supported by Ferry yet",
-            );
-        }
-        if c.include_peer_certificate {
-            return err(
-                &format!("{path}.include_peer_certificate"),
-                "include_peer_certificate is not supported by Ferry yet",
             );
         }
         let g = match &c.services {
@@ -166,6 +162,7 @@ impl ExtAuthzCfg {
                 .and_then(|d| d.default_value.as_ref())
                 .is_some_and(|b| b.value),
             body: body_settings(&c),
+            include_peer_certificate: c.include_peer_certificate,
             http: None,
             stat_prefix: c.stat_prefix.clone(),
         })
@@ -361,7 +358,6 @@ pub fn network(any: &Any, path: &str) -> Result<ExtAuthzCfg> {
     use envoy_types::pb::envoy::extensions::filters::network::ext_authz::v3::ExtAuthz as Net;
     let n: Net = any_to(any, path)?;
     for (set, field) in [
-        (n.include_peer_certificate, "include_peer_certificate"),
         (n.include_tls_session, "include_tls_session"),
         (n.send_tls_alert_on_denial, "send_tls_alert_on_denial"),
         (
@@ -384,6 +380,7 @@ pub fn network(any: &Any, path: &str) -> Result<ExtAuthzCfg> {
     let http = pb::ExtAuthz {
         services: n.grpc_service.map(pb::ext_authz::Services::GrpcService),
         failure_mode_allow: n.failure_mode_allow,
+        include_peer_certificate: n.include_peer_certificate,
         filter_enabled_metadata: n.filter_enabled_metadata,
         stat_prefix: n.stat_prefix.clone(),
         ..Default::default()

@@ -60,7 +60,7 @@ pub async fn decode(
     let outcome = match &cfg.http {
         Some(h) => super::ext_authz_http::call(cfg, h, req, sent.as_ref().map(|(a, _)| a)).await,
         None => {
-            let check = check_request(req, ext, sent);
+            let check = check_request(req, ext, sent, cfg.include_peer_certificate);
             grpc_outcome(cfg, call(cfg, &req.conn.server, check).await)
         }
     };

@@ -171,11 +171,21 @@ pub(crate) fn socket(a: std::net::SocketAddr) -> Address {
     }
 }
 
+/// `source.certificate` with `include_peer_certificate`: the client's certificate, PEM,
+/// URL-encoded.
+pub(crate) fn peer_certificate(peer: Option<&crate::io::Peer>, include: bool) -> String {
+    match peer.and_then(|p| p.cert.as_deref()) {
+        Some(c) if include => crate::http::xfcc::url_encoded_pem(&[c]),
+        _ => String::new(),
+    }
+}
+
 /// The attributes Envoy sends for an HTTP request.
 pub(super) fn check_request(
     req: &FilterRequest<'_>,
     ext: &[(String, String)],
     sent: Option<(crate::http::down::ReadAhead, bool)>,
+    include_cert: bool,
 ) -> CheckRequest {
     let s = &req.subject;
     let peer = req.conn.peer.as_ref();
@@ -228,6 +238,7 @@ pub(super) fn check_request(
                 principal: peer
                     .and_then(|p| p.uris.first().cloned())
                     .unwrap_or_default(),
+                certificate: peer_certificate(req.conn.peer.as_ref(), include_cert),
                 ..Default::default()
             }),
             destination: Some(attribute_context::Peer {
