@@ -2,6 +2,7 @@
 //! tests. It records every CheckRequest and decides by the request path:
 //! - contains `allow`: OK, setting `x-authz-set`, appending to `x-app`, removing `x-drop`,
 //!   and adding `x-authz-response` (set) and `x-authz-added` (appended) to the response;
+//!   with `query` too, setting the query parameter `qs=v1` and removing `qr` and `b`;
 //! - contains `deny`: PERMISSION_DENIED with a 401 `denied by authz` and `x-authz-why: test`;
 //! - contains `fail`: a gRPC UNAVAILABLE error;
 //! - contains `slow`: OK after 1.5 s;
@@ -85,6 +86,19 @@ impl Authorization for Svc {
                         header("x-absent", "dropped", Some(true)),
                     ],
                     headers_to_remove: vec!["x-drop".into()],
+                    query_parameters_to_set: if path.contains("query") {
+                        vec![envoy_types::pb::envoy::config::core::v3::QueryParameter {
+                            key: "qs".into(),
+                            value: "v1".into(),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    query_parameters_to_remove: if path.contains("query") {
+                        vec!["qr".into(), "b".into()]
+                    } else {
+                        Vec::new()
+                    },
                     response_headers_to_add: vec![
                         header("x-authz-response", "set", Some(false)),
                         header("x-authz-added", "added", Some(true)),

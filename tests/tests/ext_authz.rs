@@ -1,4 +1,4 @@
-//! ext_authz over gRPC and HTTP against Envoy (`configs/ext_authz.yaml`): Istio's CUSTOM authorization
+//! ext_authz over gRPC and HTTP against Envoy (`configs/tls/ext_authz.yaml`): Istio's CUSTOM authorization
 //! (a shadow RBAC policy gating the check through dynamic metadata), OK with request and
 //! response header changes, denials with and without a denied response, service errors and
 //! timeouts, per-route disabling and context extensions, failing open, a missing cluster; the
@@ -101,6 +101,7 @@ fn outcome(r: &client::HttpResponse) -> String {
     }
     if r.status == 200 {
         let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        out.push_str(&format!(" upstream path={}", seen["path"]));
         for h in [
             "x-authz-set",
             "x-app",
@@ -164,7 +165,7 @@ async fn ext_authz_against_envoy() {
         let px = proxy::start(
             kind,
             &bin,
-            include_str!("../configs/ext_authz.yaml"),
+            include_str!("../configs/tls/ext_authz.yaml"),
             &vars,
             &[],
         )
@@ -194,6 +195,10 @@ async fn ext_authz_against_envoy() {
             ("L1", "/secure/ctx/allow?q=1"),
             ("L2", "/fail"),
             ("L2", "/allow"),
+            (
+                "L2",
+                "/allow-query?z=9&qr=1&x=2&b=1&b=2&qs=old&a=1&qs=old2&flag",
+            ),
             ("L3", "/allow"),
         ];
         for (listener, path) in cases {

@@ -313,6 +313,16 @@ async fn dispatch(
         }
         if !effects.request.is_empty() {
             let muts = std::mem::take(&mut effects.request);
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            if let Some(new) = super::filters::ext_authz::rewrite_query(pq, &muts) {
+                let mut parts = req.uri().clone().into_parts();
+                if let Ok(pq) = new.parse() {
+                    parts.path_and_query = Some(pq);
+                    if let Ok(u) = http::Uri::from_parts(parts) {
+                        *req.uri_mut() = u;
+                    }
+                }
+            }
             super::filters::ext_authz::apply(req.headers_mut(), muts);
         }
     }

@@ -161,6 +161,9 @@ pub enum Mutation {
     Append(HeaderName, HeaderValue),
     /// Added as one more line of the header.
     Add(HeaderName, HeaderValue),
+    /// `query_parameters_to_set` / `_to_remove` (the value goes in as given, as in Envoy).
+    QuerySet(String, String),
+    QueryRemove(String),
     Remove(HeaderName),
 }
 
@@ -196,8 +199,47 @@ pub fn apply(h: &mut HeaderMap, muts: Vec<Mutation>) {
                     h.remove(n);
                 }
             }
+            Mutation::QuerySet(..) | Mutation::QueryRemove(..) => {}
         }
     }
+}
+
+/// The OK's query changes applied to a path, Envoy's way: the query becomes a map sorted by
+/// key (a key's values keep their order), set keys get their one value, removed keys go;
+/// `None` when the OK asked for none.
+pub fn rewrite_query(path: &str, muts: &[Mutation]) -> Option<String> {
+    if !muts
+        .iter()
+        .any(|m| matches!(m, Mutation::QuerySet(..) | Mutation::QueryRemove(..)))
+    {
+        return None;
+    }
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut params: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        params.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    for m in muts {
+        match m {
+            Mutation::QuerySet(k, v) => {
+                params.insert(k.clone(), vec![v.clone()]);
+            }
+            Mutation::QueryRemove(k) => {
+                params.remove(k);
+            }
+            _ => {}
+        }
+    }
+    let q: Vec<String> = params
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}")))
+        .collect();
+    Some(if q.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", q.join("&"))
+    })
 }
 
 /// An upgrade (WebSocket) or CONNECT: its body is not read ahead.

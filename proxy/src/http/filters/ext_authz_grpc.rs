@@ -40,6 +40,12 @@ pub(super) fn grpc_outcome(cfg: &ExtAuthzCfg, v: Verdict) -> Outcome {
                         request.push(Mutation::Remove(n));
                     }
                 }
+                for q in &ok.query_parameters_to_set {
+                    request.push(Mutation::QuerySet(q.key.clone(), q.value.clone()));
+                }
+                for k in &ok.query_parameters_to_remove {
+                    request.push(Mutation::QueryRemove(k.clone()));
+                }
                 for h in &ok.response_headers_to_add {
                     if let Some((n, v)) = pair(h) {
                         if h.append.is_some_and(|a| a.value) {
