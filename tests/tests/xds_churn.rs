@@ -264,7 +264,15 @@ async fn check_side(env: &mut XdsEnv, kind: ProxyKind, mut rep: Report) {
     let failures: Vec<&str> = failures.map(String::as_str).collect();
     let failures = failures.join("; ");
     let what = format!("every request answered 200 by an echo upstream; {lost} not: {failures}");
-    r.check(kind, "churn", lost == 0, &what);
+    if kind == ProxyKind::Envoy && lost > 0 {
+        // Envoy drains every connection of the old chain on each LDS update; now and then
+        // (about one run in ten with other tests beside it) a request on a draining
+        // connection gets no answer before the client gives up. That is the reference's
+        // behaviour, not Ferry's to match: reported, not failed. Ferry must lose none.
+        r.note(format!("{kind}: {what}"));
+    } else {
+        r.check(kind, "churn", lost == 0, &what);
+    }
     let n = rep.requests();
     let what = format!("at least {MIN_REQUESTS} requests under churn, got {n}");
     r.check(kind, "churn", n >= MIN_REQUESTS, &what);
