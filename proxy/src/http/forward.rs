@@ -2,6 +2,7 @@
 //! upstream exchange with the route timeout, Envoy's error replies, and upgrades (websocket).
 
 use super::body::{ReplayBody, ReqBody};
+use super::fctx::{finalize_response, format_ctx};
 use super::headers::{
     strip_hop_by_hop, X_ENVOY_ORIGINAL_HOST, X_ENVOY_ORIGINAL_PATH, X_ENVOY_PER_TRY_TIMEOUT,
     X_ENVOY_RQ_TIMEOUT, X_ENVOY_SERVICE_TIME,
@@ -9,7 +10,6 @@ use super::headers::{
 use super::logged::tag;
 use super::reply::{local, Body, Flag};
 use super::retry::{RetryState, X_ENVOY_ATTEMPT_COUNT};
-use super::router::{finalize_response, format_ctx};
 use super::upstream::{Answer, Local, Outgoing};
 use super::ConnCtx;
 use crate::config::headers::HeaderMutation;

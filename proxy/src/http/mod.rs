@@ -5,6 +5,7 @@ mod attempt;
 pub mod body;
 mod compress;
 pub mod down;
+mod fctx;
 pub(crate) mod filters;
 mod forward;
 mod grpc_stats;

@@ -1,13 +1,14 @@
 //! Per-request routing: virtual host and route selection, then the route's action (forward,
 //! redirect, direct response). Pure matching lives in `config::route`; this is the thin I/O part.
 
+use super::fctx::{finalize_response, format_ctx};
 use super::headers::{requested_upgrade, set_server, X_REQUEST_ID};
 use super::logged::tag;
 use super::reply::{local, Body, Flag};
 use super::ConnCtx;
 use crate::config::hcm::{RouteSource, Underscores};
-use crate::config::headers::FormatCtx;
-use crate::config::route::{Action, RequestView, Route, RouteTable, VirtualHost};
+
+use crate::config::route::{Action, RequestView, RouteTable};
 use crate::stats::ActiveGuard;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -98,14 +99,6 @@ struct Seen {
     logging: bool,
     request_id: Option<HeaderValue>,
     log: super::logged::Seen,
-}
-
-fn protocol_name(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2",
-        _ => "HTTP/1.1",
-    }
 }
 
 async fn dispatch(
@@ -259,19 +252,8 @@ async fn dispatch(
         scheme: if ctx.tls { "https" } else { "http" },
     };
     let route = vhost.and_then(|vh| vh.routes.iter().find(|r| r.matcher.matches(&view)));
-    if let Some(tc) = hcm.tracing.as_deref().filter(|_| hcm.traces()) {
-        let start = crate::trace::Start {
-            cfg: tc,
-            stats: &hcm.tracing_stats,
-            server: &ctx.server,
-            internal: req
-                .headers()
-                .get("x-envoy-internal")
-                .is_some_and(|v| v == "true"),
-            outbound: ctx.outbound,
-            operation: route.and_then(|r| r.operation.as_deref()),
-        };
-        seen.log.span = crate::trace::start(&start, req.headers_mut());
+    if hcm.traces() {
+        seen.log.span = crate::trace::start_request(ctx, route, req.headers_mut());
         seen.request_id = req.headers().get(&X_REQUEST_ID).cloned();
         if seen.logging {
             seen.log.headers = Some(req.headers().clone());
@@ -313,17 +295,7 @@ async fn dispatch(
         }
         if !effects.request.is_empty() {
             let muts = std::mem::take(&mut effects.request);
-            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            if let Some(new) = super::filters::ext_authz::rewrite_query(pq, &muts) {
-                let mut parts = req.uri().clone().into_parts();
-                if let Ok(pq) = new.parse() {
-                    parts.path_and_query = Some(pq);
-                    if let Ok(u) = http::Uri::from_parts(parts) {
-                        *req.uri_mut() = u;
-                    }
-                }
-            }
-            super::filters::ext_authz::apply(req.headers_mut(), muts);
+            super::filters::ext_authz::apply_to_request(&mut req, muts);
         }
     }
     let Some(vh) = vhost else {
@@ -426,43 +398,4 @@ fn close(mut r: Response<Body>) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-/// Response header mutations, most specific level first so the route configuration's level
-/// is applied last (Envoy's default order).
-pub(super) fn finalize_response(
-    ctx: &ConnCtx,
-    req: (Option<&http::HeaderMap>, Version),
-    table: &RouteTable,
-    vh: &VirtualHost,
-    route: &Route,
-    weighted: Option<&crate::config::headers::HeaderMutation>,
-    resp: &mut Response<Body>,
-) {
-    let fctx = FormatCtx {
-        remote: ctx.remote,
-        local: ctx.local,
-        protocol: protocol_name(req.1),
-        request: req.0,
-    };
-    let h = resp.headers_mut();
-    if let Some(w) = weighted {
-        w.apply(h, &fctx);
-    }
-    route.response.apply(h, &fctx);
-    vh.response.apply(h, &fctx);
-    table.response.apply(h, &fctx);
-}
-
-pub(super) fn format_ctx<'a>(
-    ctx: &ConnCtx,
-    headers: &'a http::HeaderMap,
-    v: Version,
-) -> FormatCtx<'a> {
-    FormatCtx {
-        remote: ctx.remote,
-        local: ctx.local,
-        protocol: protocol_name(v),
-        request: Some(headers),
-    }
 }

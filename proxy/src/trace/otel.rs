@@ -202,7 +202,7 @@ pub fn span(span: &Span, info: &StreamInfo) -> otlp::Span {
         kind: if span.client { 3 } else { 2 },
         start_time_unix_nano: nanos(span.start),
         end_time_unix_nano: nanos(end),
-        attributes: super::request_tags(span, info)
+        attributes: super::tags::request_tags(span, info)
             .into_iter()
             .map(|(k, v)| kv(&k, v))
             .collect(),

@@ -138,7 +138,7 @@ fn micros(t: std::time::SystemTime) -> u64 {
 /// The span of a finished stream, in Zipkin's v2 JSON.
 pub fn span_json(span: &Span, info: &StreamInfo) -> Value {
     let local = super::LOCAL.get();
-    let tags: Map<String, Value> = super::request_tags(span, info)
+    let tags: Map<String, Value> = super::tags::request_tags(span, info)
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();

@@ -204,6 +204,21 @@ pub fn apply(h: &mut HeaderMap, muts: Vec<Mutation>) {
     }
 }
 
+/// Applies an OK's changes to the request: its query, then its headers.
+pub fn apply_to_request<B>(req: &mut http::Request<B>, muts: Vec<Mutation>) {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Some(new) = rewrite_query(pq, &muts) {
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = new.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+    apply(req.headers_mut(), muts);
+}
+
 /// The OK's query changes applied to a path, Envoy's way: the query becomes a map sorted by
 /// key (a key's values keep their order), set keys get their one value, removed keys go;
 /// `None` when the OK asked for none.
